@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef STF_FORMAT_H
+#define STF_FORMAT_H
+
+/*
+ * The safetensors header: strict parse and validation of one file.
+ *
+ * Layout: 8-byte little-endian header size N, N bytes of UTF-8 JSON, then
+ * the data buffer. Every rule of the design notes' "Format rules" is
+ * enforced here; nothing of the file is read or allocated before N has been
+ * checked against STF_HEADER_MAX and the file size.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "diag.h"
+#include "dtype.h"
+
+#define STF_HEADER_MAX 100000000ULL
+
+/* One tensor as described by a header. A small value; read its fields. */
+struct stf_tensor {
+	const char *name;      /* NUL terminated UTF-8, owned by the header */
+	uint32_t name_len;     /* bytes, without the NUL */
+	uint32_t rank;         /* 0 for a scalar */
+	const uint64_t *shape; /* @rank dims, owned by the header */
+	uint64_t nelem;        /* product of shape (1 for a scalar) */
+	uint64_t begin;        /* absolute offset of the data in the file */
+	uint64_t size;         /* bytes of data; may be 0 */
+	uint8_t dtype;         /* enum stf_dtype */
+	uint32_t shard;        /* index of the shard in its model (0 here) */
+	uint32_t comp;         /* component of the model (0 here) */
+};
+
+struct stf_header {
+	uint64_t file_size;
+	uint64_t data_start;         /* 8 + N */
+	size_t ntensors;             /* sorted by begin, then name */
+	struct stf_tensor *tensors;  /* owned */
+	json_t *metadata;            /* "__metadata__" object (owned ref); never NULL */
+	char *names;                 /* arena of the names (owned) */
+	uint64_t *shapes;            /* arena of the shapes (owned) */
+};
+
+/*
+ * Parse and validate the header of a safetensors file.
+ *
+ * @file:  name used in diagnostics (not opened).
+ * @buf:   the first @avail bytes of the file (a mapping of it, usually).
+ * @avail: bytes readable at @buf; may be less than @file_size, but must
+ *         cover the header (otherwise -EINVAL, "file truncated").
+ * @file_size: size of the whole file; the data buffer ends there.
+ * @out:   on success, a new header (free with stf_header_free).
+ * @diag:  optional; set on failure.
+ *
+ * Returns 0, -EINVAL for a malformed file (diag says why), -ENOMEM.
+ * Thread-safe (no shared state).
+ */
+int stf_header_parse(const char *file, const uint8_t *buf, uint64_t avail, uint64_t file_size,
+		     struct stf_header **out, struct stf_diag *diag);
+
+/* Free a header; accepts NULL. */
+void stf_header_free(struct stf_header *h);
+
+#endif

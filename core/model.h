@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef STF_MODEL_H
+#define STF_MODEL_H
+
+/*
+ * A model: SOURCE resolved to shards (open, mapped read-only) and one table
+ * of every tensor.
+ *
+ * SOURCE is one of
+ *   - a .safetensors file: one component, one shard;
+ *   - a *.safetensors.index.json: one component, the shards its weight_map
+ *     names (plain file names in the index's directory);
+ *   - a directory. Its sets are the index files in it, the .safetensors
+ *     files in it that no index lists, and the same found one level down in
+ *     its sub-directories (a diffusers folder: unet/, vae/, ...). A single
+ *     set is mounted at the root; several are each mounted under their own
+ *     name: the sub-directory's name, or the file's name without
+ *     ".safetensors" / ".safetensors.index.json" ("unet", "vae/diffusion_
+ *     pytorch_model" when a sub-directory holds several sets).
+ *
+ * The model never changes once open. All functions are thread-safe for
+ * concurrent readers.
+ */
+
+#include <stdint.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "diag.h"
+#include "format.h"
+
+struct stf_shard {
+	char *path;             /* as opened */
+	const char *name;       /* file name (points into path) */
+	int fd;                 /* read-only */
+	uint64_t size;          /* at open */
+	struct timespec mtime;  /* at open */
+	const uint8_t *map;     /* read-only shared mapping of the whole file */
+	struct stf_header *hdr; /* its parsed header */
+};
+
+struct stf_component {
+	char *name;         /* "" when the model has a single component */
+	char *source;       /* the index or .safetensors file it came from */
+	json_t *index_meta; /* the index's "metadata" (owned ref) or NULL */
+	uint32_t first_shard, nshards;
+	uint32_t first_tensor, ntensors; /* range in stf_model.tensors */
+};
+
+struct stf_model {
+	uint32_t nshards;
+	struct stf_shard *shards;
+	uint32_t ncomps;
+	struct stf_component *comps;
+	size_t ntensors;
+	struct stf_tensor *tensors; /* by component, then by name (bytewise) */
+	uint64_t total_bytes;       /* sum of tensor sizes */
+};
+
+/*
+ * Open @source (see above). On failure nothing stays open and @diag names
+ * the file and the problem.
+ * Returns 0, -ENOENT (no such source, or a missing shard), -EINVAL
+ * (malformed file or index, or no safetensors in a directory), -ENOMEM,
+ * or another -errno from open/mmap.
+ */
+int stf_model_open(const char *source, struct stf_model **out, struct stf_diag *diag);
+
+/*
+ * Check an index document against shards already parsed: used by
+ * stf_model_open, public for tests and fuzzing.
+ * @index_file: name for diagnostics. @text/@len: the index JSON.
+ * On success *@weight_map_out (if not NULL) gets the weight_map object and
+ * *@shard_names_out the sorted distinct shard names (json array), both new
+ * references. Returns 0 or -EINVAL / -ENOMEM.
+ */
+int stf_index_parse(const char *index_file, const char *text, size_t len, json_t **weight_map_out,
+		    json_t **shard_names_out, json_t **metadata_out, struct stf_diag *diag);
+
+/* Close everything; accepts NULL and half-built models. */
+void stf_model_close(struct stf_model *m);
+
+#endif
