@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,12 +27,14 @@
 #define QMAX 400
 #define INDEX_SUFFIX ".safetensors.index.json"
 #define ST_SUFFIX ".safetensors"
+#define OPEN_THREADS 8
 
 /* A set found in a directory, before it is opened. */
 struct set {
 	char *path;      /* index or .safetensors file */
 	char *name;      /* component name if the model has several */
 	bool is_index;
+	json_t *wm, *names, *meta; /* the parsed index, kept from the scan */
 };
 
 struct setlist {
@@ -260,7 +263,79 @@ static int add_shard(struct stf_model *m, const char *path, struct stf_diag *dia
 	if (!s->path)
 		return -ENOMEM;
 	s->name = strrchr(s->path, '/') ? strrchr(s->path, '/') + 1 : s->path;
-	return shard_open(path, s, diag);
+	return 0;
+}
+
+/*
+ * Open, map and parse shards [first, m->nshards) on a few threads: a big
+ * set has hundreds of shards and the JSON parse dominates mount time. The
+ * error reported is the one of the first failing shard, as if serial.
+ */
+struct opener {
+	struct stf_model *m;
+	uint32_t next, end;
+	int *rets;
+	struct stf_diag *diags;
+	pthread_mutex_t lock;
+};
+
+static void *opener_run(void *arg)
+{
+	struct opener *o = arg;
+
+	for (;;) {
+		uint32_t i;
+
+		pthread_mutex_lock(&o->lock);
+		i = o->next++;
+		pthread_mutex_unlock(&o->lock);
+		if (i >= o->end)
+			return NULL;
+		o->rets[i] = shard_open(o->m->shards[i].path, &o->m->shards[i], &o->diags[i]);
+	}
+}
+
+static int open_shards(struct stf_model *m, uint32_t first, struct stf_diag *diag)
+{
+	struct opener o = {.m = m, .next = first, .end = m->nshards,
+			   .lock = PTHREAD_MUTEX_INITIALIZER};
+	uint32_t n = m->nshards - first, nthreads;
+	pthread_t th[OPEN_THREADS];
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int ret = 0;
+
+	if (n == 0)
+		return 0;
+	o.rets = calloc(m->nshards, sizeof(*o.rets));
+	o.diags = calloc(m->nshards, sizeof(*o.diags));
+	if (!o.rets || !o.diags) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	nthreads = ncpu > 1 ? (uint32_t)ncpu : 1;
+	if (nthreads > OPEN_THREADS)
+		nthreads = OPEN_THREADS;
+	if (nthreads > n)
+		nthreads = n;
+	/* Thread 0 is this one; a failed pthread_create just means fewer. */
+	for (uint32_t t = 1; t < nthreads; t++)
+		if (pthread_create(&th[t], NULL, opener_run, &o))
+			nthreads = t;
+	opener_run(&o);
+	for (uint32_t t = 1; t < nthreads; t++)
+		pthread_join(th[t], NULL);
+	for (uint32_t i = first; i < m->nshards; i++) {
+		if (o.rets[i]) {
+			ret = o.rets[i];
+			if (diag)
+				*diag = o.diags[i];
+			break;
+		}
+	}
+out:
+	free(o.rets);
+	free(o.diags);
+	return ret;
 }
 
 /* Both directions of the index <-> shard contract, for shards [first, nshards). */
@@ -354,15 +429,23 @@ static int open_set(struct stf_model *m, const struct set *set, struct stf_diag 
 	c->first_shard = m->nshards;
 	if (!set->is_index) {
 		ret = add_shard(m, set->path, diag);
+		if (!ret)
+			ret = open_shards(m, c->first_shard, diag);
 		goto out;
 	}
 
-	ret = read_small_file(set->path, STF_HEADER_MAX, &text, &len, diag);
-	if (ret)
-		goto out;
-	ret = stf_index_parse(set->path, text, len, &wm, &names, &c->index_meta, diag);
-	if (ret)
-		goto out;
+	if (set->wm) {
+		wm = json_incref(set->wm);
+		names = json_incref(set->names);
+		c->index_meta = json_incref(set->meta);
+	} else {
+		ret = read_small_file(set->path, STF_HEADER_MAX, &text, &len, diag);
+		if (ret)
+			goto out;
+		ret = stf_index_parse(set->path, text, len, &wm, &names, &c->index_meta, diag);
+		if (ret)
+			goto out;
+	}
 	ret = dir_of(set->path, &dir);
 	if (ret)
 		goto out;
@@ -387,7 +470,9 @@ static int open_set(struct stf_model *m, const struct set *set, struct stf_diag 
 		if (ret)
 			goto out;
 	}
-	ret = check_index(set->path, wm, m, c->first_shard, diag);
+	ret = open_shards(m, c->first_shard, diag);
+	if (!ret)
+		ret = check_index(set->path, wm, m, c->first_shard, diag);
 out:
 	c->nshards = m->nshards - c->first_shard;
 	json_decref(wm);
@@ -447,6 +532,9 @@ static void setlist_free(struct setlist *l)
 	for (size_t i = 0; i < l->n; i++) {
 		free(l->v[i].path);
 		free(l->v[i].name);
+		json_decref(l->v[i].wm);
+		json_decref(l->v[i].names);
+		json_decref(l->v[i].meta);
 	}
 	free(l->v);
 }
@@ -469,7 +557,7 @@ static int setlist_add(struct setlist *l, char *path, char *name, bool is_index)
 		l->v = nv;
 		l->cap = ncap;
 	}
-	l->v[l->n++] = (struct set){path, name, is_index};
+	l->v[l->n++] = (struct set){path, name, is_index, NULL, NULL, NULL};
 	return 0;
 }
 
@@ -555,7 +643,7 @@ static int scan_dir(const char *dir, const char *sub, struct setlist *out, struc
 	for (size_t i = 0; i < n; i++) {
 		char *p, *text;
 		size_t len;
-		json_t *names = NULL;
+		json_t *names = NULL, *wm = NULL, *meta = NULL;
 
 		if (!ends_with(ents[i], INDEX_SUFFIX))
 			continue;
@@ -566,20 +654,26 @@ static int scan_dir(const char *dir, const char *sub, struct setlist *out, struc
 		}
 		ret = read_small_file(p, STF_HEADER_MAX, &text, &len, diag);
 		if (!ret) {
-			ret = stf_index_parse(p, text, len, NULL, &names, NULL, diag);
+			ret = stf_index_parse(p, text, len, &wm, &names, &meta, diag);
 			free(text);
 		}
 		for (size_t k = 0; !ret && k < json_array_size(names); k++)
 			if (json_object_set(listed, json_string_value(json_array_get(names, k)),
 					    json_true()))
 				ret = -ENOMEM;
-		json_decref(names);
 		if (!ret)
 			ret = setlist_add(out, p, stem(ents[i]), true);
 		else
 			free(p);
-		if (ret)
+		if (ret) {
+			json_decref(wm);
+			json_decref(names);
+			json_decref(meta);
 			goto out;
+		}
+		out->v[out->n - 1].wm = wm;
+		out->v[out->n - 1].names = names;
+		out->v[out->n - 1].meta = meta;
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (!ends_with(ents[i], ST_SUFFIX) || json_object_get(listed, ents[i]))
