@@ -28,7 +28,7 @@
 /* New NUL-terminated text in *@out (caller frees), its length in *@len.
  * Return 0 or -ENOMEM. Thread-safe for a given model and tree. */
 int stf_describe_header(const struct stf_model *m, const struct stf_tree *t, char **out,
-			size_t *len);
+                        size_t *len);
 int stf_describe_metadata(const struct stf_model *m, char **out, size_t *len);
 
 #endif

@@ -16,7 +16,7 @@
 #define STF_DIAG_MAX 1024
 
 struct stf_diag {
-	char msg[STF_DIAG_MAX];
+        char msg[STF_DIAG_MAX];
 };
 
 /* Format into @d (if not NULL). Long messages are truncated. */

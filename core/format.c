@@ -19,358 +19,365 @@
 
 static uint64_t le64(const uint8_t *p)
 {
-	uint64_t v = 0;
+        uint64_t v = 0;
 
-	for (int i = 7; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
+        for (int i = 7; i >= 0; i--)
+                v = (v << 8) | p[i];
+        return v;
 }
 
 static int cmp_begin(const void *a, const void *b)
 {
-	const struct stf_tensor *x = a, *y = b;
+        const struct stf_tensor *x = a, *y = b;
 
-	if (x->begin != y->begin)
-		return x->begin < y->begin ? -1 : 1;
-	if (x->size != y->size)
-		return x->size < y->size ? -1 : 1;
-	return strcmp(x->name, y->name);
+        if (x->begin != y->begin)
+                return x->begin < y->begin ? -1 : 1;
+        if (x->size != y->size)
+                return x->size < y->size ? -1 : 1;
+        return strcmp(x->name, y->name);
 }
 
 /* A JSON integer in [0, 2^63). */
 static bool get_u64(const json_t *v, uint64_t *out)
 {
-	json_int_t i;
+        json_int_t i;
 
-	if (!json_is_integer(v))
-		return false;
-	i = json_integer_value(v);
-	if (i < 0)
-		return false;
-	*out = (uint64_t)i;
-	return true;
+        if (!json_is_integer(v))
+                return false;
+        i = json_integer_value(v);
+        if (i < 0)
+                return false;
+        *out = (uint64_t)i;
+        return true;
 }
 
 static void shape_str(const uint64_t *shape, uint32_t rank, char *buf, size_t cap)
 {
-	size_t o = 0;
+        size_t o = 0;
 
-	o += (size_t)snprintf(buf + o, cap - o, "[");
-	for (uint32_t i = 0; i < rank && o < cap; i++)
-		o += (size_t)snprintf(buf + o, cap - o, "%s%" PRIu64, i ? ", " : "", shape[i]);
-	if (o < cap)
-		snprintf(buf + o, cap - o, "]");
+        o += (size_t)snprintf(buf + o, cap - o, "[");
+        for (uint32_t i = 0; i < rank && o < cap; i++)
+                o += (size_t)snprintf(buf + o, cap - o, "%s%" PRIu64, i ? ", " : "", shape[i]);
+        if (o < cap)
+                snprintf(buf + o, cap - o, "]");
 }
 
 static int check_metadata(const char *file, json_t *meta, struct stf_diag *diag)
 {
-	const char *key;
-	json_t *val;
-	char q[QMAX];
+        const char *key;
+        json_t *val;
+        char q[QMAX];
 
-	if (!json_is_object(meta)) {
-		stf_diag_set(diag, "%s: \"__metadata__\" is not an object", file);
-		return -EINVAL;
-	}
-	json_object_foreach(meta, key, val)
-	{
-		if (!json_is_string(val)) {
-			stf_diag_set(diag, "%s: \"__metadata__\" value of '%s' is not a string", file,
-				     stf_diag_quote(key, strlen(key), q, sizeof(q)));
-			return -EINVAL;
-		}
-	}
-	return 0;
+        if (!json_is_object(meta)) {
+                stf_diag_set(diag, "%s: \"__metadata__\" is not an object", file);
+                return -EINVAL;
+        }
+        json_object_foreach(meta, key, val)
+        {
+                if (!json_is_string(val)) {
+                        stf_diag_set(diag, "%s: \"__metadata__\" value of '%s' is not a string",
+                                     file, stf_diag_quote(key, strlen(key), q, sizeof(q)));
+                        return -EINVAL;
+                }
+        }
+        return 0;
 }
 
 /* Validate one tensor entry and fill @t (shape written to @dims). */
 static int parse_entry(const char *file, const char *key, json_t *ent, uint64_t data_start,
-		       uint64_t data_len, struct stf_tensor *t, uint64_t *dims, struct stf_diag *diag)
+                       uint64_t data_len, struct stf_tensor *t, uint64_t *dims,
+                       struct stf_diag *diag)
 {
-	const struct stf_dtype_info *info;
-	json_t *dt, *shape, *offs, *v;
-	const char *k;
-	uint64_t begin, end, nelem = 1, bits;
-	enum stf_dtype dtype;
-	char q[QMAX], shp[128];
-	size_t i;
+        const struct stf_dtype_info *info;
+        json_t *dt, *shape, *offs, *v;
+        const char *k;
+        uint64_t begin, end, nelem = 1, bits;
+        enum stf_dtype dtype;
+        char q[QMAX], shp[128];
+        size_t i;
 
-	stf_diag_quote(key, strlen(key), q, sizeof(q));
-	if (!json_is_object(ent)) {
-		stf_diag_set(diag, "%s: tensor '%s': entry is not an object", file, q);
-		return -EINVAL;
-	}
-	json_object_foreach(ent, k, v)
-	{
-		if (strcmp(k, "dtype") && strcmp(k, "shape") && strcmp(k, "data_offsets")) {
-			char kq[96];
+        stf_diag_quote(key, strlen(key), q, sizeof(q));
+        if (!json_is_object(ent)) {
+                stf_diag_set(diag, "%s: tensor '%s': entry is not an object", file, q);
+                return -EINVAL;
+        }
+        json_object_foreach(ent, k, v)
+        {
+                if (strcmp(k, "dtype") && strcmp(k, "shape") && strcmp(k, "data_offsets")) {
+                        char kq[96];
 
-			stf_diag_set(diag, "%s: tensor '%s': unknown key '%s' in tensor entry", file, q,
-				     stf_diag_quote(k, strlen(k), kq, sizeof(kq)));
-			return -EINVAL;
-		}
-	}
-	dt = json_object_get(ent, "dtype");
-	shape = json_object_get(ent, "shape");
-	offs = json_object_get(ent, "data_offsets");
-	if (!json_is_string(dt)) {
-		stf_diag_set(diag, "%s: tensor '%s': \"dtype\" is missing or not a string", file, q);
-		return -EINVAL;
-	}
-	if (stf_dtype_lookup(json_string_value(dt), json_string_length(dt), &dtype)) {
-		char dq[96];
+                        stf_diag_set(diag, "%s: tensor '%s': unknown key '%s' in tensor entry",
+                                     file, q, stf_diag_quote(k, strlen(k), kq, sizeof(kq)));
+                        return -EINVAL;
+                }
+        }
+        dt = json_object_get(ent, "dtype");
+        shape = json_object_get(ent, "shape");
+        offs = json_object_get(ent, "data_offsets");
+        if (!json_is_string(dt)) {
+                stf_diag_set(diag, "%s: tensor '%s': \"dtype\" is missing or not a string", file,
+                             q);
+                return -EINVAL;
+        }
+        if (stf_dtype_lookup(json_string_value(dt), json_string_length(dt), &dtype)) {
+                char dq[96];
 
-		stf_diag_set(diag, "%s: tensor '%s': unknown dtype '%s'", file, q,
-			     stf_diag_quote(json_string_value(dt), json_string_length(dt), dq,
-					    sizeof(dq)));
-		return -EINVAL;
-	}
-	info = stf_dtype_info(dtype);
-	if (!json_is_array(shape)) {
-		stf_diag_set(diag, "%s: tensor '%s': \"shape\" is missing or not an array", file, q);
-		return -EINVAL;
-	}
-	for (i = 0; i < json_array_size(shape); i++) {
-		if (!get_u64(json_array_get(shape, i), &dims[i])) {
-			stf_diag_set(diag,
-				     "%s: tensor '%s': \"shape\" dimension %zu is not a non-negative "
-				     "integer",
-				     file, q, i);
-			return -EINVAL;
-		}
-		if (__builtin_mul_overflow(nelem, dims[i], &nelem)) {
-			stf_diag_set(diag, "%s: tensor '%s': element count of \"shape\" overflows 64 bits",
-				     file, q);
-			return -EINVAL;
-		}
-	}
-	t->rank = (uint32_t)json_array_size(shape);
-	shape_str(dims, t->rank, shp, sizeof(shp));
-	if (!json_is_array(offs) || json_array_size(offs) != 2 ||
-	    !get_u64(json_array_get(offs, 0), &begin) || !get_u64(json_array_get(offs, 1), &end)) {
-		stf_diag_set(diag,
-			     "%s: tensor '%s': \"data_offsets\" is missing or not two non-negative "
-			     "integers",
-			     file, q);
-		return -EINVAL;
-	}
-	if (begin > end) {
-		stf_diag_set(diag, "%s: tensor '%s': data_offsets begin %" PRIu64 " > end %" PRIu64,
-			     file, q, begin, end);
-		return -EINVAL;
-	}
-	if (__builtin_mul_overflow(nelem, (uint64_t)info->bits, &bits)) {
-		stf_diag_set(diag, "%s: tensor '%s': bit count of shape %s overflows 64 bits", file, q,
-			     shp);
-		return -EINVAL;
-	}
-	if (bits % 8) {
-		stf_diag_set(diag,
-			     "%s: tensor '%s': %" PRIu64 " elements of %s (%u bits) are not a whole "
-			     "number of bytes",
-			     file, q, nelem, info->name, info->bits);
-		return -EINVAL;
-	}
-	if (end - begin != bits / 8) {
-		stf_diag_set(diag,
-			     "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] span %" PRIu64
-			     " bytes but %s %s needs %" PRIu64 " bytes",
-			     file, q, begin, end, end - begin, info->name, shp, bits / 8);
-		return -EINVAL;
-	}
-	if (end > data_len) {
-		stf_diag_set(diag,
-			     "%s: tensor '%s': data_offsets end %" PRIu64
-			     " is past the end of the data buffer (%" PRIu64 " bytes)",
-			     file, q, end, data_len);
-		return -EINVAL;
-	}
-	t->dtype = (uint8_t)dtype;
-	t->nelem = nelem;
-	t->begin = data_start + begin;
-	t->size = end - begin;
-	t->shape = dims;
-	return 0;
+                stf_diag_set(
+                    diag, "%s: tensor '%s': unknown dtype '%s'", file, q,
+                    stf_diag_quote(json_string_value(dt), json_string_length(dt), dq, sizeof(dq)));
+                return -EINVAL;
+        }
+        info = stf_dtype_info(dtype);
+        if (!json_is_array(shape)) {
+                stf_diag_set(diag, "%s: tensor '%s': \"shape\" is missing or not an array", file,
+                             q);
+                return -EINVAL;
+        }
+        for (i = 0; i < json_array_size(shape); i++) {
+                if (!get_u64(json_array_get(shape, i), &dims[i])) {
+                        stf_diag_set(
+                            diag,
+                            "%s: tensor '%s': \"shape\" dimension %zu is not a non-negative "
+                            "integer",
+                            file, q, i);
+                        return -EINVAL;
+                }
+                if (__builtin_mul_overflow(nelem, dims[i], &nelem)) {
+                        stf_diag_set(
+                            diag, "%s: tensor '%s': element count of \"shape\" overflows 64 bits",
+                            file, q);
+                        return -EINVAL;
+                }
+        }
+        t->rank = (uint32_t)json_array_size(shape);
+        shape_str(dims, t->rank, shp, sizeof(shp));
+        if (!json_is_array(offs) || json_array_size(offs) != 2 ||
+            !get_u64(json_array_get(offs, 0), &begin) || !get_u64(json_array_get(offs, 1), &end)) {
+                stf_diag_set(diag,
+                             "%s: tensor '%s': \"data_offsets\" is missing or not two non-negative "
+                             "integers",
+                             file, q);
+                return -EINVAL;
+        }
+        if (begin > end) {
+                stf_diag_set(diag, "%s: tensor '%s': data_offsets begin %" PRIu64 " > end %" PRIu64,
+                             file, q, begin, end);
+                return -EINVAL;
+        }
+        if (__builtin_mul_overflow(nelem, (uint64_t)info->bits, &bits)) {
+                stf_diag_set(diag, "%s: tensor '%s': bit count of shape %s overflows 64 bits", file,
+                             q, shp);
+                return -EINVAL;
+        }
+        if (bits % 8) {
+                stf_diag_set(diag,
+                             "%s: tensor '%s': %" PRIu64
+                             " elements of %s (%u bits) are not a whole "
+                             "number of bytes",
+                             file, q, nelem, info->name, info->bits);
+                return -EINVAL;
+        }
+        if (end - begin != bits / 8) {
+                stf_diag_set(diag,
+                             "%s: tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64
+                             "] span %" PRIu64 " bytes but %s %s needs %" PRIu64 " bytes",
+                             file, q, begin, end, end - begin, info->name, shp, bits / 8);
+                return -EINVAL;
+        }
+        if (end > data_len) {
+                stf_diag_set(diag,
+                             "%s: tensor '%s': data_offsets end %" PRIu64
+                             " is past the end of the data buffer (%" PRIu64 " bytes)",
+                             file, q, end, data_len);
+                return -EINVAL;
+        }
+        t->dtype = (uint8_t)dtype;
+        t->nelem = nelem;
+        t->begin = data_start + begin;
+        t->size = end - begin;
+        t->shape = dims;
+        return 0;
 }
 
 /* Sorted by begin, the tensors must cover [data_start, file_size) exactly. */
 static int check_tiling(const char *file, const struct stf_header *h, struct stf_diag *diag)
 {
-	uint64_t pos = h->data_start;
-	char q[QMAX], q2[QMAX];
+        uint64_t pos = h->data_start;
+        char q[QMAX], q2[QMAX];
 
-	for (size_t i = 0; i < h->ntensors; i++) {
-		const struct stf_tensor *t = &h->tensors[i];
+        for (size_t i = 0; i < h->ntensors; i++) {
+                const struct stf_tensor *t = &h->tensors[i];
 
-		if (t->begin < pos) {
-			stf_diag_set(diag, "%s: byte %" PRIu64 ": tensor '%s' overlaps tensor '%s'", file,
-				     t->begin, stf_diag_quote(t->name, t->name_len, q, sizeof(q)),
-				     stf_diag_quote(h->tensors[i - 1].name, h->tensors[i - 1].name_len,
-						    q2, sizeof(q2)));
-			return -EINVAL;
-		}
-		if (t->begin > pos) {
-			stf_diag_set(diag,
-				     "%s: byte %" PRIu64 ": hole of %" PRIu64
-				     " bytes in the data buffer before tensor '%s'",
-				     file, pos, t->begin - pos,
-				     stf_diag_quote(t->name, t->name_len, q, sizeof(q)));
-			return -EINVAL;
-		}
-		pos = t->begin + t->size;
-	}
-	if (pos != h->file_size) {
-		stf_diag_set(diag,
-			     "%s: byte %" PRIu64 ": %" PRIu64
-			     " trailing bytes after the last tensor are not covered by any tensor",
-			     file, pos, h->file_size - pos);
-		return -EINVAL;
-	}
-	return 0;
+                if (t->begin < pos) {
+                        stf_diag_set(diag, "%s: byte %" PRIu64 ": tensor '%s' overlaps tensor '%s'",
+                                     file, t->begin,
+                                     stf_diag_quote(t->name, t->name_len, q, sizeof(q)),
+                                     stf_diag_quote(h->tensors[i - 1].name,
+                                                    h->tensors[i - 1].name_len, q2, sizeof(q2)));
+                        return -EINVAL;
+                }
+                if (t->begin > pos) {
+                        stf_diag_set(diag,
+                                     "%s: byte %" PRIu64 ": hole of %" PRIu64
+                                     " bytes in the data buffer before tensor '%s'",
+                                     file, pos, t->begin - pos,
+                                     stf_diag_quote(t->name, t->name_len, q, sizeof(q)));
+                        return -EINVAL;
+                }
+                pos = t->begin + t->size;
+        }
+        if (pos != h->file_size) {
+                stf_diag_set(diag,
+                             "%s: byte %" PRIu64 ": %" PRIu64
+                             " trailing bytes after the last tensor are not covered by any tensor",
+                             file, pos, h->file_size - pos);
+                return -EINVAL;
+        }
+        return 0;
 }
 
 int stf_header_parse(const char *file, const uint8_t *buf, uint64_t avail, uint64_t file_size,
-		     struct stf_header **out, struct stf_diag *diag)
+                     struct stf_header **out, struct stf_diag *diag)
 {
-	struct stf_header *h = NULL;
-	json_error_t jerr;
-	json_t *root, *meta, *ent;
-	const char *key;
-	uint64_t n, data_len;
-	size_t nt = 0, name_bytes = 0, ndims = 0, ti = 0, di = 0;
-	char *np;
-	int ret;
+        struct stf_header *h = NULL;
+        json_error_t jerr;
+        json_t *root, *meta, *ent;
+        const char *key;
+        uint64_t n, data_len;
+        size_t nt = 0, name_bytes = 0, ndims = 0, ti = 0, di = 0;
+        char *np;
+        int ret;
 
-	*out = NULL;
-	if (file_size < 8 || avail < 8) {
-		stf_diag_set(diag,
-			     "%s: byte 0: file is %" PRIu64
-			     " bytes, too short for the 8-byte header size",
-			     file, file_size);
-		return -EINVAL;
-	}
-	n = le64(buf);
-	if (n > STF_HEADER_MAX) {
-		stf_diag_set(diag,
-			     "%s: byte 0: header size %" PRIu64 " exceeds the limit of %llu bytes",
-			     file, n, STF_HEADER_MAX);
-		return -EINVAL;
-	}
-	if (n > file_size - 8) {
-		stf_diag_set(diag,
-			     "%s: byte 0: header size %" PRIu64
-			     " runs past the end of the file (%" PRIu64 " bytes)",
-			     file, n, file_size);
-		return -EINVAL;
-	}
-	if (8 + n > avail) {
-		stf_diag_set(diag, "%s: byte %" PRIu64 ": file truncated inside the header", file,
-			     avail);
-		return -EINVAL;
-	}
+        *out = NULL;
+        if (file_size < 8 || avail < 8) {
+                stf_diag_set(diag,
+                             "%s: byte 0: file is %" PRIu64
+                             " bytes, too short for the 8-byte header size",
+                             file, file_size);
+                return -EINVAL;
+        }
+        n = le64(buf);
+        if (n > STF_HEADER_MAX) {
+                stf_diag_set(diag,
+                             "%s: byte 0: header size %" PRIu64 " exceeds the limit of %llu bytes",
+                             file, n, STF_HEADER_MAX);
+                return -EINVAL;
+        }
+        if (n > file_size - 8) {
+                stf_diag_set(diag,
+                             "%s: byte 0: header size %" PRIu64
+                             " runs past the end of the file (%" PRIu64 " bytes)",
+                             file, n, file_size);
+                return -EINVAL;
+        }
+        if (8 + n > avail) {
+                stf_diag_set(diag, "%s: byte %" PRIu64 ": file truncated inside the header", file,
+                             avail);
+                return -EINVAL;
+        }
 
-	root = json_loadb((const char *)buf + 8, n, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root) {
-		stf_diag_set(diag, "%s: byte %" PRIu64 ": header is not valid JSON: %s", file,
-			     (uint64_t)8 + (uint64_t)(jerr.position > 0 ? jerr.position : 0),
-			     jerr.text);
-		return -EINVAL;
-	}
-	if (!json_is_object(root)) {
-		stf_diag_set(diag, "%s: byte 8: header is not a JSON object", file);
-		ret = -EINVAL;
-		goto out_root;
-	}
+        root = json_loadb((const char *)buf + 8, n, JSON_REJECT_DUPLICATES, &jerr);
+        if (!root) {
+                stf_diag_set(diag, "%s: byte %" PRIu64 ": header is not valid JSON: %s", file,
+                             (uint64_t)8 + (uint64_t)(jerr.position > 0 ? jerr.position : 0),
+                             jerr.text);
+                return -EINVAL;
+        }
+        if (!json_is_object(root)) {
+                stf_diag_set(diag, "%s: byte 8: header is not a JSON object", file);
+                ret = -EINVAL;
+                goto out_root;
+        }
 
-	json_object_foreach(root, key, ent)
-	{
-		json_t *shape;
+        json_object_foreach(root, key, ent)
+        {
+                json_t *shape;
 
-		if (!strcmp(key, "__metadata__"))
-			continue;
-		nt++;
-		name_bytes += strlen(key) + 1;
-		shape = json_is_object(ent) ? json_object_get(ent, "shape") : NULL;
-		if (json_is_array(shape))
-			ndims += json_array_size(shape);
-	}
+                if (!strcmp(key, "__metadata__"))
+                        continue;
+                nt++;
+                name_bytes += strlen(key) + 1;
+                shape = json_is_object(ent) ? json_object_get(ent, "shape") : NULL;
+                if (json_is_array(shape))
+                        ndims += json_array_size(shape);
+        }
 
-	h = calloc(1, sizeof(*h));
-	if (!h) {
-		ret = -ENOMEM;
-		goto out_root;
-	}
-	h->file_size = file_size;
-	h->data_start = 8 + n;
-	data_len = file_size - h->data_start;
-	h->tensors = calloc(nt ? nt : 1, sizeof(*h->tensors));
-	h->names = malloc(name_bytes ? name_bytes : 1);
-	h->shapes = calloc(ndims ? ndims : 1, sizeof(*h->shapes));
-	if (!h->tensors || !h->names || !h->shapes) {
-		ret = -ENOMEM;
-		goto out_header;
-	}
+        h = calloc(1, sizeof(*h));
+        if (!h) {
+                ret = -ENOMEM;
+                goto out_root;
+        }
+        h->file_size = file_size;
+        h->data_start = 8 + n;
+        data_len = file_size - h->data_start;
+        h->tensors = calloc(nt ? nt : 1, sizeof(*h->tensors));
+        h->names = malloc(name_bytes ? name_bytes : 1);
+        h->shapes = calloc(ndims ? ndims : 1, sizeof(*h->shapes));
+        if (!h->tensors || !h->names || !h->shapes) {
+                ret = -ENOMEM;
+                goto out_header;
+        }
 
-	meta = json_object_get(root, "__metadata__");
-	if (meta) {
-		ret = check_metadata(file, meta, diag);
-		if (ret)
-			goto out_header;
-		h->metadata = json_incref(meta);
-	} else {
-		h->metadata = json_object();
-		if (!h->metadata) {
-			ret = -ENOMEM;
-			goto out_header;
-		}
-	}
+        meta = json_object_get(root, "__metadata__");
+        if (meta) {
+                ret = check_metadata(file, meta, diag);
+                if (ret)
+                        goto out_header;
+                h->metadata = json_incref(meta);
+        } else {
+                h->metadata = json_object();
+                if (!h->metadata) {
+                        ret = -ENOMEM;
+                        goto out_header;
+                }
+        }
 
-	np = h->names;
-	json_object_foreach(root, key, ent)
-	{
-		struct stf_tensor *t = &h->tensors[ti];
-		size_t klen = strlen(key);
+        np = h->names;
+        json_object_foreach(root, key, ent)
+        {
+                struct stf_tensor *t = &h->tensors[ti];
+                size_t klen = strlen(key);
 
-		if (!strcmp(key, "__metadata__"))
-			continue;
-		if (klen > UINT32_MAX) {
-			stf_diag_set(diag, "%s: a tensor name is longer than 4 GiB", file);
-			ret = -EINVAL;
-			goto out_header;
-		}
-		ret = parse_entry(file, key, ent, h->data_start, data_len, t, h->shapes + di, diag);
-		if (ret)
-			goto out_header;
-		memcpy(np, key, klen + 1);
-		t->name = np;
-		t->name_len = (uint32_t)klen;
-		np += klen + 1;
-		di += t->rank;
-		ti++;
-	}
-	h->ntensors = nt;
-	qsort(h->tensors, nt, sizeof(*h->tensors), cmp_begin);
-	ret = check_tiling(file, h, diag);
-	if (ret)
-		goto out_header;
-	json_decref(root);
-	*out = h;
-	return 0;
+                if (!strcmp(key, "__metadata__"))
+                        continue;
+                if (klen > UINT32_MAX) {
+                        stf_diag_set(diag, "%s: a tensor name is longer than 4 GiB", file);
+                        ret = -EINVAL;
+                        goto out_header;
+                }
+                ret = parse_entry(file, key, ent, h->data_start, data_len, t, h->shapes + di, diag);
+                if (ret)
+                        goto out_header;
+                memcpy(np, key, klen + 1);
+                t->name = np;
+                t->name_len = (uint32_t)klen;
+                np += klen + 1;
+                di += t->rank;
+                ti++;
+        }
+        h->ntensors = nt;
+        qsort(h->tensors, nt, sizeof(*h->tensors), cmp_begin);
+        ret = check_tiling(file, h, diag);
+        if (ret)
+                goto out_header;
+        json_decref(root);
+        *out = h;
+        return 0;
 
 out_header:
-	stf_header_free(h);
+        stf_header_free(h);
 out_root:
-	json_decref(root);
-	return ret;
+        json_decref(root);
+        return ret;
 }
 
 void stf_header_free(struct stf_header *h)
 {
-	if (!h)
-		return;
-	json_decref(h->metadata);
-	free(h->tensors);
-	free(h->names);
-	free(h->shapes);
-	free(h);
+        if (!h)
+                return;
+        json_decref(h->metadata);
+        free(h->tensors);
+        free(h->names);
+        free(h->shapes);
+        free(h);
 }

@@ -23,26 +23,26 @@
 
 /* One tensor as described by a header. A small value; read its fields. */
 struct stf_tensor {
-	const char *name;      /* NUL terminated UTF-8, owned by the header */
-	uint32_t name_len;     /* bytes, without the NUL */
-	uint32_t rank;         /* 0 for a scalar */
-	const uint64_t *shape; /* @rank dims, owned by the header */
-	uint64_t nelem;        /* product of shape (1 for a scalar) */
-	uint64_t begin;        /* absolute offset of the data in the file */
-	uint64_t size;         /* bytes of data; may be 0 */
-	uint8_t dtype;         /* enum stf_dtype */
-	uint32_t shard;        /* index of the shard in its model (0 here) */
-	uint32_t comp;         /* component of the model (0 here) */
+        const char *name;      /* NUL terminated UTF-8, owned by the header */
+        uint32_t name_len;     /* bytes, without the NUL */
+        uint32_t rank;         /* 0 for a scalar */
+        const uint64_t *shape; /* @rank dims, owned by the header */
+        uint64_t nelem;        /* product of shape (1 for a scalar) */
+        uint64_t begin;        /* absolute offset of the data in the file */
+        uint64_t size;         /* bytes of data; may be 0 */
+        uint8_t dtype;         /* enum stf_dtype */
+        uint32_t shard;        /* index of the shard in its model (0 here) */
+        uint32_t comp;         /* component of the model (0 here) */
 };
 
 struct stf_header {
-	uint64_t file_size;
-	uint64_t data_start;         /* 8 + N */
-	size_t ntensors;             /* sorted by begin, then name */
-	struct stf_tensor *tensors;  /* owned */
-	json_t *metadata;            /* "__metadata__" object (owned ref); never NULL */
-	char *names;                 /* arena of the names (owned) */
-	uint64_t *shapes;            /* arena of the shapes (owned) */
+        uint64_t file_size;
+        uint64_t data_start;        /* 8 + N */
+        size_t ntensors;            /* sorted by begin, then name */
+        struct stf_tensor *tensors; /* owned */
+        json_t *metadata;           /* "__metadata__" object (owned ref); never NULL */
+        char *names;                /* arena of the names (owned) */
+        uint64_t *shapes;           /* arena of the shapes (owned) */
 };
 
 /*
@@ -60,7 +60,7 @@ struct stf_header {
  * Thread-safe (no shared state).
  */
 int stf_header_parse(const char *file, const uint8_t *buf, uint64_t avail, uint64_t file_size,
-		     struct stf_header **out, struct stf_diag *diag);
+                     struct stf_header **out, struct stf_diag *diag);
 
 /* Free a header; accepts NULL. */
 void stf_header_free(struct stf_header *h);

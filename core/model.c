@@ -31,239 +31,241 @@
 
 /* A set found in a directory, before it is opened. */
 struct set {
-	char *path;      /* index or .safetensors file */
-	char *name;      /* component name if the model has several */
-	bool is_index;
-	json_t *wm, *names, *meta; /* the parsed index, kept from the scan */
+        char *path; /* index or .safetensors file */
+        char *name; /* component name if the model has several */
+        bool is_index;
+        json_t *wm, *names, *meta; /* the parsed index, kept from the scan */
 };
 
 struct setlist {
-	struct set *v;
-	size_t n, cap;
+        struct set *v;
+        size_t n, cap;
 };
 
 static bool ends_with(const char *s, const char *suffix)
 {
-	size_t a = strlen(s), b = strlen(suffix);
+        size_t a = strlen(s), b = strlen(suffix);
 
-	return a >= b && !strcmp(s + a - b, suffix);
+        return a >= b && !strcmp(s + a - b, suffix);
 }
 
 static char *path_join(const char *dir, const char *name)
 {
-	char *p;
+        char *p;
 
-	if (asprintf(&p, "%s/%s", dir, name) < 0)
-		return NULL;
-	return p;
+        if (asprintf(&p, "%s/%s", dir, name) < 0)
+                return NULL;
+        return p;
 }
 
 static int read_small_file(const char *path, size_t limit, char **out, size_t *len,
-			   struct stf_diag *diag)
+                           struct stf_diag *diag)
 {
-	struct stat st;
-	char *buf;
-	size_t got = 0;
-	int fd, ret;
+        struct stat st;
+        char *buf;
+        size_t got = 0;
+        int fd, ret;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		stf_diag_set(diag, "%s: cannot open: %s", path, strerror(errno));
-		return ret;
-	}
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > limit) {
-		stf_diag_set(diag, "%s: not a regular file of at most %zu bytes", path, limit);
-		close(fd);
-		return -EINVAL;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+                ret = -errno;
+                stf_diag_set(diag, "%s: cannot open: %s", path, strerror(errno));
+                return ret;
+        }
+        if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > limit) {
+                stf_diag_set(diag, "%s: not a regular file of at most %zu bytes", path, limit);
+                close(fd);
+                return -EINVAL;
+        }
+        buf = malloc((size_t)st.st_size + 1);
+        if (!buf) {
+                close(fd);
+                return -ENOMEM;
+        }
+        while (got < (size_t)st.st_size) {
+                ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
 
-		if (r <= 0) {
-			ret = r < 0 ? -errno : -EIO;
-			stf_diag_set(diag, "%s: read failed", path);
-			free(buf);
-			close(fd);
-			return ret;
-		}
-		got += (size_t)r;
-	}
-	close(fd);
-	buf[got] = '\0';
-	*out = buf;
-	*len = got;
-	return 0;
+                if (r <= 0) {
+                        ret = r < 0 ? -errno : -EIO;
+                        stf_diag_set(diag, "%s: read failed", path);
+                        free(buf);
+                        close(fd);
+                        return ret;
+                }
+                got += (size_t)r;
+        }
+        close(fd);
+        buf[got] = '\0';
+        *out = buf;
+        *len = got;
+        return 0;
 }
 
 static bool plain_file_name(const char *s)
 {
-	return *s && strcmp(s, ".") && strcmp(s, "..") && !strchr(s, '/');
+        return *s && strcmp(s, ".") && strcmp(s, "..") && !strchr(s, '/');
 }
 
 static int cmp_json_str(const void *a, const void *b)
 {
-	return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));
+        return strcmp(json_string_value(*(json_t *const *)a),
+                      json_string_value(*(json_t *const *)b));
 }
 
 int stf_index_parse(const char *index_file, const char *text, size_t len, json_t **weight_map_out,
-		    json_t **shard_names_out, json_t **metadata_out, struct stf_diag *diag)
+                    json_t **shard_names_out, json_t **metadata_out, struct stf_diag *diag)
 {
-	json_error_t jerr;
-	json_t *root, *wm, *names = NULL, *seen = NULL, *val, **sorted = NULL;
-	const char *key;
-	char q[QMAX], q2[QMAX];
-	size_t i, n;
-	int ret = -EINVAL;
+        json_error_t jerr;
+        json_t *root, *wm, *names = NULL, *seen = NULL, *val, **sorted = NULL;
+        const char *key;
+        char q[QMAX], q2[QMAX];
+        size_t i, n;
+        int ret = -EINVAL;
 
-	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root) {
-		stf_diag_set(diag, "%s: byte %d: index is not valid JSON: %s", index_file,
-			     jerr.position, jerr.text);
-		return -EINVAL;
-	}
-	wm = json_object_get(root, "weight_map");
-	if (!json_is_object(root) || !json_is_object(wm)) {
-		stf_diag_set(diag, "%s: index has no \"weight_map\" object", index_file);
-		goto out_root;
-	}
-	seen = json_object();
-	names = json_array();
-	if (!seen || !names) {
-		ret = -ENOMEM;
-		goto out_root;
-	}
-	json_object_foreach(wm, key, val)
-	{
-		if (!json_is_string(val)) {
-			stf_diag_set(diag, "%s: tensor '%s': weight_map value is not a string",
-				     index_file, stf_diag_quote(key, strlen(key), q, sizeof(q)));
-			goto out_root;
-		}
-		if (!plain_file_name(json_string_value(val))) {
-			stf_diag_set(diag,
-				     "%s: tensor '%s': weight_map value '%s' is not a plain file name "
-				     "in the index's directory",
-				     index_file, stf_diag_quote(key, strlen(key), q, sizeof(q)),
-				     stf_diag_quote(json_string_value(val), json_string_length(val),
-						    q2, sizeof(q2)));
-			goto out_root;
-		}
-		if (!json_object_get(seen, json_string_value(val))) {
-			if (json_object_set_new(seen, json_string_value(val), json_true()) ||
-			    json_array_append(names, val)) {
-				ret = -ENOMEM;
-				goto out_root;
-			}
-		}
-	}
-	n = json_array_size(names);
-	if (n == 0) {
-		stf_diag_set(diag, "%s: index \"weight_map\" is empty", index_file);
-		goto out_root;
-	}
-	/* Sort the shard names so shard order does not depend on the map's. */
-	sorted = malloc(n * sizeof(*sorted));
-	if (!sorted) {
-		ret = -ENOMEM;
-		goto out_root;
-	}
-	for (i = 0; i < n; i++)
-		sorted[i] = json_incref(json_array_get(names, i));
-	qsort(sorted, n, sizeof(*sorted), cmp_json_str);
-	json_array_clear(names);
-	for (i = 0; i < n; i++)
-		if (json_array_append_new(names, sorted[i]))
-			ret = -ENOMEM;
-	free(sorted);
-	if (ret == -ENOMEM)
-		goto out_root;
+        root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!root) {
+                stf_diag_set(diag, "%s: byte %d: index is not valid JSON: %s", index_file,
+                             jerr.position, jerr.text);
+                return -EINVAL;
+        }
+        wm = json_object_get(root, "weight_map");
+        if (!json_is_object(root) || !json_is_object(wm)) {
+                stf_diag_set(diag, "%s: index has no \"weight_map\" object", index_file);
+                goto out_root;
+        }
+        seen = json_object();
+        names = json_array();
+        if (!seen || !names) {
+                ret = -ENOMEM;
+                goto out_root;
+        }
+        json_object_foreach(wm, key, val)
+        {
+                if (!json_is_string(val)) {
+                        stf_diag_set(diag, "%s: tensor '%s': weight_map value is not a string",
+                                     index_file, stf_diag_quote(key, strlen(key), q, sizeof(q)));
+                        goto out_root;
+                }
+                if (!plain_file_name(json_string_value(val))) {
+                        stf_diag_set(
+                            diag,
+                            "%s: tensor '%s': weight_map value '%s' is not a plain file name "
+                            "in the index's directory",
+                            index_file, stf_diag_quote(key, strlen(key), q, sizeof(q)),
+                            stf_diag_quote(json_string_value(val), json_string_length(val), q2,
+                                           sizeof(q2)));
+                        goto out_root;
+                }
+                if (!json_object_get(seen, json_string_value(val))) {
+                        if (json_object_set_new(seen, json_string_value(val), json_true()) ||
+                            json_array_append(names, val)) {
+                                ret = -ENOMEM;
+                                goto out_root;
+                        }
+                }
+        }
+        n = json_array_size(names);
+        if (n == 0) {
+                stf_diag_set(diag, "%s: index \"weight_map\" is empty", index_file);
+                goto out_root;
+        }
+        /* Sort the shard names so shard order does not depend on the map's. */
+        sorted = malloc(n * sizeof(*sorted));
+        if (!sorted) {
+                ret = -ENOMEM;
+                goto out_root;
+        }
+        for (i = 0; i < n; i++)
+                sorted[i] = json_incref(json_array_get(names, i));
+        qsort(sorted, n, sizeof(*sorted), cmp_json_str);
+        json_array_clear(names);
+        for (i = 0; i < n; i++)
+                if (json_array_append_new(names, sorted[i]))
+                        ret = -ENOMEM;
+        free(sorted);
+        if (ret == -ENOMEM)
+                goto out_root;
 
-	if (weight_map_out)
-		*weight_map_out = json_incref(wm);
-	if (shard_names_out)
-		*shard_names_out = json_incref(names);
-	if (metadata_out)
-		*metadata_out = json_incref(json_object_get(root, "metadata"));
-	ret = 0;
+        if (weight_map_out)
+                *weight_map_out = json_incref(wm);
+        if (shard_names_out)
+                *shard_names_out = json_incref(names);
+        if (metadata_out)
+                *metadata_out = json_incref(json_object_get(root, "metadata"));
+        ret = 0;
 out_root:
-	json_decref(seen);
-	json_decref(names);
-	json_decref(root);
-	return ret;
+        json_decref(seen);
+        json_decref(names);
+        json_decref(root);
+        return ret;
 }
 
 static int shard_open(const char *path, struct stf_shard *s, struct stf_diag *diag)
 {
-	struct stat st;
-	void *map;
-	int ret;
+        struct stat st;
+        void *map;
+        int ret;
 
-	s->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (s->fd < 0) {
-		ret = -errno;
-		stf_diag_set(diag, "%s: cannot open: %s", path, strerror(errno));
-		return ret;
-	}
-	if (fstat(s->fd, &st)) {
-		ret = -errno;
-		stf_diag_set(diag, "%s: cannot stat: %s", path, strerror(errno));
-		return ret;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		stf_diag_set(diag, "%s: not a regular file", path);
-		return -EINVAL;
-	}
-	s->size = (uint64_t)st.st_size;
-	s->mtime = st.st_mtim;
-	if (s->size < 8) {
-		stf_diag_set(diag,
-			     "%s: byte 0: file is %" PRIu64
-			     " bytes, too short for the 8-byte header size",
-			     path, s->size);
-		return -EINVAL;
-	}
-	map = mmap(NULL, s->size, PROT_READ, MAP_SHARED, s->fd, 0);
-	if (map == MAP_FAILED) {
-		ret = -errno;
-		stf_diag_set(diag, "%s: cannot map: %s", path, strerror(errno));
-		return ret;
-	}
-	s->map = map;
-	return stf_header_parse(path, s->map, s->size, s->size, &s->hdr, diag);
+        s->fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (s->fd < 0) {
+                ret = -errno;
+                stf_diag_set(diag, "%s: cannot open: %s", path, strerror(errno));
+                return ret;
+        }
+        if (fstat(s->fd, &st)) {
+                ret = -errno;
+                stf_diag_set(diag, "%s: cannot stat: %s", path, strerror(errno));
+                return ret;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                stf_diag_set(diag, "%s: not a regular file", path);
+                return -EINVAL;
+        }
+        s->size = (uint64_t)st.st_size;
+        s->mtime = st.st_mtim;
+        if (s->size < 8) {
+                stf_diag_set(diag,
+                             "%s: byte 0: file is %" PRIu64
+                             " bytes, too short for the 8-byte header size",
+                             path, s->size);
+                return -EINVAL;
+        }
+        map = mmap(NULL, s->size, PROT_READ, MAP_SHARED, s->fd, 0);
+        if (map == MAP_FAILED) {
+                ret = -errno;
+                stf_diag_set(diag, "%s: cannot map: %s", path, strerror(errno));
+                return ret;
+        }
+        s->map = map;
+        return stf_header_parse(path, s->map, s->size, s->size, &s->hdr, diag);
 }
 
 static void shard_close(struct stf_shard *s)
 {
-	stf_header_free(s->hdr);
-	if (s->map)
-		munmap((void *)s->map, s->size);
-	if (s->fd >= 0)
-		close(s->fd);
-	free(s->path);
+        stf_header_free(s->hdr);
+        if (s->map)
+                munmap((void *)s->map, s->size);
+        if (s->fd >= 0)
+                close(s->fd);
+        free(s->path);
 }
 
 static int add_shard(struct stf_model *m, const char *path, struct stf_diag *diag)
 {
-	struct stf_shard *ns, *s;
+        struct stf_shard *ns, *s;
 
-	ns = realloc(m->shards, (m->nshards + 1) * sizeof(*ns));
-	if (!ns)
-		return -ENOMEM;
-	m->shards = ns;
-	s = &m->shards[m->nshards++];
-	memset(s, 0, sizeof(*s));
-	s->fd = -1;
-	s->path = strdup(path);
-	if (!s->path)
-		return -ENOMEM;
-	s->name = strrchr(s->path, '/') ? strrchr(s->path, '/') + 1 : s->path;
-	return 0;
+        ns = realloc(m->shards, (m->nshards + 1) * sizeof(*ns));
+        if (!ns)
+                return -ENOMEM;
+        m->shards = ns;
+        s = &m->shards[m->nshards++];
+        memset(s, 0, sizeof(*s));
+        s->fd = -1;
+        s->path = strdup(path);
+        if (!s->path)
+                return -ENOMEM;
+        s->name = strrchr(s->path, '/') ? strrchr(s->path, '/') + 1 : s->path;
+        return 0;
 }
 
 /*
@@ -272,353 +274,355 @@ static int add_shard(struct stf_model *m, const char *path, struct stf_diag *dia
  * error reported is the one of the first failing shard, as if serial.
  */
 struct opener {
-	struct stf_model *m;
-	uint32_t next, end;
-	int *rets;
-	struct stf_diag *diags;
-	pthread_mutex_t lock;
+        struct stf_model *m;
+        uint32_t next, end;
+        int *rets;
+        struct stf_diag *diags;
+        pthread_mutex_t lock;
 };
 
 static void *opener_run(void *arg)
 {
-	struct opener *o = arg;
+        struct opener *o = arg;
 
-	for (;;) {
-		uint32_t i;
+        for (;;) {
+                uint32_t i;
 
-		pthread_mutex_lock(&o->lock);
-		i = o->next++;
-		pthread_mutex_unlock(&o->lock);
-		if (i >= o->end)
-			return NULL;
-		o->rets[i] = shard_open(o->m->shards[i].path, &o->m->shards[i], &o->diags[i]);
-	}
+                pthread_mutex_lock(&o->lock);
+                i = o->next++;
+                pthread_mutex_unlock(&o->lock);
+                if (i >= o->end)
+                        return NULL;
+                o->rets[i] = shard_open(o->m->shards[i].path, &o->m->shards[i], &o->diags[i]);
+        }
 }
 
 static int open_shards(struct stf_model *m, uint32_t first, struct stf_diag *diag)
 {
-	struct opener o = {.m = m, .next = first, .end = m->nshards,
-			   .lock = PTHREAD_MUTEX_INITIALIZER};
-	uint32_t n = m->nshards - first, nthreads;
-	pthread_t th[OPEN_THREADS];
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	int ret = 0;
+        struct opener o = {
+            .m = m, .next = first, .end = m->nshards, .lock = PTHREAD_MUTEX_INITIALIZER};
+        uint32_t n = m->nshards - first, nthreads;
+        pthread_t th[OPEN_THREADS];
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        int ret = 0;
 
-	if (n == 0)
-		return 0;
-	o.rets = calloc(m->nshards, sizeof(*o.rets));
-	o.diags = calloc(m->nshards, sizeof(*o.diags));
-	if (!o.rets || !o.diags) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	nthreads = ncpu > 1 ? (uint32_t)ncpu : 1;
-	if (nthreads > OPEN_THREADS)
-		nthreads = OPEN_THREADS;
-	if (nthreads > n)
-		nthreads = n;
-	/* Thread 0 is this one; a failed pthread_create just means fewer. */
-	for (uint32_t t = 1; t < nthreads; t++)
-		if (pthread_create(&th[t], NULL, opener_run, &o))
-			nthreads = t;
-	opener_run(&o);
-	for (uint32_t t = 1; t < nthreads; t++)
-		pthread_join(th[t], NULL);
-	for (uint32_t i = first; i < m->nshards; i++) {
-		if (o.rets[i]) {
-			ret = o.rets[i];
-			if (diag)
-				*diag = o.diags[i];
-			break;
-		}
-	}
+        if (n == 0)
+                return 0;
+        o.rets = calloc(m->nshards, sizeof(*o.rets));
+        o.diags = calloc(m->nshards, sizeof(*o.diags));
+        if (!o.rets || !o.diags) {
+                ret = -ENOMEM;
+                goto out;
+        }
+        nthreads = ncpu > 1 ? (uint32_t)ncpu : 1;
+        if (nthreads > OPEN_THREADS)
+                nthreads = OPEN_THREADS;
+        if (nthreads > n)
+                nthreads = n;
+        /* Thread 0 is this one; a failed pthread_create just means fewer. */
+        for (uint32_t t = 1; t < nthreads; t++)
+                if (pthread_create(&th[t], NULL, opener_run, &o))
+                        nthreads = t;
+        opener_run(&o);
+        for (uint32_t t = 1; t < nthreads; t++)
+                pthread_join(th[t], NULL);
+        for (uint32_t i = first; i < m->nshards; i++) {
+                if (o.rets[i]) {
+                        ret = o.rets[i];
+                        if (diag)
+                                *diag = o.diags[i];
+                        break;
+                }
+        }
 out:
-	free(o.rets);
-	free(o.diags);
-	return ret;
+        free(o.rets);
+        free(o.diags);
+        return ret;
 }
 
 /* Both directions of the index <-> shard contract, for shards [first, nshards). */
 static int check_index(const char *index, json_t *wm, struct stf_model *m, uint32_t first,
-		       struct stf_diag *diag)
+                       struct stf_diag *diag)
 {
-	size_t matched = 0;
-	char q[QMAX], q2[QMAX];
+        size_t matched = 0;
+        char q[QMAX], q2[QMAX];
 
-	for (uint32_t si = first; si < m->nshards; si++) {
-		const struct stf_shard *s = &m->shards[si];
+        for (uint32_t si = first; si < m->nshards; si++) {
+                const struct stf_shard *s = &m->shards[si];
 
-		for (size_t i = 0; i < s->hdr->ntensors; i++) {
-			const struct stf_tensor *t = &s->hdr->tensors[i];
-			json_t *v = json_object_get(wm, t->name);
+                for (size_t i = 0; i < s->hdr->ntensors; i++) {
+                        const struct stf_tensor *t = &s->hdr->tensors[i];
+                        json_t *v = json_object_get(wm, t->name);
 
-			if (!v) {
-				stf_diag_set(diag, "%s: tensor '%s' is not listed in the index %s",
-					     s->path, stf_diag_quote(t->name, t->name_len, q, sizeof(q)),
-					     index);
-				return -EINVAL;
-			}
-			if (strcmp(json_string_value(v), s->name)) {
-				stf_diag_set(diag,
-					     "%s: tensor '%s' is listed in the index %s under shard "
-					     "'%s'",
-					     s->path, stf_diag_quote(t->name, t->name_len, q, sizeof(q)),
-					     index,
-					     stf_diag_quote(json_string_value(v), json_string_length(v),
-							    q2, sizeof(q2)));
-				return -EINVAL;
-			}
-			matched++;
-		}
-	}
-	if (matched != json_object_size(wm)) {
-		/* Find one listed tensor missing from its shard, for the message. */
-		const char *key;
-		json_t *v;
+                        if (!v) {
+                                stf_diag_set(
+                                    diag, "%s: tensor '%s' is not listed in the index %s", s->path,
+                                    stf_diag_quote(t->name, t->name_len, q, sizeof(q)), index);
+                                return -EINVAL;
+                        }
+                        if (strcmp(json_string_value(v), s->name)) {
+                                stf_diag_set(
+                                    diag,
+                                    "%s: tensor '%s' is listed in the index %s under shard "
+                                    "'%s'",
+                                    s->path, stf_diag_quote(t->name, t->name_len, q, sizeof(q)),
+                                    index,
+                                    stf_diag_quote(json_string_value(v), json_string_length(v), q2,
+                                                   sizeof(q2)));
+                                return -EINVAL;
+                        }
+                        matched++;
+                }
+        }
+        if (matched != json_object_size(wm)) {
+                /* Find one listed tensor missing from its shard, for the message. */
+                const char *key;
+                json_t *v;
 
-		json_object_foreach(wm, key, v)
-		{
-			bool found = false;
+                json_object_foreach(wm, key, v)
+                {
+                        bool found = false;
 
-			for (uint32_t si = first; si < m->nshards && !found; si++) {
-				const struct stf_shard *s = &m->shards[si];
+                        for (uint32_t si = first; si < m->nshards && !found; si++) {
+                                const struct stf_shard *s = &m->shards[si];
 
-				if (strcmp(s->name, json_string_value(v)))
-					continue;
-				for (size_t i = 0; i < s->hdr->ntensors && !found; i++)
-					found = !strcmp(s->hdr->tensors[i].name, key);
-			}
-			if (!found) {
-				stf_diag_set(diag, "%s: tensor '%s' is listed but not in shard '%s'",
-					     index, stf_diag_quote(key, strlen(key), q, sizeof(q)),
-					     stf_diag_quote(json_string_value(v),
-							    json_string_length(v), q2, sizeof(q2)));
-				return -EINVAL;
-			}
-		}
-	}
-	return 0;
+                                if (strcmp(s->name, json_string_value(v)))
+                                        continue;
+                                for (size_t i = 0; i < s->hdr->ntensors && !found; i++)
+                                        found = !strcmp(s->hdr->tensors[i].name, key);
+                        }
+                        if (!found) {
+                                stf_diag_set(diag,
+                                             "%s: tensor '%s' is listed but not in shard '%s'",
+                                             index, stf_diag_quote(key, strlen(key), q, sizeof(q)),
+                                             stf_diag_quote(json_string_value(v),
+                                                            json_string_length(v), q2, sizeof(q2)));
+                                return -EINVAL;
+                        }
+                }
+        }
+        return 0;
 }
 
 static int dir_of(const char *path, char **out)
 {
-	const char *slash = strrchr(path, '/');
+        const char *slash = strrchr(path, '/');
 
-	*out = slash ? strndup(path, (size_t)(slash - path ? slash - path : 1)) : strdup(".");
-	return *out ? 0 : -ENOMEM;
+        *out = slash ? strndup(path, (size_t)(slash - path ? slash - path : 1)) : strdup(".");
+        return *out ? 0 : -ENOMEM;
 }
 
 static int open_set(struct stf_model *m, const struct set *set, struct stf_diag *diag)
 {
-	struct stf_component *nc, *c;
-	json_t *wm = NULL, *names = NULL;
-	char *text = NULL, *dir = NULL;
-	size_t len;
-	int ret;
+        struct stf_component *nc, *c;
+        json_t *wm = NULL, *names = NULL;
+        char *text = NULL, *dir = NULL;
+        size_t len;
+        int ret;
 
-	nc = realloc(m->comps, (m->ncomps + 1) * sizeof(*nc));
-	if (!nc)
-		return -ENOMEM;
-	m->comps = nc;
-	c = &m->comps[m->ncomps++];
-	memset(c, 0, sizeof(*c));
-	c->name = strdup(set->name ? set->name : "");
-	c->source = strdup(set->path);
-	if (!c->name || !c->source)
-		return -ENOMEM;
-	c->first_shard = m->nshards;
-	if (!set->is_index) {
-		ret = add_shard(m, set->path, diag);
-		if (!ret)
-			ret = open_shards(m, c->first_shard, diag);
-		goto out;
-	}
+        nc = realloc(m->comps, (m->ncomps + 1) * sizeof(*nc));
+        if (!nc)
+                return -ENOMEM;
+        m->comps = nc;
+        c = &m->comps[m->ncomps++];
+        memset(c, 0, sizeof(*c));
+        c->name = strdup(set->name ? set->name : "");
+        c->source = strdup(set->path);
+        if (!c->name || !c->source)
+                return -ENOMEM;
+        c->first_shard = m->nshards;
+        if (!set->is_index) {
+                ret = add_shard(m, set->path, diag);
+                if (!ret)
+                        ret = open_shards(m, c->first_shard, diag);
+                goto out;
+        }
 
-	if (set->wm) {
-		wm = json_incref(set->wm);
-		names = json_incref(set->names);
-		c->index_meta = json_incref(set->meta);
-	} else {
-		ret = read_small_file(set->path, STF_HEADER_MAX, &text, &len, diag);
-		if (ret)
-			goto out;
-		ret = stf_index_parse(set->path, text, len, &wm, &names, &c->index_meta, diag);
-		if (ret)
-			goto out;
-	}
-	ret = dir_of(set->path, &dir);
-	if (ret)
-		goto out;
-	for (size_t i = 0; i < json_array_size(names); i++) {
-		const char *sname = json_string_value(json_array_get(names, i));
-		char *p = path_join(dir, sname);
-		char q[QMAX];
+        if (set->wm) {
+                wm = json_incref(set->wm);
+                names = json_incref(set->names);
+                c->index_meta = json_incref(set->meta);
+        } else {
+                ret = read_small_file(set->path, STF_HEADER_MAX, &text, &len, diag);
+                if (ret)
+                        goto out;
+                ret = stf_index_parse(set->path, text, len, &wm, &names, &c->index_meta, diag);
+                if (ret)
+                        goto out;
+        }
+        ret = dir_of(set->path, &dir);
+        if (ret)
+                goto out;
+        for (size_t i = 0; i < json_array_size(names); i++) {
+                const char *sname = json_string_value(json_array_get(names, i));
+                char *p = path_join(dir, sname);
+                char q[QMAX];
 
-		if (!p) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		if (access(p, F_OK)) {
-			stf_diag_set(diag, "%s: shard '%s' listed in weight_map does not exist",
-				     set->path, stf_diag_quote(sname, strlen(sname), q, sizeof(q)));
-			free(p);
-			ret = -ENOENT;
-			goto out;
-		}
-		ret = add_shard(m, p, diag);
-		free(p);
-		if (ret)
-			goto out;
-	}
-	ret = open_shards(m, c->first_shard, diag);
-	if (!ret)
-		ret = check_index(set->path, wm, m, c->first_shard, diag);
+                if (!p) {
+                        ret = -ENOMEM;
+                        goto out;
+                }
+                if (access(p, F_OK)) {
+                        stf_diag_set(diag, "%s: shard '%s' listed in weight_map does not exist",
+                                     set->path, stf_diag_quote(sname, strlen(sname), q, sizeof(q)));
+                        free(p);
+                        ret = -ENOENT;
+                        goto out;
+                }
+                ret = add_shard(m, p, diag);
+                free(p);
+                if (ret)
+                        goto out;
+        }
+        ret = open_shards(m, c->first_shard, diag);
+        if (!ret)
+                ret = check_index(set->path, wm, m, c->first_shard, diag);
 out:
-	c->nshards = m->nshards - c->first_shard;
-	json_decref(wm);
-	json_decref(names);
-	free(text);
-	free(dir);
-	return ret;
+        c->nshards = m->nshards - c->first_shard;
+        json_decref(wm);
+        json_decref(names);
+        free(text);
+        free(dir);
+        return ret;
 }
 
 static int cmp_tensor_name(const void *a, const void *b)
 {
-	const struct stf_tensor *x = a, *y = b;
-	uint32_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-	int c;
+        const struct stf_tensor *x = a, *y = b;
+        uint32_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+        int c;
 
-	if (x->comp != y->comp)
-		return x->comp < y->comp ? -1 : 1;
-	c = memcmp(x->name, y->name, n);
-	if (c)
-		return c;
-	return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+        if (x->comp != y->comp)
+                return x->comp < y->comp ? -1 : 1;
+        c = memcmp(x->name, y->name, n);
+        if (c)
+                return c;
+        return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
 }
 
 static int build_table(struct stf_model *m)
 {
-	size_t n = 0, k = 0;
+        size_t n = 0, k = 0;
 
-	for (uint32_t i = 0; i < m->nshards; i++)
-		n += m->shards[i].hdr->ntensors;
-	m->tensors = calloc(n ? n : 1, sizeof(*m->tensors));
-	if (!m->tensors)
-		return -ENOMEM;
-	for (uint32_t ci = 0; ci < m->ncomps; ci++) {
-		struct stf_component *c = &m->comps[ci];
+        for (uint32_t i = 0; i < m->nshards; i++)
+                n += m->shards[i].hdr->ntensors;
+        m->tensors = calloc(n ? n : 1, sizeof(*m->tensors));
+        if (!m->tensors)
+                return -ENOMEM;
+        for (uint32_t ci = 0; ci < m->ncomps; ci++) {
+                struct stf_component *c = &m->comps[ci];
 
-		c->first_tensor = (uint32_t)k;
-		for (uint32_t si = c->first_shard; si < c->first_shard + c->nshards; si++) {
-			const struct stf_header *h = m->shards[si].hdr;
+                c->first_tensor = (uint32_t)k;
+                for (uint32_t si = c->first_shard; si < c->first_shard + c->nshards; si++) {
+                        const struct stf_header *h = m->shards[si].hdr;
 
-			for (size_t i = 0; i < h->ntensors; i++) {
-				m->tensors[k] = h->tensors[i];
-				m->tensors[k].shard = si;
-				m->tensors[k].comp = ci;
-				m->total_bytes += h->tensors[i].size;
-				k++;
-			}
-		}
-		c->ntensors = (uint32_t)(k - c->first_tensor);
-	}
-	m->ntensors = n;
-	qsort(m->tensors, n, sizeof(*m->tensors), cmp_tensor_name);
-	return 0;
+                        for (size_t i = 0; i < h->ntensors; i++) {
+                                m->tensors[k] = h->tensors[i];
+                                m->tensors[k].shard = si;
+                                m->tensors[k].comp = ci;
+                                m->total_bytes += h->tensors[i].size;
+                                k++;
+                        }
+                }
+                c->ntensors = (uint32_t)(k - c->first_tensor);
+        }
+        m->ntensors = n;
+        qsort(m->tensors, n, sizeof(*m->tensors), cmp_tensor_name);
+        return 0;
 }
 
 static void setlist_free(struct setlist *l)
 {
-	for (size_t i = 0; i < l->n; i++) {
-		free(l->v[i].path);
-		free(l->v[i].name);
-		json_decref(l->v[i].wm);
-		json_decref(l->v[i].names);
-		json_decref(l->v[i].meta);
-	}
-	free(l->v);
+        for (size_t i = 0; i < l->n; i++) {
+                free(l->v[i].path);
+                free(l->v[i].name);
+                json_decref(l->v[i].wm);
+                json_decref(l->v[i].names);
+                json_decref(l->v[i].meta);
+        }
+        free(l->v);
 }
 
 static int setlist_add(struct setlist *l, char *path, char *name, bool is_index)
 {
-	if (!path) {
-		free(name);
-		return -ENOMEM;
-	}
-	if (l->n == l->cap) {
-		size_t ncap = l->cap ? l->cap * 2 : 8;
-		struct set *nv = realloc(l->v, ncap * sizeof(*nv));
+        if (!path) {
+                free(name);
+                return -ENOMEM;
+        }
+        if (l->n == l->cap) {
+                size_t ncap = l->cap ? l->cap * 2 : 8;
+                struct set *nv = realloc(l->v, ncap * sizeof(*nv));
 
-		if (!nv) {
-			free(path);
-			free(name);
-			return -ENOMEM;
-		}
-		l->v = nv;
-		l->cap = ncap;
-	}
-	l->v[l->n++] = (struct set){path, name, is_index, NULL, NULL, NULL};
-	return 0;
+                if (!nv) {
+                        free(path);
+                        free(name);
+                        return -ENOMEM;
+                }
+                l->v = nv;
+                l->cap = ncap;
+        }
+        l->v[l->n++] = (struct set){path, name, is_index, NULL, NULL, NULL};
+        return 0;
 }
 
 static int cmp_str(const void *a, const void *b)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+        return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* Sorted names of a directory's entries (not starting with '.'). */
 static int list_dir(const char *dir, char ***out, size_t *count, struct stf_diag *diag)
 {
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	char **v = NULL;
-	size_t n = 0, cap = 0;
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        char **v = NULL;
+        size_t n = 0, cap = 0;
 
-	if (!d) {
-		int ret = -errno;
+        if (!d) {
+                int ret = -errno;
 
-		stf_diag_set(diag, "%s: cannot open directory: %s", dir, strerror(errno));
-		return ret;
-	}
-	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		if (n == cap) {
-			char **nv;
+                stf_diag_set(diag, "%s: cannot open directory: %s", dir, strerror(errno));
+                return ret;
+        }
+        while ((de = readdir(d))) {
+                if (de->d_name[0] == '.')
+                        continue;
+                if (n == cap) {
+                        char **nv;
 
-			cap = cap ? cap * 2 : 16;
-			nv = realloc(v, cap * sizeof(*v));
-			if (!nv)
-				goto fail;
-			v = nv;
-		}
-		v[n] = strdup(de->d_name);
-		if (!v[n])
-			goto fail;
-		n++;
-	}
-	closedir(d);
-	qsort(v, n, sizeof(*v), cmp_str);
-	*out = v;
-	*count = n;
-	return 0;
+                        cap = cap ? cap * 2 : 16;
+                        nv = realloc(v, cap * sizeof(*v));
+                        if (!nv)
+                                goto fail;
+                        v = nv;
+                }
+                v[n] = strdup(de->d_name);
+                if (!v[n])
+                        goto fail;
+                n++;
+        }
+        closedir(d);
+        qsort(v, n, sizeof(*v), cmp_str);
+        *out = v;
+        *count = n;
+        return 0;
 fail:
-	closedir(d);
-	for (size_t i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
-	return -ENOMEM;
+        closedir(d);
+        for (size_t i = 0; i < n; i++)
+                free(v[i]);
+        free(v);
+        return -ENOMEM;
 }
 
 static char *stem(const char *file)
 {
-	size_t len = strlen(file);
+        size_t len = strlen(file);
 
-	if (ends_with(file, INDEX_SUFFIX))
-		len -= strlen(INDEX_SUFFIX);
-	else if (ends_with(file, ST_SUFFIX))
-		len -= strlen(ST_SUFFIX);
-	return strndup(file, len);
+        if (ends_with(file, INDEX_SUFFIX))
+                len -= strlen(INDEX_SUFFIX);
+        else if (ends_with(file, ST_SUFFIX))
+                len -= strlen(ST_SUFFIX);
+        return strndup(file, len);
 }
 
 /*
@@ -627,174 +631,177 @@ static char *stem(const char *file)
  */
 static int scan_dir(const char *dir, const char *sub, struct setlist *out, struct stf_diag *diag)
 {
-	char **ents = NULL;
-	size_t n = 0, first = out->n;
-	json_t *listed;
-	int ret;
+        char **ents = NULL;
+        size_t n = 0, first = out->n;
+        json_t *listed;
+        int ret;
 
-	ret = list_dir(dir, &ents, &n, diag);
-	if (ret)
-		return ret;
-	listed = json_object();
-	if (!listed) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++) {
-		char *p, *text;
-		size_t len;
-		json_t *names = NULL, *wm = NULL, *meta = NULL;
+        ret = list_dir(dir, &ents, &n, diag);
+        if (ret)
+                return ret;
+        listed = json_object();
+        if (!listed) {
+                ret = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+                char *p, *text;
+                size_t len;
+                json_t *names = NULL, *wm = NULL, *meta = NULL;
 
-		if (!ends_with(ents[i], INDEX_SUFFIX))
-			continue;
-		p = path_join(dir, ents[i]);
-		if (!p) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		ret = read_small_file(p, STF_HEADER_MAX, &text, &len, diag);
-		if (!ret) {
-			ret = stf_index_parse(p, text, len, &wm, &names, &meta, diag);
-			free(text);
-		}
-		for (size_t k = 0; !ret && k < json_array_size(names); k++)
-			if (json_object_set(listed, json_string_value(json_array_get(names, k)),
-					    json_true()))
-				ret = -ENOMEM;
-		if (!ret)
-			ret = setlist_add(out, p, stem(ents[i]), true);
-		else
-			free(p);
-		if (ret) {
-			json_decref(wm);
-			json_decref(names);
-			json_decref(meta);
-			goto out;
-		}
-		out->v[out->n - 1].wm = wm;
-		out->v[out->n - 1].names = names;
-		out->v[out->n - 1].meta = meta;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (!ends_with(ents[i], ST_SUFFIX) || json_object_get(listed, ents[i]))
-			continue;
-		ret = setlist_add(out, path_join(dir, ents[i]), stem(ents[i]), false);
-		if (ret)
-			goto out;
-	}
-	/* Name the sets of a sub-directory after it ("unet"), or "unet/STEM". */
-	for (size_t i = first; sub && i < out->n; i++) {
-		char *name;
+                if (!ends_with(ents[i], INDEX_SUFFIX))
+                        continue;
+                p = path_join(dir, ents[i]);
+                if (!p) {
+                        ret = -ENOMEM;
+                        goto out;
+                }
+                ret = read_small_file(p, STF_HEADER_MAX, &text, &len, diag);
+                if (!ret) {
+                        ret = stf_index_parse(p, text, len, &wm, &names, &meta, diag);
+                        free(text);
+                }
+                for (size_t k = 0; !ret && k < json_array_size(names); k++)
+                        if (json_object_set(listed, json_string_value(json_array_get(names, k)),
+                                            json_true()))
+                                ret = -ENOMEM;
+                if (!ret)
+                        ret = setlist_add(out, p, stem(ents[i]), true);
+                else
+                        free(p);
+                if (ret) {
+                        json_decref(wm);
+                        json_decref(names);
+                        json_decref(meta);
+                        goto out;
+                }
+                out->v[out->n - 1].wm = wm;
+                out->v[out->n - 1].names = names;
+                out->v[out->n - 1].meta = meta;
+        }
+        for (size_t i = 0; i < n; i++) {
+                if (!ends_with(ents[i], ST_SUFFIX) || json_object_get(listed, ents[i]))
+                        continue;
+                ret = setlist_add(out, path_join(dir, ents[i]), stem(ents[i]), false);
+                if (ret)
+                        goto out;
+        }
+        /* Name the sets of a sub-directory after it ("unet"), or "unet/STEM". */
+        for (size_t i = first; sub && i < out->n; i++) {
+                char *name;
 
-		if (out->n - first == 1)
-			name = strdup(sub);
-		else if (asprintf(&name, "%s/%s", sub, out->v[i].name) < 0)
-			name = NULL;
-		if (!name) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		free(out->v[i].name);
-		out->v[i].name = name;
-	}
-	if (sub)
-		goto out;
-	for (size_t i = 0; i < n; i++) {
-		struct stat st;
-		char *p = path_join(dir, ents[i]);
+                if (out->n - first == 1)
+                        name = strdup(sub);
+                else if (asprintf(&name, "%s/%s", sub, out->v[i].name) < 0)
+                        name = NULL;
+                if (!name) {
+                        ret = -ENOMEM;
+                        goto out;
+                }
+                free(out->v[i].name);
+                out->v[i].name = name;
+        }
+        if (sub)
+                goto out;
+        for (size_t i = 0; i < n; i++) {
+                struct stat st;
+                char *p = path_join(dir, ents[i]);
 
-		if (!p) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		if (!stat(p, &st) && S_ISDIR(st.st_mode))
-			ret = scan_dir(p, ents[i], out, diag);
-		free(p);
-		if (ret)
-			goto out;
-	}
+                if (!p) {
+                        ret = -ENOMEM;
+                        goto out;
+                }
+                if (!stat(p, &st) && S_ISDIR(st.st_mode))
+                        ret = scan_dir(p, ents[i], out, diag);
+                free(p);
+                if (ret)
+                        goto out;
+        }
 out:
-	json_decref(listed);
-	for (size_t i = 0; i < n; i++)
-		free(ents[i]);
-	free(ents);
-	return ret;
+        json_decref(listed);
+        for (size_t i = 0; i < n; i++)
+                free(ents[i]);
+        free(ents);
+        return ret;
 }
 
 static int find_sets(const char *source, struct setlist *sets, struct stf_diag *diag)
 {
-	struct stat st;
-	int ret;
+        struct stat st;
+        int ret;
 
-	if (stat(source, &st)) {
-		ret = -errno;
-		stf_diag_set(diag, "%s: %s", source, strerror(errno));
-		return ret;
-	}
-	if (!S_ISDIR(st.st_mode))
-		return setlist_add(sets, strdup(source), NULL, ends_with(source, ".json"));
-	ret = scan_dir(source, NULL, sets, diag);
-	if (ret)
-		return ret;
-	if (sets->n == 0) {
-		stf_diag_set(diag, "%s: no .safetensors file or index in this directory or its "
-			     "sub-directories", source);
-		return -EINVAL;
-	}
-	if (sets->n == 1) {
-		free(sets->v[0].name);
-		sets->v[0].name = NULL;
-	}
-	for (size_t i = 0; i < sets->n; i++)
-		for (size_t j = i + 1; j < sets->n; j++)
-			if (!strcmp(sets->v[i].name, sets->v[j].name)) {
-				stf_diag_set(diag, "%s and %s: two sets would mount under the same "
-					     "name '%s'", sets->v[i].path, sets->v[j].path,
-					     sets->v[i].name);
-				return -EINVAL;
-			}
-	return 0;
+        if (stat(source, &st)) {
+                ret = -errno;
+                stf_diag_set(diag, "%s: %s", source, strerror(errno));
+                return ret;
+        }
+        if (!S_ISDIR(st.st_mode))
+                return setlist_add(sets, strdup(source), NULL, ends_with(source, ".json"));
+        ret = scan_dir(source, NULL, sets, diag);
+        if (ret)
+                return ret;
+        if (sets->n == 0) {
+                stf_diag_set(diag,
+                             "%s: no .safetensors file or index in this directory or its "
+                             "sub-directories",
+                             source);
+                return -EINVAL;
+        }
+        if (sets->n == 1) {
+                free(sets->v[0].name);
+                sets->v[0].name = NULL;
+        }
+        for (size_t i = 0; i < sets->n; i++)
+                for (size_t j = i + 1; j < sets->n; j++)
+                        if (!strcmp(sets->v[i].name, sets->v[j].name)) {
+                                stf_diag_set(diag,
+                                             "%s and %s: two sets would mount under the same "
+                                             "name '%s'",
+                                             sets->v[i].path, sets->v[j].path, sets->v[i].name);
+                                return -EINVAL;
+                        }
+        return 0;
 }
 
 int stf_model_open(const char *source, struct stf_model **out, struct stf_diag *diag)
 {
-	struct setlist sets = {0};
-	struct stf_model *m;
-	int ret;
+        struct setlist sets = {0};
+        struct stf_model *m;
+        int ret;
 
-	*out = NULL;
-	m = calloc(1, sizeof(*m));
-	if (!m)
-		return -ENOMEM;
-	ret = find_sets(source, &sets, diag);
-	for (size_t i = 0; !ret && i < sets.n; i++)
-		ret = open_set(m, &sets.v[i], diag);
-	if (!ret)
-		ret = build_table(m);
-	setlist_free(&sets);
-	if (ret) {
-		if (ret == -ENOMEM)
-			stf_diag_set(diag, "%s: out of memory", source);
-		stf_model_close(m);
-		return ret;
-	}
-	*out = m;
-	return 0;
+        *out = NULL;
+        m = calloc(1, sizeof(*m));
+        if (!m)
+                return -ENOMEM;
+        ret = find_sets(source, &sets, diag);
+        for (size_t i = 0; !ret && i < sets.n; i++)
+                ret = open_set(m, &sets.v[i], diag);
+        if (!ret)
+                ret = build_table(m);
+        setlist_free(&sets);
+        if (ret) {
+                if (ret == -ENOMEM)
+                        stf_diag_set(diag, "%s: out of memory", source);
+                stf_model_close(m);
+                return ret;
+        }
+        *out = m;
+        return 0;
 }
 
 void stf_model_close(struct stf_model *m)
 {
-	if (!m)
-		return;
-	for (uint32_t i = 0; i < m->nshards; i++)
-		shard_close(&m->shards[i]);
-	for (uint32_t i = 0; i < m->ncomps; i++) {
-		free(m->comps[i].name);
-		free(m->comps[i].source);
-		json_decref(m->comps[i].index_meta);
-	}
-	free(m->shards);
-	free(m->comps);
-	free(m->tensors);
-	free(m);
+        if (!m)
+                return;
+        for (uint32_t i = 0; i < m->nshards; i++)
+                shard_close(&m->shards[i]);
+        for (uint32_t i = 0; i < m->ncomps; i++) {
+                free(m->comps[i].name);
+                free(m->comps[i].source);
+                json_decref(m->comps[i].index_meta);
+        }
+        free(m->shards);
+        free(m->comps);
+        free(m->tensors);
+        free(m);
 }

@@ -31,31 +31,31 @@
 #include "format.h"
 
 struct stf_shard {
-	char *path;             /* as opened */
-	const char *name;       /* file name (points into path) */
-	int fd;                 /* read-only */
-	uint64_t size;          /* at open */
-	struct timespec mtime;  /* at open */
-	const uint8_t *map;     /* read-only shared mapping of the whole file */
-	struct stf_header *hdr; /* its parsed header */
+        char *path;             /* as opened */
+        const char *name;       /* file name (points into path) */
+        int fd;                 /* read-only */
+        uint64_t size;          /* at open */
+        struct timespec mtime;  /* at open */
+        const uint8_t *map;     /* read-only shared mapping of the whole file */
+        struct stf_header *hdr; /* its parsed header */
 };
 
 struct stf_component {
-	char *name;         /* "" when the model has a single component */
-	char *source;       /* the index or .safetensors file it came from */
-	json_t *index_meta; /* the index's "metadata" (owned ref) or NULL */
-	uint32_t first_shard, nshards;
-	uint32_t first_tensor, ntensors; /* range in stf_model.tensors */
+        char *name;         /* "" when the model has a single component */
+        char *source;       /* the index or .safetensors file it came from */
+        json_t *index_meta; /* the index's "metadata" (owned ref) or NULL */
+        uint32_t first_shard, nshards;
+        uint32_t first_tensor, ntensors; /* range in stf_model.tensors */
 };
 
 struct stf_model {
-	uint32_t nshards;
-	struct stf_shard *shards;
-	uint32_t ncomps;
-	struct stf_component *comps;
-	size_t ntensors;
-	struct stf_tensor *tensors; /* by component, then by name (bytewise) */
-	uint64_t total_bytes;       /* sum of tensor sizes */
+        uint32_t nshards;
+        struct stf_shard *shards;
+        uint32_t ncomps;
+        struct stf_component *comps;
+        size_t ntensors;
+        struct stf_tensor *tensors; /* by component, then by name (bytewise) */
+        uint64_t total_bytes;       /* sum of tensor sizes */
 };
 
 /*
@@ -76,7 +76,7 @@ int stf_model_open(const char *source, struct stf_model **out, struct stf_diag *
  * references. Returns 0 or -EINVAL / -ENOMEM.
  */
 int stf_index_parse(const char *index_file, const char *text, size_t len, json_t **weight_map_out,
-		    json_t **shard_names_out, json_t **metadata_out, struct stf_diag *diag);
+                    json_t **shard_names_out, json_t **metadata_out, struct stf_diag *diag);
 
 /* Close everything; accepts NULL and half-built models. */
 void stf_model_close(struct stf_model *m);

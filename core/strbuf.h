@@ -12,15 +12,15 @@
 #include <stddef.h>
 
 struct stf_strbuf {
-	char *buf;
-	size_t len, cap;
-	bool failed;
+        char *buf;
+        size_t len, cap;
+        bool failed;
 };
 
 void stf_strbuf_append(struct stf_strbuf *sb, const char *s, size_t len);
 void stf_strbuf_puts(struct stf_strbuf *sb, const char *s);
 void stf_strbuf_printf(struct stf_strbuf *sb, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 /* Append @s (@len bytes of valid UTF-8) as a JSON string literal. */
 void stf_strbuf_json_str(struct stf_strbuf *sb, const char *s, size_t len);
 

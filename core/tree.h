@@ -48,32 +48,33 @@
 #define STF_ROOT_INO 1
 
 enum stf_node_kind {
-	STF_NODE_DIR,
-	STF_NODE_TENSOR,
-	STF_NODE_SPECIAL,
+        STF_NODE_DIR,
+        STF_NODE_TENSOR,
+        STF_NODE_SPECIAL,
 };
 
 enum stf_special {
-	STF_SPECIAL_HEADER_JSON,
-	STF_SPECIAL_METADATA_JSON,
-	STF_SPECIAL_COUNT
+        STF_SPECIAL_HEADER_JSON,
+        STF_SPECIAL_METADATA_JSON,
+        STF_SPECIAL_MODEL_SAFETENSORS,
+        STF_SPECIAL_COUNT
 };
 
 struct stf_node {
-	const char *name;     /* component, NUL terminated; "" for the root */
-	uint32_t name_len;
-	uint8_t kind;         /* enum stf_node_kind */
-	uint32_t parent;      /* inode of the parent (root: itself) */
-	uint32_t first_child; /* inode of the first child (dirs) */
-	uint32_t nchildren;   /* dirs */
-	uint32_t index;       /* tensor index (TENSOR) or enum stf_special */
+        const char *name; /* component, NUL terminated; "" for the root */
+        uint32_t name_len;
+        uint8_t kind;         /* enum stf_node_kind */
+        uint32_t parent;      /* inode of the parent (root: itself) */
+        uint32_t first_child; /* inode of the first child (dirs) */
+        uint32_t nchildren;   /* dirs */
+        uint32_t index;       /* tensor index (TENSOR) or enum stf_special */
 };
 
 /* One name to place in the tree. */
 struct stf_tree_entry {
-	const char *prefix; /* component name ('/'-separated parts) or NULL/"" */
-	const char *name;
-	size_t name_len;
+        const char *prefix; /* component name ('/'-separated parts) or NULL/"" */
+        const char *name;
+        size_t name_len;
 };
 
 struct stf_tree;
@@ -85,11 +86,11 @@ struct stf_tree;
  * -ENOMEM.
  */
 int stf_tree_build(const struct stf_tree_entry *entries, size_t n, unsigned flags,
-		   struct stf_tree **out, struct stf_diag *diag);
+                   struct stf_tree **out, struct stf_diag *diag);
 
 /* The same for every tensor of @m (index = index in m->tensors). */
 int stf_tree_build_model(const struct stf_model *m, unsigned flags, struct stf_tree **out,
-			 struct stf_diag *diag);
+                         struct stf_diag *diag);
 
 void stf_tree_free(struct stf_tree *t);
 
@@ -104,7 +105,7 @@ const struct stf_node *stf_tree_node(const struct stf_tree *t, uint64_t ino);
  * -ENOENT, or -ENOTDIR when @parent is not a directory.
  */
 int stf_tree_lookup(const struct stf_tree *t, uint64_t parent, const char *name, size_t len,
-		    uint64_t *ino);
+                    uint64_t *ino);
 
 /* Inode of tensor @index (as given to the builder). 0 when out of range. */
 uint64_t stf_tree_tensor_ino(const struct stf_tree *t, size_t index);

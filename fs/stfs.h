@@ -15,22 +15,37 @@
 
 #include "model.h"
 #include "tree.h"
+#include "view.h"
 
 struct stfs {
-	struct stf_model *model;
-	struct stf_tree *tree;
-	uid_t uid;
-	gid_t gid;
-	struct timespec dir_mtime; /* newest shard mtime */
-	double timeout;            /* entry/attr timeout, seconds */
-	bool debug;
-	unsigned readahead_kb; /* 0: kernel default */
+        struct stf_model *model;
+        struct stf_tree *tree;
+        uid_t uid;
+        gid_t gid;
+        struct timespec dir_mtime; /* newest shard mtime */
+        double timeout;            /* entry/attr timeout, seconds */
+        bool debug;
+        unsigned readahead_kb; /* 0: kernel default */
 
-	/* /.stfs documents, generated on first use, then kept. */
-	pthread_mutex_t lock;
-	char *special[STF_SPECIAL_COUNT];
-	size_t special_len[STF_SPECIAL_COUNT];
+        bool listviews; /* list T.npy and D.safetensors too */
+        bool fullnames; /* D.safetensors keeps full tensor names */
+
+        /*
+         * Inode space: 1..N the tree (N = stf_tree_count), N+i the .npy view
+         * of tensor node i, 2N+i the .safetensors view of directory node i.
+         * Generated files and views are built on first use, then kept.
+         */
+        uint64_t nnodes;
+        uint64_t stfs_dir; /* inode of /.stfs */
+        pthread_mutex_t lock;
+        char *special[STF_SPECIAL_COUNT];
+        size_t special_len[STF_SPECIAL_COUNT];
+        struct stf_view *model_view; /* /.stfs/model.safetensors */
+        struct stf_view **views;     /* [2N]: npy views, then subset views */
 };
+
+/* Free what the ops built (generated documents, views). */
+void stfs_free_cache(struct stfs *fs);
 
 extern const struct fuse_lowlevel_ops stfs_ops;
 

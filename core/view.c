@@ -1,0 +1,392 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Views: files as extent lists (see view.h). Generated headers are the only
+ * bytes a view owns; tensor data stays in the shard mappings.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "strbuf.h"
+#include "view.h"
+
+#define NPY_ALIGN 64
+
+void stf_view_init_mem(struct stf_view *v, const void *buf, size_t len)
+{
+        memset(v, 0, sizeof(*v));
+        v->size = len;
+        v->one = (struct stf_extent){0, len, buf, -1};
+        v->ext = &v->one;
+        v->n = len ? 1 : 0;
+}
+
+void stf_view_init_tensor(struct stf_view *v, const struct stf_model *m, size_t tensor)
+{
+        const struct stf_tensor *t = &m->tensors[tensor];
+
+        stf_view_init_mem(v, m->shards[t->shard].map + t->begin, t->size);
+        v->one.shard = (int32_t)t->shard;
+}
+
+long stf_npy_header(unsigned dtype, const uint64_t *shape, uint32_t rank, char *buf, size_t cap)
+{
+        const struct stf_dtype_info *info = stf_dtype_info(dtype);
+        struct stf_strbuf sb = {0};
+        size_t dict_len, pre, total;
+        uint64_t last_bits;
+        char *dict;
+        bool v2;
+
+        if (!info)
+                return -EINVAL;
+        stf_strbuf_printf(&sb, "{'descr': '%s', 'fortran_order': False, 'shape': (",
+                          info->npy_descr);
+        if (info->bits % 8 && rank > 0 &&
+            !__builtin_mul_overflow(shape[rank - 1], (uint64_t)info->bits, &last_bits) &&
+            last_bits % 8 == 0) {
+                /* sub-byte type, packed: the last dimension in bytes */
+                for (uint32_t d = 0; d + 1 < rank; d++)
+                        stf_strbuf_printf(&sb, "%" PRIu64 ", ", shape[d]);
+                stf_strbuf_printf(&sb, "%" PRIu64 ",", last_bits / 8);
+        } else if (info->bits % 8) {
+                uint64_t n = 1;
+
+                for (uint32_t d = 0; d < rank; d++)
+                        n *= shape[d]; /* checked by the parser */
+                stf_strbuf_printf(&sb, "%" PRIu64 ",", n * info->bits / 8);
+        } else {
+                for (uint32_t d = 0; d < rank; d++)
+                        stf_strbuf_printf(&sb, d ? " %" PRIu64 "," : "%" PRIu64 ",", shape[d]);
+        }
+        /* (3,) for one dimension, (3, 4) for more, () for a scalar */
+        if (rank > 1 && sb.len && sb.buf[sb.len - 1] == ',')
+                sb.len--;
+        stf_strbuf_puts(&sb, "), }");
+        if (sb.failed) {
+                stf_strbuf_reset(&sb);
+                return -ENOMEM;
+        }
+        dict = sb.buf;
+        dict_len = sb.len;
+        /* magic(6) + version(2) + length(2 or 4), then dict, spaces, '\n' */
+        v2 = 10 + dict_len + 1 > 65535 + 10;
+        pre = v2 ? 12 : 10;
+        total = (pre + dict_len + 1 + NPY_ALIGN - 1) / NPY_ALIGN * NPY_ALIGN;
+        if (total > cap) {
+                stf_strbuf_reset(&sb);
+                return -ERANGE;
+        }
+        memcpy(buf, "\x93NUMPY", 6);
+        buf[6] = v2 ? 2 : 1;
+        buf[7] = 0;
+        for (size_t i = 0, hl = total - pre; i < (v2 ? 4u : 2u); i++, hl >>= 8)
+                buf[8 + i] = (char)(hl & 0xff);
+        memcpy(buf + pre, dict, dict_len);
+        memset(buf + pre + dict_len, ' ', total - pre - dict_len - 1);
+        buf[total - 1] = '\n';
+        stf_strbuf_reset(&sb);
+        return (long)total;
+}
+
+static int view_alloc(size_t next, size_t mem_len, struct stf_view **out)
+{
+        struct stf_view *v = calloc(1, sizeof(*v));
+
+        if (!v)
+                return -ENOMEM;
+        v->ext = calloc(next ? next : 1, sizeof(*v->ext));
+        v->mem = malloc(mem_len ? mem_len : 1);
+        if (!v->ext || !v->mem) {
+                free(v->ext);
+                free(v->mem);
+                free(v);
+                return -ENOMEM;
+        }
+        v->mem_len = mem_len;
+        *out = v;
+        return 0;
+}
+
+static void push_extent(struct stf_view *v, const uint8_t *ptr, uint64_t len, int32_t shard)
+{
+        if (!len)
+                return;
+        v->ext[v->n++] = (struct stf_extent){v->size, len, ptr, shard};
+        v->size += len;
+}
+
+int stf_view_npy(const struct stf_model *m, size_t tensor, struct stf_view **out)
+{
+        const struct stf_tensor *t = &m->tensors[tensor];
+        size_t cap = 128 + (size_t)t->rank * 24;
+        struct stf_view *v;
+        long hl;
+        int ret;
+
+        ret = view_alloc(2, cap, &v);
+        if (ret)
+                return ret;
+        hl = stf_npy_header(t->dtype, t->shape, t->rank, (char *)v->mem, cap);
+        if (hl < 0) {
+                stf_view_free(v);
+                return (int)hl;
+        }
+        v->mem_len = (size_t)hl;
+        push_extent(v, v->mem, (uint64_t)hl, -1);
+        push_extent(v, m->shards[t->shard].map + t->begin, t->size, (int32_t)t->shard);
+        *out = v;
+        return 0;
+}
+
+/* Tensors under @dir, depth-first. */
+static int collect(const struct stf_tree *t, uint64_t dir, uint32_t **v, size_t *n, size_t *cap)
+{
+        const struct stf_node *d = stf_tree_node(t, dir);
+
+        for (uint32_t i = 0; i < d->nchildren; i++) {
+                uint64_t ino = d->first_child + i;
+                const struct stf_node *c = stf_tree_node(t, ino);
+                int ret;
+
+                if (c->kind == STF_NODE_DIR) {
+                        ret = collect(t, ino, v, n, cap);
+                        if (ret)
+                                return ret;
+                } else if (c->kind == STF_NODE_TENSOR) {
+                        if (*n == *cap) {
+                                size_t ncap = *cap ? *cap * 2 : 64;
+                                uint32_t *nv = realloc(*v, ncap * sizeof(*nv));
+
+                                if (!nv)
+                                        return -ENOMEM;
+                                *v = nv;
+                                *cap = ncap;
+                        }
+                        (*v)[(*n)++] = c->index;
+                }
+        }
+        return 0;
+}
+
+static int cmp_layout(const void *a, const void *b, void *model)
+{
+        const struct stf_model *m = model;
+        const struct stf_tensor *x = &m->tensors[*(const uint32_t *)a];
+        const struct stf_tensor *y = &m->tensors[*(const uint32_t *)b];
+
+        if (x->shard != y->shard)
+                return x->shard < y->shard ? -1 : 1;
+        if (x->begin != y->begin)
+                return x->begin < y->begin ? -1 : 1;
+        return x->size < y->size ? -1 : x->size > y->size;
+}
+
+static uint32_t count_parts(const char *s, char sep)
+{
+        uint32_t n = *s ? 1 : 0;
+
+        for (; *s; s++)
+                n += *s == sep;
+        return n;
+}
+
+/* Name of tensor @x in a file for a directory @levels deep (see view.h). */
+static void subset_name(struct stf_strbuf *sb, const struct stf_model *m,
+                        const struct stf_tensor *x, uint32_t levels, bool flat_comp)
+{
+        const char *comp = m->comps[x->comp].name;
+        uint32_t np = count_parts(comp, '/');
+        const char *p = comp;
+
+        sb->len = 0;
+        /* the component's parts below the directory, '.'-joined */
+        for (uint32_t i = 0; i < np; i++) {
+                const char *e = strchr(p, '/');
+                size_t len = e ? (size_t)(e - p) : strlen(p);
+
+                if (i >= levels) {
+                        stf_strbuf_append(sb, p, len);
+                        stf_strbuf_append(sb, ".", 1);
+                }
+                p = e ? e + 1 : p + len;
+        }
+        if (levels <= np || flat_comp) {
+                stf_strbuf_append(sb, x->name, x->name_len);
+                return;
+        }
+        /* drop the name's first (levels - np) parts */
+        {
+                const char *s = x->name, *end = x->name + x->name_len;
+
+                for (uint32_t k = levels - np; k > 0 && s <= end; k--) {
+                        const char *dot = memchr(s, '.', (size_t)(end - s));
+
+                        s = dot ? dot + 1 : end + 1;
+                }
+                if (s <= end)
+                        stf_strbuf_append(sb, s, (size_t)(end - s));
+        }
+}
+
+static int metadata_union(const struct stf_model *m, const uint32_t *idx, size_t n, json_t **out)
+{
+        json_t *u = json_object();
+        bool *seen = calloc(m->ncomps ? m->ncomps : 1, sizeof(*seen));
+        int ret = 0;
+
+        if (!u || !seen) {
+                ret = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < n; i++)
+                seen[m->tensors[idx[i]].comp] = true;
+        for (uint32_t c = 0; c < m->ncomps && !ret; c++) {
+                if (!seen[c])
+                        continue;
+                for (uint32_t s = m->comps[c].first_shard;
+                     s < m->comps[c].first_shard + m->comps[c].nshards && !ret; s++) {
+                        const char *key;
+                        json_t *val;
+
+                        json_object_foreach(m->shards[s].hdr->metadata, key, val)
+                        {
+                                if (!json_object_get(u, key) && json_object_set(u, key, val))
+                                        ret = -ENOMEM;
+                        }
+                }
+        }
+out:
+        free(seen);
+        if (ret) {
+                json_decref(u);
+                return ret;
+        }
+        *out = u;
+        return 0;
+}
+
+int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_t dir,
+                    bool full_names, struct stf_view **out)
+{
+        const struct stf_node *d = stf_tree_node(t, dir);
+        struct stf_strbuf hdr = {0}, name = {0};
+        uint32_t *idx = NULL, levels = 0;
+        size_t n = 0, cap = 0, hlen;
+        uint64_t off = 0;
+        json_t *meta = NULL;
+        struct stf_view *v;
+        int ret;
+
+        if (!d || d->kind != STF_NODE_DIR)
+                return -ENOTDIR;
+        for (uint64_t i = dir; i != STF_ROOT_INO; i = stf_tree_node(t, i)->parent)
+                levels++;
+        if (full_names)
+                levels = 0;
+        ret = collect(t, dir, &idx, &n, &cap);
+        if (ret)
+                goto out;
+        qsort_r(idx, n, sizeof(*idx), cmp_layout, (void *)m);
+        ret = metadata_union(m, idx, n, &meta);
+        if (ret)
+                goto out;
+        stf_strbuf_append(&hdr, "{", 1);
+        if (json_object_size(meta)) {
+                char *ms = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+                if (!ms) {
+                        ret = -ENOMEM;
+                        goto out;
+                }
+                stf_strbuf_puts(&hdr, "\"__metadata__\":");
+                stf_strbuf_puts(&hdr, ms);
+                free(ms);
+                if (n)
+                        stf_strbuf_append(&hdr, ",", 1);
+        }
+        for (size_t i = 0; i < n; i++) {
+                const struct stf_tensor *x = &m->tensors[idx[i]];
+
+                subset_name(&name, m, x, levels, false);
+                stf_strbuf_json_str(&hdr, name.buf ? name.buf : "", name.len);
+                stf_strbuf_printf(&hdr, ":{\"dtype\":\"%s\",\"shape\":[",
+                                  stf_dtype_info(x->dtype)->name);
+                for (uint32_t k = 0; k < x->rank; k++)
+                        stf_strbuf_printf(&hdr, k ? ",%" PRIu64 : "%" PRIu64, x->shape[k]);
+                stf_strbuf_printf(&hdr, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}%s", off,
+                                  off + x->size, i + 1 < n ? "," : "");
+                off += x->size;
+        }
+        stf_strbuf_append(&hdr, "}", 1);
+        while (!hdr.failed && hdr.len % 8)
+                stf_strbuf_append(&hdr, " ", 1);
+        if (hdr.failed || name.failed) {
+                ret = -ENOMEM;
+                goto out;
+        }
+        hlen = hdr.len;
+        ret = view_alloc(n + 2, 8 + hlen, &v);
+        if (ret)
+                goto out;
+        for (int i = 0; i < 8; i++)
+                v->mem[i] = (uint8_t)(((uint64_t)hlen >> (8 * i)) & 0xff);
+        memcpy(v->mem + 8, hdr.buf, hlen);
+        push_extent(v, v->mem, 8 + hlen, -1);
+        for (size_t i = 0; i < n; i++) {
+                const struct stf_tensor *x = &m->tensors[idx[i]];
+
+                push_extent(v, m->shards[x->shard].map + x->begin, x->size, (int32_t)x->shard);
+        }
+        *out = v;
+out:
+        json_decref(meta);
+        stf_strbuf_reset(&hdr);
+        stf_strbuf_reset(&name);
+        free(idx);
+        return ret;
+}
+
+void stf_view_free(struct stf_view *v)
+{
+        if (!v)
+                return;
+        free(v->ext);
+        free(v->mem);
+        free(v);
+}
+
+size_t stf_view_iov(const struct stf_view *v, uint64_t off, size_t len, struct iovec *iov,
+                    size_t max, size_t *bytes)
+{
+        size_t lo = 0, hi = v->n, k = 0, got = 0;
+
+        *bytes = 0;
+        if (off >= v->size || len == 0 || v->n == 0)
+                return 0;
+        if (len > v->size - off)
+                len = (size_t)(v->size - off);
+        /* the last extent starting at or before off */
+        while (hi - lo > 1) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (v->ext[mid].off <= off)
+                        lo = mid;
+                else
+                        hi = mid;
+        }
+        for (size_t i = lo; i < v->n && got < len && k < max; i++) {
+                const struct stf_extent *e = &v->ext[i];
+                uint64_t skip = off + got - e->off;
+                size_t take = e->len - skip < len - got ? (size_t)(e->len - skip) : len - got;
+
+                iov[k].iov_base = (void *)(e->ptr + skip);
+                iov[k].iov_len = take;
+                k++;
+                got += take;
+        }
+        *bytes = got;
+        return k;
+}
