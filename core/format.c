@@ -62,23 +62,25 @@ static void shape_str(const uint64_t *shape, uint32_t rank, char *buf, size_t ca
                 snprintf(buf + o, cap - o, "]");
 }
 
-static int check_metadata(const char *file, json_t *meta, struct stf_diag *diag)
+/* Every value of "__metadata__" must be a string. */
+static int check_metadata(const char *file, json_t *meta, struct stf_sink *sink)
 {
         const char *key;
         json_t *val;
         char q[QMAX];
 
         if (!json_is_object(meta)) {
-                stf_diag_set(diag, "%s: \"__metadata__\" is not an object", file);
+                stf_sink_report(sink, file, NULL, -1, "%s: \"__metadata__\" is not an object",
+                                file);
                 return -EINVAL;
         }
         json_object_foreach(meta, key, val)
         {
-                if (!json_is_string(val)) {
-                        stf_diag_set(diag, "%s: \"__metadata__\" value of '%s' is not a string",
-                                     file, stf_diag_quote(key, strlen(key), q, sizeof(q)));
+                if (!json_is_string(val) &&
+                    stf_sink_report(sink, file, NULL, -1,
+                                    "%s: \"__metadata__\" value of '%s' is not a string", file,
+                                    stf_diag_quote(key, strlen(key), q, sizeof(q))))
                         return -EINVAL;
-                }
         }
         return 0;
 }
@@ -199,92 +201,118 @@ static int parse_entry(const char *file, const char *key, json_t *ent, uint64_t 
         return 0;
 }
 
-/* Sorted by begin, the tensors must cover [data_start, file_size) exactly. */
-static int check_tiling(const char *file, const struct stf_header *h, struct stf_diag *diag)
+/*
+ * A broken entry's data range, when its "data_offsets" can still be read:
+ * the check mode keeps such an entry in the tiling check, so one broken
+ * entry does not also show up as a hole.
+ */
+static bool entry_range(json_t *ent, uint64_t data_len, uint64_t *begin, uint64_t *end)
+{
+        json_t *offs = json_is_object(ent) ? json_object_get(ent, "data_offsets") : NULL;
+
+        return json_is_array(offs) && json_array_size(offs) == 2 &&
+               get_u64(json_array_get(offs, 0), begin) && get_u64(json_array_get(offs, 1), end) &&
+               *begin <= *end && *end <= data_len;
+}
+
+/*
+ * Sorted by begin, the tensors must cover [data_start, file_size) exactly.
+ * After an overlap the check goes on from the furthest end seen, and names
+ * the tensor that reaches it as the one overlapped.
+ */
+static int check_tiling(const char *file, const struct stf_header *h, struct stf_sink *sink)
 {
         uint64_t pos = h->data_start;
+        size_t last = 0; /* the tensor that ends at pos */
         char q[QMAX], q2[QMAX];
 
         for (size_t i = 0; i < h->ntensors; i++) {
                 const struct stf_tensor *t = &h->tensors[i];
 
-                if (t->begin < pos) {
-                        stf_diag_set(diag, "%s: byte %" PRIu64 ": tensor '%s' overlaps tensor '%s'",
-                                     file, t->begin,
-                                     stf_diag_quote(t->name, t->name_len, q, sizeof(q)),
-                                     stf_diag_quote(h->tensors[i - 1].name,
-                                                    h->tensors[i - 1].name_len, q2, sizeof(q2)));
+                if (t->begin < pos &&
+                    stf_sink_report(sink, file, t->name, (int64_t)t->begin,
+                                    "%s: byte %" PRIu64 ": tensor '%s' overlaps tensor '%s'", file,
+                                    t->begin, stf_diag_quote(t->name, t->name_len, q, sizeof(q)),
+                                    stf_diag_quote(h->tensors[last].name,
+                                                   h->tensors[last].name_len, q2, sizeof(q2))))
                         return -EINVAL;
-                }
-                if (t->begin > pos) {
-                        stf_diag_set(diag,
-                                     "%s: byte %" PRIu64 ": hole of %" PRIu64
-                                     " bytes in the data buffer before tensor '%s'",
-                                     file, pos, t->begin - pos,
-                                     stf_diag_quote(t->name, t->name_len, q, sizeof(q)));
+                if (t->begin > pos &&
+                    stf_sink_report(sink, file, t->name, (int64_t)pos,
+                                    "%s: byte %" PRIu64 ": hole of %" PRIu64
+                                    " bytes in the data buffer before tensor '%s'",
+                                    file, pos, t->begin - pos,
+                                    stf_diag_quote(t->name, t->name_len, q, sizeof(q))))
                         return -EINVAL;
+                if (t->begin + t->size >= pos) {
+                        pos = t->begin + t->size;
+                        last = i;
                 }
-                pos = t->begin + t->size;
         }
         if (pos != h->file_size) {
-                stf_diag_set(diag,
-                             "%s: byte %" PRIu64 ": %" PRIu64
-                             " trailing bytes after the last tensor are not covered by any tensor",
-                             file, pos, h->file_size - pos);
+                stf_sink_report(sink, file, NULL, (int64_t)pos,
+                                "%s: byte %" PRIu64 ": %" PRIu64
+                                " trailing bytes after the last tensor are not covered by any "
+                                "tensor",
+                                file, pos, h->file_size - pos);
                 return -EINVAL;
         }
         return 0;
 }
 
-int stf_header_parse(const char *file, const uint8_t *buf, uint64_t avail, uint64_t file_size,
-                     struct stf_header **out, struct stf_diag *diag)
+int stf_header_validate(const char *file, const uint8_t *buf, uint64_t avail, uint64_t file_size,
+                        struct stf_sink *sink, struct stf_header **out)
 {
         struct stf_header *h = NULL;
         json_error_t jerr;
         json_t *root, *meta, *ent;
         const char *key;
         uint64_t n, data_len;
-        size_t nt = 0, name_bytes = 0, ndims = 0, ti = 0, di = 0;
+        size_t nt = 0, name_bytes = 0, ndims = 0, ti = 0, di = 0, count0 = sink->count;
         char *np;
         int ret;
 
         *out = NULL;
         if (file_size < 8 || avail < 8) {
-                stf_diag_set(diag,
-                             "%s: byte 0: file is %" PRIu64
-                             " bytes, too short for the 8-byte header size",
-                             file, file_size);
+                stf_sink_report(sink, file, NULL, 0,
+                                "%s: byte 0: file is %" PRIu64
+                                " bytes, too short for the 8-byte header size",
+                                file, file_size);
                 return -EINVAL;
         }
         n = le64(buf);
         if (n > STF_HEADER_MAX) {
-                stf_diag_set(diag,
-                             "%s: byte 0: header size %" PRIu64 " exceeds the limit of %llu bytes",
-                             file, n, STF_HEADER_MAX);
+                stf_sink_report(sink, file, NULL, 0,
+                                "%s: byte 0: header size %" PRIu64
+                                " exceeds the limit of %llu bytes",
+                                file, n, STF_HEADER_MAX);
                 return -EINVAL;
         }
         if (n > file_size - 8) {
-                stf_diag_set(diag,
-                             "%s: byte 0: header size %" PRIu64
-                             " runs past the end of the file (%" PRIu64 " bytes)",
-                             file, n, file_size);
+                stf_sink_report(sink, file, NULL, 0,
+                                "%s: byte 0: header size %" PRIu64
+                                " runs past the end of the file (%" PRIu64 " bytes)",
+                                file, n, file_size);
                 return -EINVAL;
         }
         if (8 + n > avail) {
-                stf_diag_set(diag, "%s: byte %" PRIu64 ": file truncated inside the header", file,
-                             avail);
+                stf_sink_report(sink, file, NULL, (int64_t)avail,
+                                "%s: byte %" PRIu64 ": file truncated inside the header", file,
+                                avail);
                 return -EINVAL;
         }
 
         root = json_loadb((const char *)buf + 8, n, JSON_REJECT_DUPLICATES, &jerr);
         if (!root) {
-                stf_diag_set(diag, "%s: byte %" PRIu64 ": header is not valid JSON: %s", file,
-                             (uint64_t)8 + (uint64_t)(jerr.position > 0 ? jerr.position : 0),
-                             jerr.text);
+                uint64_t at = (uint64_t)8 + (uint64_t)(jerr.position > 0 ? jerr.position : 0);
+
+                stf_sink_report(sink, file, NULL, (int64_t)at,
+                                "%s: byte %" PRIu64 ": header is not valid JSON: %s", file, at,
+                                jerr.text);
                 return -EINVAL;
         }
         if (!json_is_object(root)) {
-                stf_diag_set(diag, "%s: byte 8: header is not a JSON object", file);
+                stf_sink_report(sink, file, NULL, 8, "%s: byte 8: header is not a JSON object",
+                                file);
                 ret = -EINVAL;
                 goto out_root;
         }
@@ -320,8 +348,8 @@ int stf_header_parse(const char *file, const uint8_t *buf, uint64_t avail, uint6
 
         meta = json_object_get(root, "__metadata__");
         if (meta) {
-                ret = check_metadata(file, meta, diag);
-                if (ret)
+                ret = check_metadata(file, meta, sink);
+                if (ret && !stf_sink_all(sink))
                         goto out_header;
                 h->metadata = json_incref(meta);
         } else {
@@ -337,27 +365,45 @@ int stf_header_parse(const char *file, const uint8_t *buf, uint64_t avail, uint6
         {
                 struct stf_tensor *t = &h->tensors[ti];
                 size_t klen = strlen(key);
+                struct stf_diag ed;
+                uint64_t b, e;
 
                 if (!strcmp(key, "__metadata__"))
                         continue;
                 if (klen > UINT32_MAX) {
-                        stf_diag_set(diag, "%s: a tensor name is longer than 4 GiB", file);
+                        stf_sink_report(sink, file, NULL, -1,
+                                        "%s: a tensor name is longer than 4 GiB", file);
                         ret = -EINVAL;
                         goto out_header;
                 }
-                ret = parse_entry(file, key, ent, h->data_start, data_len, t, h->shapes + di, diag);
-                if (ret)
-                        goto out_header;
+                if (parse_entry(file, key, ent, h->data_start, data_len, t, h->shapes + di, &ed)) {
+                        bool placed = entry_range(ent, data_len, &b, &e);
+
+                        if (stf_sink_report(sink, file, key,
+                                            placed ? (int64_t)(h->data_start + b) : -1, "%s",
+                                            ed.msg)) {
+                                ret = -EINVAL;
+                                goto out_header;
+                        }
+                        if (!placed)
+                                continue;
+                        /* Only the check mode gets here: a stand-in for the tiling. */
+                        *t = (struct stf_tensor){.begin = h->data_start + b, .size = e - b};
+                        t->shape = h->shapes + di;
+                } else {
+                        di += t->rank;
+                }
                 memcpy(np, key, klen + 1);
                 t->name = np;
                 t->name_len = (uint32_t)klen;
                 np += klen + 1;
-                di += t->rank;
                 ti++;
         }
-        h->ntensors = nt;
-        qsort(h->tensors, nt, sizeof(*h->tensors), cmp_begin);
-        ret = check_tiling(file, h, diag);
+        h->ntensors = ti;
+        qsort(h->tensors, ti, sizeof(*h->tensors), cmp_begin);
+        ret = check_tiling(file, h, sink);
+        if (!ret && sink->count != count0)
+                ret = -EINVAL;
         if (ret)
                 goto out_header;
         json_decref(root);
@@ -368,6 +414,29 @@ out_header:
         stf_header_free(h);
 out_root:
         json_decref(root);
+        return ret;
+}
+
+int stf_header_parse(const char *file, const uint8_t *buf, uint64_t avail, uint64_t file_size,
+                     struct stf_header **out, struct stf_diag *diag)
+{
+        struct stf_sink sink = {.diag = diag};
+
+        return stf_header_validate(file, buf, avail, file_size, &sink, out);
+}
+
+int stf_header_check(const char *file, const uint8_t *buf, uint64_t avail, uint64_t file_size,
+                     stf_report_fn report, void *ctx, struct stf_header **out)
+{
+        struct stf_sink sink = {.report = report, .ctx = ctx};
+        struct stf_header *h = NULL;
+        int ret;
+
+        ret = stf_header_validate(file, buf, avail, file_size, &sink, &h);
+        if (out)
+                *out = h;
+        else
+                stf_header_free(h);
         return ret;
 }
 

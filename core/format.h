@@ -18,6 +18,7 @@
 
 #include "diag.h"
 #include "dtype.h"
+#include "report.h"
 
 #define STF_HEADER_MAX 100000000ULL
 
@@ -61,6 +62,41 @@ struct stf_header {
  */
 int stf_header_parse(const char *file, const uint8_t *buf, uint64_t avail, uint64_t file_size,
                      struct stf_header **out, struct stf_diag *diag);
+
+/*
+ * Check a header against every rule and report every problem, not only the
+ * first: what `stfsctl verify` runs. Parameters as for stf_header_parse.
+ *
+ * @report is called once per problem (see report.h), with the message
+ * stf_header_parse would leave in its diag for that problem:
+ *   - a problem with the 8-byte size, the JSON text or its top level ends
+ *     the check (nothing after it can be read);
+ *   - every non-string "__metadata__" value is one problem;
+ *   - every broken tensor entry is one problem: the first rule it breaks
+ *     (the later rules of an entry depend on the earlier ones). An entry
+ *     whose "data_offsets" can still be read (two integers, begin <= end,
+ *     inside the data buffer) keeps its place in the tiling check, so it
+ *     does not also show up as a hole;
+ *   - every hole and every overlap is one problem, and trailing bytes one.
+ * Problems come in that order; entries in file order, the tiling in offset
+ * order.
+ * @out:  optional; when the header is sound, the parsed header as
+ *        stf_header_parse gives it (free with stf_header_free), else NULL.
+ *
+ * Returns 0 (sound), -EINVAL (at least one problem reported), -ENOMEM.
+ * Thread-safe (no shared state; @report is called on the calling thread).
+ */
+int stf_header_check(const char *file, const uint8_t *buf, uint64_t avail, uint64_t file_size,
+                     stf_report_fn report, void *ctx, struct stf_header **out);
+
+/*
+ * The parse both of the above run, reporting through @sink: stf_header_parse
+ * is this with a first-problem sink, stf_header_check with an every-problem
+ * one. For core modules that check many files into one sink (model.c).
+ * Returns as stf_header_check; *@out is set only when the header is sound.
+ */
+int stf_header_validate(const char *file, const uint8_t *buf, uint64_t avail, uint64_t file_size,
+                        struct stf_sink *sink, struct stf_header **out);
 
 /* Free a header; accepts NULL. */
 void stf_header_free(struct stf_header *h);

@@ -9,6 +9,13 @@
  * names, every shard tensor listed there), so the tensor table is exactly
  * what the index promises. Shard names in an index are plain file names:
  * nothing outside the index's directory is opened because of them.
+ *
+ * The same code checks a model (stf_model_check): every problem goes to a
+ * struct stf_sink (report.h) that either stops at the first one, as opening
+ * does, or counts it and lets the check go on. In that mode a file that
+ * cannot be read or parsed is left out of the checks that need it (its
+ * shard has no header), so one problem is reported once, not again by
+ * every check downstream of it.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -59,7 +66,7 @@ static char *path_join(const char *dir, const char *name)
 }
 
 static int read_small_file(const char *path, size_t limit, char **out, size_t *len,
-                           struct stf_diag *diag)
+                           struct stf_sink *sink)
 {
         struct stat st;
         char *buf;
@@ -69,11 +76,12 @@ static int read_small_file(const char *path, size_t limit, char **out, size_t *l
         fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
                 ret = -errno;
-                stf_diag_set(diag, "%s: cannot open: %s", path, strerror(errno));
+                stf_sink_report(sink, path, NULL, -1, "%s: cannot open: %s", path, strerror(errno));
                 return ret;
         }
         if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > limit) {
-                stf_diag_set(diag, "%s: not a regular file of at most %zu bytes", path, limit);
+                stf_sink_report(sink, path, NULL, -1, "%s: not a regular file of at most %zu bytes",
+                                path, limit);
                 close(fd);
                 return -EINVAL;
         }
@@ -87,7 +95,7 @@ static int read_small_file(const char *path, size_t limit, char **out, size_t *l
 
                 if (r <= 0) {
                         ret = r < 0 ? -errno : -EIO;
-                        stf_diag_set(diag, "%s: read failed", path);
+                        stf_sink_report(sink, path, NULL, (int64_t)got, "%s: read failed", path);
                         free(buf);
                         close(fd);
                         return ret;
@@ -112,25 +120,35 @@ static int cmp_json_str(const void *a, const void *b)
                       json_string_value(*(json_t *const *)b));
 }
 
-int stf_index_parse(const char *index_file, const char *text, size_t len, json_t **weight_map_out,
-                    json_t **shard_names_out, json_t **metadata_out, struct stf_diag *diag)
+/*
+ * The index document: stf_index_parse, through a sink. In the check mode a
+ * weight_map entry with a bad value is reported and left out of the shard
+ * names, and the outputs are set whenever there is a weight_map object, even
+ * with problems (then the return is -EINVAL): the shards it does name can
+ * still be checked. In the first-problem mode they are set only on success.
+ */
+static int index_parse(const char *index_file, const char *text, size_t len,
+                       json_t **weight_map_out, json_t **shard_names_out, json_t **metadata_out,
+                       struct stf_sink *sink)
 {
         json_error_t jerr;
         json_t *root, *wm, *names = NULL, *seen = NULL, *val, **sorted = NULL;
         const char *key;
         char q[QMAX], q2[QMAX];
-        size_t i, n;
+        size_t i, n, count0 = sink->count;
         int ret = -EINVAL;
 
         root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
         if (!root) {
-                stf_diag_set(diag, "%s: byte %d: index is not valid JSON: %s", index_file,
-                             jerr.position, jerr.text);
+                stf_sink_report(sink, index_file, NULL, jerr.position,
+                                "%s: byte %d: index is not valid JSON: %s", index_file,
+                                jerr.position, jerr.text);
                 return -EINVAL;
         }
         wm = json_object_get(root, "weight_map");
         if (!json_is_object(root) || !json_is_object(wm)) {
-                stf_diag_set(diag, "%s: index has no \"weight_map\" object", index_file);
+                stf_sink_report(sink, index_file, NULL, -1,
+                                "%s: index has no \"weight_map\" object", index_file);
                 goto out_root;
         }
         seen = json_object();
@@ -142,19 +160,23 @@ int stf_index_parse(const char *index_file, const char *text, size_t len, json_t
         json_object_foreach(wm, key, val)
         {
                 if (!json_is_string(val)) {
-                        stf_diag_set(diag, "%s: tensor '%s': weight_map value is not a string",
-                                     index_file, stf_diag_quote(key, strlen(key), q, sizeof(q)));
-                        goto out_root;
+                        if (stf_sink_report(sink, index_file, key, -1,
+                                            "%s: tensor '%s': weight_map value is not a string",
+                                            index_file,
+                                            stf_diag_quote(key, strlen(key), q, sizeof(q))))
+                                goto out_root;
+                        continue;
                 }
                 if (!plain_file_name(json_string_value(val))) {
-                        stf_diag_set(
-                            diag,
-                            "%s: tensor '%s': weight_map value '%s' is not a plain file name "
-                            "in the index's directory",
-                            index_file, stf_diag_quote(key, strlen(key), q, sizeof(q)),
-                            stf_diag_quote(json_string_value(val), json_string_length(val), q2,
-                                           sizeof(q2)));
-                        goto out_root;
+                        if (stf_sink_report(
+                                sink, index_file, key, -1,
+                                "%s: tensor '%s': weight_map value '%s' is not a plain file name "
+                                "in the index's directory",
+                                index_file, stf_diag_quote(key, strlen(key), q, sizeof(q)),
+                                stf_diag_quote(json_string_value(val), json_string_length(val), q2,
+                                               sizeof(q2))))
+                                goto out_root;
+                        continue;
                 }
                 if (!json_object_get(seen, json_string_value(val))) {
                         if (json_object_set_new(seen, json_string_value(val), json_true()) ||
@@ -165,12 +187,13 @@ int stf_index_parse(const char *index_file, const char *text, size_t len, json_t
                 }
         }
         n = json_array_size(names);
-        if (n == 0) {
-                stf_diag_set(diag, "%s: index \"weight_map\" is empty", index_file);
+        if (json_object_size(wm) == 0) {
+                stf_sink_report(sink, index_file, NULL, -1, "%s: index \"weight_map\" is empty",
+                                index_file);
                 goto out_root;
         }
         /* Sort the shard names so shard order does not depend on the map's. */
-        sorted = malloc(n * sizeof(*sorted));
+        sorted = malloc((n ? n : 1) * sizeof(*sorted));
         if (!sorted) {
                 ret = -ENOMEM;
                 goto out_root;
@@ -192,7 +215,7 @@ int stf_index_parse(const char *index_file, const char *text, size_t len, json_t
                 *shard_names_out = json_incref(names);
         if (metadata_out)
                 *metadata_out = json_incref(json_object_get(root, "metadata"));
-        ret = 0;
+        ret = sink->count != count0 ? -EINVAL : 0;
 out_root:
         json_decref(seen);
         json_decref(names);
@@ -200,7 +223,26 @@ out_root:
         return ret;
 }
 
-static int shard_open(const char *path, struct stf_shard *s, struct stf_diag *diag)
+int stf_index_parse(const char *index_file, const char *text, size_t len, json_t **weight_map_out,
+                    json_t **shard_names_out, json_t **metadata_out, struct stf_diag *diag)
+{
+        struct stf_sink sink = {.diag = diag};
+
+        return index_parse(index_file, text, len, weight_map_out, shard_names_out, metadata_out,
+                           &sink);
+}
+
+/*
+ * In the check mode a failure that was reported is a finding, not an error:
+ * the caller goes on with the next file or set. Anything else (no memory)
+ * still ends the check.
+ */
+static int settle(const struct stf_sink *sink, size_t count0, int ret)
+{
+        return ret && stf_sink_all(sink) && sink->count != count0 ? 0 : ret;
+}
+
+static int shard_open(const char *path, struct stf_shard *s, struct stf_sink *sink)
 {
         struct stat st;
         void *map;
@@ -209,35 +251,35 @@ static int shard_open(const char *path, struct stf_shard *s, struct stf_diag *di
         s->fd = open(path, O_RDONLY | O_CLOEXEC);
         if (s->fd < 0) {
                 ret = -errno;
-                stf_diag_set(diag, "%s: cannot open: %s", path, strerror(errno));
+                stf_sink_report(sink, path, NULL, -1, "%s: cannot open: %s", path, strerror(errno));
                 return ret;
         }
         if (fstat(s->fd, &st)) {
                 ret = -errno;
-                stf_diag_set(diag, "%s: cannot stat: %s", path, strerror(errno));
+                stf_sink_report(sink, path, NULL, -1, "%s: cannot stat: %s", path, strerror(errno));
                 return ret;
         }
         if (!S_ISREG(st.st_mode)) {
-                stf_diag_set(diag, "%s: not a regular file", path);
+                stf_sink_report(sink, path, NULL, -1, "%s: not a regular file", path);
                 return -EINVAL;
         }
         s->size = (uint64_t)st.st_size;
         s->mtime = st.st_mtim;
         if (s->size < 8) {
-                stf_diag_set(diag,
-                             "%s: byte 0: file is %" PRIu64
-                             " bytes, too short for the 8-byte header size",
-                             path, s->size);
+                stf_sink_report(sink, path, NULL, 0,
+                                "%s: byte 0: file is %" PRIu64
+                                " bytes, too short for the 8-byte header size",
+                                path, s->size);
                 return -EINVAL;
         }
         map = mmap(NULL, s->size, PROT_READ, MAP_SHARED, s->fd, 0);
         if (map == MAP_FAILED) {
                 ret = -errno;
-                stf_diag_set(diag, "%s: cannot map: %s", path, strerror(errno));
+                stf_sink_report(sink, path, NULL, -1, "%s: cannot map: %s", path, strerror(errno));
                 return ret;
         }
         s->map = map;
-        return stf_header_parse(path, s->map, s->size, s->size, &s->hdr, diag);
+        return stf_header_validate(path, s->map, s->size, s->size, sink, &s->hdr);
 }
 
 static void shard_close(struct stf_shard *s)
@@ -250,7 +292,7 @@ static void shard_close(struct stf_shard *s)
         free(s->path);
 }
 
-static int add_shard(struct stf_model *m, const char *path, struct stf_diag *diag)
+static int add_shard(struct stf_model *m, const char *path)
 {
         struct stf_shard *ns, *s;
 
@@ -269,15 +311,70 @@ static int add_shard(struct stf_model *m, const char *path, struct stf_diag *dia
 }
 
 /*
+ * The problems of one shard in the check mode, held until every shard is
+ * done so that they come out in shard order whichever thread found them.
+ */
+struct held_problem {
+        struct stf_problem p;
+        char *text; /* file, tensor and message, one allocation */
+};
+
+struct held {
+        struct held_problem *v;
+        size_t n, cap;
+        bool failed; /* out of memory: a problem was lost */
+};
+
+static void hold(void *ctx, const struct stf_problem *p)
+{
+        struct held *h = ctx;
+        size_t fl = strlen(p->file) + 1, tl = p->tensor ? strlen(p->tensor) + 1 : 0;
+        size_t ml = strlen(p->msg) + 1;
+        struct held_problem *hp;
+        char *text;
+
+        if (h->n == h->cap) {
+                size_t ncap = h->cap ? h->cap * 2 : 8;
+                struct held_problem *nv = realloc(h->v, ncap * sizeof(*nv));
+
+                if (!nv) {
+                        h->failed = true;
+                        return;
+                }
+                h->v = nv;
+                h->cap = ncap;
+        }
+        text = malloc(fl + tl + ml);
+        if (!text) {
+                h->failed = true;
+                return;
+        }
+        hp = &h->v[h->n++];
+        hp->text = text;
+        hp->p.file = memcpy(text, p->file, fl);
+        hp->p.tensor = p->tensor ? memcpy(text + fl, p->tensor, tl) : NULL;
+        hp->p.msg = memcpy(text + fl + tl, p->msg, ml);
+        hp->p.offset = p->offset;
+}
+
+static void held_free(struct held *h)
+{
+        for (size_t i = 0; i < h->n; i++)
+                free(h->v[i].text);
+        free(h->v);
+}
+
+/*
  * Open, map and parse shards [first, m->nshards) on a few threads: a big
  * set has hundreds of shards and the JSON parse dominates mount time. The
- * error reported is the one of the first failing shard, as if serial.
+ * error reported is the one of the first failing shard, as if serial; in the
+ * check mode every shard's problems, in shard order.
  */
 struct opener {
         struct stf_model *m;
         uint32_t next, end;
         int *rets;
-        struct stf_diag *diags;
+        struct stf_sink *sinks;
         pthread_mutex_t lock;
 };
 
@@ -293,27 +390,36 @@ static void *opener_run(void *arg)
                 pthread_mutex_unlock(&o->lock);
                 if (i >= o->end)
                         return NULL;
-                o->rets[i] = shard_open(o->m->shards[i].path, &o->m->shards[i], &o->diags[i]);
+                o->rets[i] = shard_open(o->m->shards[i].path, &o->m->shards[i], &o->sinks[i]);
         }
 }
 
-static int open_shards(struct stf_model *m, uint32_t first, struct stf_diag *diag)
+static int open_shards(struct stf_model *m, uint32_t first, struct stf_sink *sink)
 {
         struct opener o = {
             .m = m, .next = first, .end = m->nshards, .lock = PTHREAD_MUTEX_INITIALIZER};
         uint32_t n = m->nshards - first, nthreads;
         pthread_t th[OPEN_THREADS];
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        struct stf_diag *diags = NULL;
+        struct held *held = NULL;
         int ret = 0;
 
         if (n == 0)
                 return 0;
         o.rets = calloc(m->nshards, sizeof(*o.rets));
-        o.diags = calloc(m->nshards, sizeof(*o.diags));
-        if (!o.rets || !o.diags) {
+        o.sinks = calloc(m->nshards, sizeof(*o.sinks));
+        if (stf_sink_all(sink))
+                held = calloc(m->nshards, sizeof(*held));
+        else
+                diags = calloc(m->nshards, sizeof(*diags));
+        if (!o.rets || !o.sinks || (!held && !diags)) {
                 ret = -ENOMEM;
-                goto out;
+                goto out_arrays;
         }
+        for (uint32_t i = first; i < m->nshards; i++)
+                o.sinks[i] = held ? (struct stf_sink){.report = hold, .ctx = &held[i]}
+                                  : (struct stf_sink){.diag = &diags[i]};
         nthreads = ncpu > 1 ? (uint32_t)ncpu : 1;
         if (nthreads > OPEN_THREADS)
                 nthreads = OPEN_THREADS;
@@ -327,22 +433,48 @@ static int open_shards(struct stf_model *m, uint32_t first, struct stf_diag *dia
         for (uint32_t t = 1; t < nthreads; t++)
                 pthread_join(th[t], NULL);
         for (uint32_t i = first; i < m->nshards; i++) {
-                if (o.rets[i]) {
+                if (held) {
+                        for (size_t k = 0; k < held[i].n; k++)
+                                stf_sink_forward(sink, &held[i].v[k].p);
+                        /* A failure with no problem reported is an error. */
+                        if (!ret && (held[i].failed || (o.rets[i] && !o.sinks[i].count)))
+                                ret = held[i].failed ? -ENOMEM : o.rets[i];
+                } else if (o.rets[i]) {
                         ret = o.rets[i];
-                        if (diag)
-                                *diag = o.diags[i];
+                        if (sink->diag)
+                                *sink->diag = diags[i];
+                        sink->count += o.sinks[i].count;
                         break;
                 }
         }
-out:
+out_arrays:
+        for (uint32_t i = first; held && i < m->nshards; i++)
+                held_free(&held[i]);
+        free(held);
+        free(diags);
+        free(o.sinks);
         free(o.rets);
-        free(o.diags);
         return ret;
 }
 
-/* Both directions of the index <-> shard contract, for shards [first, nshards). */
+/* The shard of a set [first, nshards) with file name @name, or NULL. */
+static const struct stf_shard *find_shard(const struct stf_model *m, uint32_t first,
+                                          const char *name)
+{
+        for (uint32_t si = first; si < m->nshards; si++)
+                if (!strcmp(m->shards[si].name, name))
+                        return &m->shards[si];
+        return NULL;
+}
+
+/*
+ * Both directions of the index <-> shard contract, for shards [first,
+ * nshards). Only the check mode has shards without a header (unreadable or
+ * malformed), missing shards or bad weight_map values; their problems are
+ * reported already, and the checks here skip them.
+ */
 static int check_index(const char *index, json_t *wm, struct stf_model *m, uint32_t first,
-                       struct stf_diag *diag)
+                       struct stf_sink *sink)
 {
         size_t matched = 0;
         char q[QMAX], q2[QMAX];
@@ -350,55 +482,59 @@ static int check_index(const char *index, json_t *wm, struct stf_model *m, uint3
         for (uint32_t si = first; si < m->nshards; si++) {
                 const struct stf_shard *s = &m->shards[si];
 
-                for (size_t i = 0; i < s->hdr->ntensors; i++) {
+                for (size_t i = 0; s->hdr && i < s->hdr->ntensors; i++) {
                         const struct stf_tensor *t = &s->hdr->tensors[i];
                         json_t *v = json_object_get(wm, t->name);
 
                         if (!v) {
-                                stf_diag_set(
-                                    diag, "%s: tensor '%s' is not listed in the index %s", s->path,
-                                    stf_diag_quote(t->name, t->name_len, q, sizeof(q)), index);
-                                return -EINVAL;
+                                if (stf_sink_report(
+                                        sink, s->path, t->name, (int64_t)t->begin,
+                                        "%s: tensor '%s' is not listed in the index %s", s->path,
+                                        stf_diag_quote(t->name, t->name_len, q, sizeof(q)), index))
+                                        return -EINVAL;
+                                continue;
                         }
+                        if (!json_is_string(v) || !plain_file_name(json_string_value(v)))
+                                continue;
                         if (strcmp(json_string_value(v), s->name)) {
-                                stf_diag_set(
-                                    diag,
-                                    "%s: tensor '%s' is listed in the index %s under shard "
-                                    "'%s'",
-                                    s->path, stf_diag_quote(t->name, t->name_len, q, sizeof(q)),
-                                    index,
-                                    stf_diag_quote(json_string_value(v), json_string_length(v), q2,
-                                                   sizeof(q2)));
-                                return -EINVAL;
+                                if (stf_sink_report(
+                                        sink, s->path, t->name, (int64_t)t->begin,
+                                        "%s: tensor '%s' is listed in the index %s under shard "
+                                        "'%s'",
+                                        s->path, stf_diag_quote(t->name, t->name_len, q, sizeof(q)),
+                                        index,
+                                        stf_diag_quote(json_string_value(v), json_string_length(v),
+                                                       q2, sizeof(q2))))
+                                        return -EINVAL;
+                                continue;
                         }
                         matched++;
                 }
         }
         if (matched != json_object_size(wm)) {
-                /* Find one listed tensor missing from its shard, for the message. */
+                /* Find the listed tensors missing from their shards. */
                 const char *key;
                 json_t *v;
 
                 json_object_foreach(wm, key, v)
                 {
+                        const struct stf_shard *s;
                         bool found = false;
 
-                        for (uint32_t si = first; si < m->nshards && !found; si++) {
-                                const struct stf_shard *s = &m->shards[si];
-
-                                if (strcmp(s->name, json_string_value(v)))
-                                        continue;
-                                for (size_t i = 0; i < s->hdr->ntensors && !found; i++)
-                                        found = !strcmp(s->hdr->tensors[i].name, key);
-                        }
-                        if (!found) {
-                                stf_diag_set(diag,
-                                             "%s: tensor '%s' is listed but not in shard '%s'",
-                                             index, stf_diag_quote(key, strlen(key), q, sizeof(q)),
-                                             stf_diag_quote(json_string_value(v),
-                                                            json_string_length(v), q2, sizeof(q2)));
+                        if (!json_is_string(v) || !plain_file_name(json_string_value(v)))
+                                continue;
+                        s = find_shard(m, first, json_string_value(v));
+                        if (!s || !s->hdr)
+                                continue;
+                        for (size_t i = 0; i < s->hdr->ntensors && !found; i++)
+                                found = !strcmp(s->hdr->tensors[i].name, key);
+                        if (!found &&
+                            stf_sink_report(sink, index, key, -1,
+                                            "%s: tensor '%s' is listed but not in shard '%s'",
+                                            index, stf_diag_quote(key, strlen(key), q, sizeof(q)),
+                                            stf_diag_quote(json_string_value(v),
+                                                           json_string_length(v), q2, sizeof(q2))))
                                 return -EINVAL;
-                        }
                 }
         }
         return 0;
@@ -412,12 +548,12 @@ static int dir_of(const char *path, char **out)
         return *out ? 0 : -ENOMEM;
 }
 
-static int open_set(struct stf_model *m, const struct set *set, struct stf_diag *diag)
+static int open_set(struct stf_model *m, const struct set *set, struct stf_sink *sink)
 {
         struct stf_component *nc, *c;
         json_t *wm = NULL, *names = NULL;
         char *text = NULL, *dir = NULL;
-        size_t len;
+        size_t len, count0 = sink->count;
         int ret;
 
         nc = realloc(m->comps, (m->ncomps + 1) * sizeof(*nc));
@@ -432,9 +568,9 @@ static int open_set(struct stf_model *m, const struct set *set, struct stf_diag 
                 return -ENOMEM;
         c->first_shard = m->nshards;
         if (!set->is_index) {
-                ret = add_shard(m, set->path, diag);
+                ret = add_shard(m, set->path);
                 if (!ret)
-                        ret = open_shards(m, c->first_shard, diag);
+                        ret = open_shards(m, c->first_shard, sink);
                 goto out;
         }
 
@@ -443,11 +579,12 @@ static int open_set(struct stf_model *m, const struct set *set, struct stf_diag 
                 names = json_incref(set->names);
                 c->index_meta = json_incref(set->meta);
         } else {
-                ret = read_small_file(set->path, STF_HEADER_MAX, &text, &len, diag);
+                ret = read_small_file(set->path, STF_HEADER_MAX, &text, &len, sink);
                 if (ret)
                         goto out;
-                ret = stf_index_parse(set->path, text, len, &wm, &names, &c->index_meta, diag);
-                if (ret)
+                ret = index_parse(set->path, text, len, &wm, &names, &c->index_meta, sink);
+                /* The check mode goes on with what a flawed index does name. */
+                if (ret && !wm)
                         goto out;
         }
         ret = dir_of(set->path, &dir);
@@ -463,27 +600,30 @@ static int open_set(struct stf_model *m, const struct set *set, struct stf_diag 
                         goto out;
                 }
                 if (access(p, F_OK)) {
-                        stf_diag_set(diag, "%s: shard '%s' listed in weight_map does not exist",
-                                     set->path, stf_diag_quote(sname, strlen(sname), q, sizeof(q)));
+                        stf_sink_report(sink, set->path, NULL, -1,
+                                        "%s: shard '%s' listed in weight_map does not exist",
+                                        set->path, stf_diag_quote(sname, strlen(sname), q, sizeof(q)));
                         free(p);
                         ret = -ENOENT;
-                        goto out;
+                        if (!stf_sink_all(sink))
+                                goto out;
+                        continue;
                 }
-                ret = add_shard(m, p, diag);
+                ret = add_shard(m, p);
                 free(p);
                 if (ret)
                         goto out;
         }
-        ret = open_shards(m, c->first_shard, diag);
+        ret = open_shards(m, c->first_shard, sink);
         if (!ret)
-                ret = check_index(set->path, wm, m, c->first_shard, diag);
+                ret = check_index(set->path, wm, m, c->first_shard, sink);
 out:
         c->nshards = m->nshards - c->first_shard;
         json_decref(wm);
         json_decref(names);
         free(text);
         free(dir);
-        return ret;
+        return settle(sink, count0, ret);
 }
 
 static int cmp_tensor_name(const void *a, const void *b)
@@ -571,7 +711,7 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* Sorted names of a directory's entries (not starting with '.'). */
-static int list_dir(const char *dir, char ***out, size_t *count, struct stf_diag *diag)
+static int list_dir(const char *dir, char ***out, size_t *count, struct stf_sink *sink)
 {
         DIR *d = opendir(dir);
         struct dirent *de;
@@ -581,7 +721,8 @@ static int list_dir(const char *dir, char ***out, size_t *count, struct stf_diag
         if (!d) {
                 int ret = -errno;
 
-                stf_diag_set(diag, "%s: cannot open directory: %s", dir, strerror(errno));
+                stf_sink_report(sink, dir, NULL, -1, "%s: cannot open directory: %s", dir,
+                                strerror(errno));
                 return ret;
         }
         while ((de = readdir(d))) {
@@ -629,14 +770,14 @@ static char *stem(const char *file)
  * The sets of one directory: its index files and the .safetensors files
  * no index lists. @sub: the sub-directory name (NULL at the top).
  */
-static int scan_dir(const char *dir, const char *sub, struct setlist *out, struct stf_diag *diag)
+static int scan_dir(const char *dir, const char *sub, struct setlist *out, struct stf_sink *sink)
 {
         char **ents = NULL;
         size_t n = 0, first = out->n;
         json_t *listed;
         int ret;
 
-        ret = list_dir(dir, &ents, &n, diag);
+        ret = list_dir(dir, &ents, &n, sink);
         if (ret)
                 return ret;
         listed = json_object();
@@ -646,7 +787,7 @@ static int scan_dir(const char *dir, const char *sub, struct setlist *out, struc
         }
         for (size_t i = 0; i < n; i++) {
                 char *p, *text;
-                size_t len;
+                size_t len, count0 = sink->count;
                 json_t *names = NULL, *wm = NULL, *meta = NULL;
 
                 if (!ends_with(ents[i], INDEX_SUFFIX))
@@ -656,11 +797,14 @@ static int scan_dir(const char *dir, const char *sub, struct setlist *out, struc
                         ret = -ENOMEM;
                         goto out;
                 }
-                ret = read_small_file(p, STF_HEADER_MAX, &text, &len, diag);
+                ret = read_small_file(p, STF_HEADER_MAX, &text, &len, sink);
                 if (!ret) {
-                        ret = stf_index_parse(p, text, len, &wm, &names, &meta, diag);
+                        ret = index_parse(p, text, len, &wm, &names, &meta, sink);
                         free(text);
                 }
+                /* The check mode goes on with what a flawed index does name. */
+                if (ret && wm)
+                        ret = 0;
                 for (size_t k = 0; !ret && k < json_array_size(names); k++)
                         if (json_object_set(listed, json_string_value(json_array_get(names, k)),
                                             json_true()))
@@ -673,7 +817,10 @@ static int scan_dir(const char *dir, const char *sub, struct setlist *out, struc
                         json_decref(wm);
                         json_decref(names);
                         json_decref(meta);
-                        goto out;
+                        ret = settle(sink, count0, ret);
+                        if (ret)
+                                goto out;
+                        continue;
                 }
                 out->v[out->n - 1].wm = wm;
                 out->v[out->n - 1].names = names;
@@ -706,13 +853,14 @@ static int scan_dir(const char *dir, const char *sub, struct setlist *out, struc
         for (size_t i = 0; i < n; i++) {
                 struct stat st;
                 char *p = path_join(dir, ents[i]);
+                size_t count0 = sink->count;
 
                 if (!p) {
                         ret = -ENOMEM;
                         goto out;
                 }
                 if (!stat(p, &st) && S_ISDIR(st.st_mode))
-                        ret = scan_dir(p, ents[i], out, diag);
+                        ret = settle(sink, count0, scan_dir(p, ents[i], out, sink));
                 free(p);
                 if (ret)
                         goto out;
@@ -725,26 +873,26 @@ out:
         return ret;
 }
 
-static int find_sets(const char *source, struct setlist *sets, struct stf_diag *diag)
+static int find_sets(const char *source, struct setlist *sets, struct stf_sink *sink)
 {
         struct stat st;
         int ret;
 
         if (stat(source, &st)) {
                 ret = -errno;
-                stf_diag_set(diag, "%s: %s", source, strerror(errno));
+                stf_sink_report(sink, source, NULL, -1, "%s: %s", source, strerror(errno));
                 return ret;
         }
         if (!S_ISDIR(st.st_mode))
                 return setlist_add(sets, strdup(source), NULL, ends_with(source, ".json"));
-        ret = scan_dir(source, NULL, sets, diag);
+        ret = scan_dir(source, NULL, sets, sink);
         if (ret)
                 return ret;
         if (sets->n == 0) {
-                stf_diag_set(diag,
-                             "%s: no .safetensors file or index in this directory or its "
-                             "sub-directories",
-                             source);
+                stf_sink_report(sink, source, NULL, -1,
+                                "%s: no .safetensors file or index in this directory or its "
+                                "sub-directories",
+                                source);
                 return -EINVAL;
         }
         if (sets->n == 1) {
@@ -753,40 +901,64 @@ static int find_sets(const char *source, struct setlist *sets, struct stf_diag *
         }
         for (size_t i = 0; i < sets->n; i++)
                 for (size_t j = i + 1; j < sets->n; j++)
-                        if (!strcmp(sets->v[i].name, sets->v[j].name)) {
-                                stf_diag_set(diag,
-                                             "%s and %s: two sets would mount under the same "
-                                             "name '%s'",
-                                             sets->v[i].path, sets->v[j].path, sets->v[i].name);
+                        if (!strcmp(sets->v[i].name, sets->v[j].name) &&
+                            stf_sink_report(sink, sets->v[i].path, NULL, -1,
+                                            "%s and %s: two sets would mount under the same "
+                                            "name '%s'",
+                                            sets->v[i].path, sets->v[j].path, sets->v[i].name))
                                 return -EINVAL;
-                        }
         return 0;
 }
 
-int stf_model_open(const char *source, struct stf_model **out, struct stf_diag *diag)
+/* stf_model_open and stf_model_check: @sink says which. */
+static int model_open(const char *source, struct stf_sink *sink, struct stf_model **out)
 {
         struct setlist sets = {0};
         struct stf_model *m;
+        size_t count0 = sink->count;
         int ret;
 
         *out = NULL;
         m = calloc(1, sizeof(*m));
         if (!m)
                 return -ENOMEM;
-        ret = find_sets(source, &sets, diag);
+        ret = settle(sink, count0, find_sets(source, &sets, sink));
         for (size_t i = 0; !ret && i < sets.n; i++)
-                ret = open_set(m, &sets.v[i], diag);
+                ret = open_set(m, &sets.v[i], sink);
+        if (!ret && sink->count != count0)
+                ret = -EINVAL;
         if (!ret)
                 ret = build_table(m);
         setlist_free(&sets);
         if (ret) {
                 if (ret == -ENOMEM)
-                        stf_diag_set(diag, "%s: out of memory", source);
+                        stf_diag_set(sink->diag, "%s: out of memory", source);
                 stf_model_close(m);
                 return ret;
         }
         *out = m;
         return 0;
+}
+
+int stf_model_open(const char *source, struct stf_model **out, struct stf_diag *diag)
+{
+        struct stf_sink sink = {.diag = diag};
+
+        return model_open(source, &sink, out);
+}
+
+int stf_model_check(const char *source, stf_report_fn report, void *ctx, struct stf_model **out)
+{
+        struct stf_sink sink = {.report = report, .ctx = ctx};
+        struct stf_model *m;
+        int ret;
+
+        ret = model_open(source, &sink, &m);
+        if (out)
+                *out = m;
+        else
+                stf_model_close(m);
+        return ret;
 }
 
 void stf_model_close(struct stf_model *m)

@@ -29,6 +29,7 @@
 
 #include "diag.h"
 #include "format.h"
+#include "report.h"
 
 struct stf_shard {
         char *path;             /* as opened */
@@ -66,6 +67,28 @@ struct stf_model {
  * or another -errno from open/mmap.
  */
 int stf_model_open(const char *source, struct stf_model **out, struct stf_diag *diag);
+
+/*
+ * Check @source for every problem, not only the first: what `stfsctl
+ * verify` runs. The same code and the same messages as stf_model_open (see
+ * report.h), but each problem goes to @report and the check goes on:
+ *   - every problem of every shard's header (stf_header_check);
+ *   - every weight_map value that is not a plain file name, and every shard
+ *     an index lists that does not exist;
+ *   - every shard tensor the index does not list (or lists under another
+ *     shard), and every listed tensor missing from its shard;
+ *   - a file that cannot be opened, read or mapped, and directory problems
+ *     (no set found, two sets under one name).
+ * A file with a problem is left out of the checks that need it (a shard
+ * whose header is malformed is not cross-checked against its index), so one
+ * problem is reported once. Problems come in set order, and within a set in
+ * shard order, whichever thread found them; @report runs on the calling
+ * thread.
+ * @out: optional; when the model is sound, the open model as stf_model_open
+ *       gives it (close with stf_model_close), else NULL.
+ * Returns 0 (sound), -EINVAL (at least one problem reported), -ENOMEM.
+ */
+int stf_model_check(const char *source, stf_report_fn report, void *ctx, struct stf_model **out);
 
 /*
  * Check an index document against shards already parsed: used by

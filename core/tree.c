@@ -57,6 +57,8 @@ static const char *const special_names[STF_SPECIAL_COUNT] = {
     [STF_SPECIAL_HEADER_JSON] = "header.json",
     [STF_SPECIAL_METADATA_JSON] = "metadata.json",
     [STF_SPECIAL_MODEL_SAFETENSORS] = "model.safetensors",
+    [STF_SPECIAL_CONTROL] = "control",
+    [STF_SPECIAL_STATUS] = "status",
 };
 
 static char *arena_dup(struct stf_tree *t, const char *s, size_t len)

@@ -17,6 +17,8 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "control.h"
+#include "control.h"
 #include "stfs.h"
 
 struct options {
@@ -267,9 +269,15 @@ int main(int argc, char **argv)
         fs.readahead_kb = o.readahead_kb > 1u << 20 ? 1u << 20 : o.readahead_kb;
 
         fuse_set_log_func(fuse_log_to_us);
+        if (stfs_control_init(&fs)) {
+                fprintf(stderr, "stfs: out of memory\n");
+                goto out_tree;
+        }
         se = fuse_session_new(&args, &stfs_ops, sizeof(stfs_ops), &fs);
         if (!se)
                 goto out_tree;
+        fs.se = se;
+        fs.mountpoint = mountpoint;
         if (fuse_set_signal_handlers(se))
                 goto out_session;
         if (fuse_session_mount(se, mountpoint))
@@ -288,11 +296,15 @@ int main(int argc, char **argv)
                         goto out_unmount;
                 fuse_loop_cfg_set_clone_fd(loop, (unsigned)cmd.clone_fd);
                 fuse_loop_cfg_set_max_threads(loop, cmd.max_threads);
-                fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
+                if (cmd.max_idle_threads != UINT_MAX) /* UINT_MAX: unset (3.14 logs it) */
+                        fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
                 ret = fuse_session_loop_mt(se, loop);
                 fuse_loop_cfg_destroy(loop);
         }
-        ret = ret ? 1 : 0;
+        /* a positive value is the signal that ended the loop: a clean exit */
+        ret = ret < 0 ? 1 : 0;
+        /* stop prefetch jobs while the session can still take their pushes */
+        stfs_control_destroy(&fs);
 
 out_unmount:
         fuse_session_unmount(se);
@@ -301,6 +313,7 @@ out_signals:
 out_session:
         fuse_session_destroy(se);
 out_tree:
+        stfs_control_destroy(&fs);
         stfs_free_cache(&fs);
         stf_tree_free(fs.tree);
 out_model:

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <syslog.h>
 
+#include "control.h"
+#include "control.h"
 #include "describe.h"
 #include "stfs.h"
 
@@ -107,6 +109,12 @@ static int view_of(struct stfs *fs, fuse_ino_t ino, struct stf_view *tmp,
                 *out = tmp;
                 return 0;
         case FK_SPECIAL:
+                if (n->index == STF_SPECIAL_CONTROL || n->index == STF_SPECIAL_STATUS) {
+                        /* size 0; their bytes come from the open file (see op_open) */
+                        stf_view_init_mem(tmp, "", 0);
+                        *out = tmp;
+                        return 0;
+                }
                 if (n->index == STF_SPECIAL_MODEL_SAFETENSORS)
                         return cached_view(fs, &fs->model_view, FK_SPECIAL, STF_ROOT_INO, out);
                 ret = special_get(fs, n->index, &text, &len);
@@ -160,6 +168,8 @@ static int fill_attr(struct stfs *fs, fuse_ino_t ino, struct stat *st)
         if (ret)
                 return ret;
         st->st_mode = S_IFREG | 0444;
+        if (kind == FK_SPECIAL && n->index == STF_SPECIAL_CONTROL)
+                st->st_mode = S_IFREG | 0600; /* the mounting user (and root) only */
         st->st_nlink = 1;
         st->st_size = (off_t)v->size;
         st->st_blocks = (st->st_size + 511) / 512;
@@ -277,17 +287,74 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
                 fuse_reply_attr(req, &st, fs->timeout);
 }
 
+/*
+ * Control and status are live: direct I/O, their bytes held by the open
+ * file. Status is a snapshot taken at open; control holds the reply to the
+ * last text command written through this open file.
+ */
+struct live {
+        char *text;
+        size_t len;
+};
+
+static void open_live(fuse_req_t req, struct stfs *fs, unsigned id, struct fuse_file_info *fi)
+{
+        struct live *lv;
+
+        if (id == STF_SPECIAL_STATUS && (fi->flags & O_ACCMODE) != O_RDONLY) {
+                fuse_reply_err(req, EROFS);
+                return;
+        }
+        lv = calloc(1, sizeof(*lv));
+        if (!lv) {
+                fuse_reply_err(req, ENOMEM);
+                return;
+        }
+        if (id == STF_SPECIAL_STATUS) {
+                lv->text = stfs_status_json(fs, &lv->len);
+                if (!lv->text) {
+                        free(lv);
+                        fuse_reply_err(req, ENOMEM);
+                        return;
+                }
+        }
+        fi->fh = (uint64_t)(uintptr_t)lv;
+        fi->direct_io = 1;
+        fi->nonseekable = 0;
+        if (fuse_reply_open(req, fi) == -ENOENT) {
+                free(lv->text);
+                free(lv);
+        }
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+        struct live *lv = (struct live *)(uintptr_t)fi->fh;
+
+        if (lv) {
+                free(lv->text);
+                free(lv);
+        }
+        fuse_reply_err(req, 0);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
         struct stfs *fs = fs_of(req);
         enum file_kind kind;
+        const struct stf_node *n = classify(fs, ino, &kind);
 
-        if (!classify(fs, ino, &kind)) {
+        if (!n) {
                 fuse_reply_err(req, ENOENT);
                 return;
         }
         if (kind == FK_DIR) {
                 fuse_reply_err(req, EISDIR);
+                return;
+        }
+        if (kind == FK_SPECIAL &&
+            (n->index == STF_SPECIAL_CONTROL || n->index == STF_SPECIAL_STATUS)) {
+                open_live(req, fs, n->index, fi);
                 return;
         }
         if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
@@ -312,16 +379,26 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         char *buf;
         int ret;
 
-        ret = view_of(fs, ino, &tmp, &v);
-        if (ret) {
-                fuse_reply_err(req, -ret);
-                return;
+        if (fi->fh) {
+                struct live *lv = (struct live *)(uintptr_t)fi->fh;
+
+                stf_view_init_mem(&tmp, lv->text, lv->text ? lv->len : 0);
+                v = &tmp;
+        } else {
+                ret = view_of(fs, ino, &tmp, &v);
+                if (ret) {
+                        fuse_reply_err(req, -ret);
+                        return;
+                }
+                __atomic_add_fetch(&fs->read_requests, 1, __ATOMIC_RELAXED);
         }
         if (off < 0 || (uint64_t)off >= v->size) {
                 fuse_reply_buf(req, NULL, 0);
                 return;
         }
         want = v->size - (uint64_t)off < size ? (size_t)(v->size - (uint64_t)off) : size;
+        if (!fi->fh)
+                __atomic_add_fetch(&fs->read_bytes, want, __ATOMIC_RELAXED);
         /* Pointers into the mappings and headers: the kernel copies once. */
         n = stf_view_iov(v, (uint64_t)off, want, iov, READ_IOVS, &got);
         if (got == want) {
@@ -525,14 +602,16 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
         if (kind == FK_SPECIAL && n->index != STF_SPECIAL_MODEL_SAFETENSORS)
                 kind = FK_DIR; /* no xattrs */
         /* Shapes: rank * 21 bytes at most; paths: 4 KiB, longer ones E2BIG. */
-        cap = kind == FK_TENSOR ? 64 + (size_t)fs->model->tensors[n->index].rank * 22 : 4096;
+        cap = kind == FK_TENSOR ? 256 + (size_t)fs->model->tensors[n->index].rank * 22 : 4096;
         buf = malloc(cap);
         if (!buf) {
                 fuse_reply_err(req, ENOMEM);
                 return;
         }
         val = buf;
-        if (kind == FK_TENSOR)
+        if (kind == FK_TENSOR && !strcmp(name, "user.stfs.cuda"))
+                len = stfs_cuda_xattr(fs, n->index, buf, cap);
+        else if (kind == FK_TENSOR)
                 len = xattr_value(fs, &fs->model->tensors[n->index], name, buf, cap, &val);
         else if (kind == FK_DIR)
                 len = -ENODATA;
@@ -620,7 +699,24 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
-        fuse_reply_err(req, EROFS);
+        struct stfs *fs = fs_of(req);
+        const struct stf_node *n = stf_tree_node(fs->tree, ino);
+        struct live *lv = (struct live *)(uintptr_t)fi->fh;
+        char *reply;
+
+        if (!n || n->kind != STF_NODE_SPECIAL || n->index != STF_SPECIAL_CONTROL || !lv) {
+                fuse_reply_err(req, EROFS);
+                return;
+        }
+        reply = stfs_control_text(fs, fuse_req_ctx(req)->uid, buf, size);
+        if (!reply) {
+                fuse_reply_err(req, ENOMEM);
+                return;
+        }
+        free(lv->text);
+        lv->text = reply;
+        lv->len = strlen(reply);
+        fuse_reply_write(req, size);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -659,6 +755,8 @@ const struct fuse_lowlevel_ops stfs_ops = {
     .rename = op_rename,
     .link = op_link,
     .open = op_open,
+    .release = op_release,
+    .ioctl = stfs_control_ioctl,
     .read = op_read,
     .write = op_write,
     .opendir = op_opendir,

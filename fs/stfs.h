@@ -42,6 +42,16 @@ struct stfs {
         size_t special_len[STF_SPECIAL_COUNT];
         struct stf_view *model_view; /* /.stfs/model.safetensors */
         struct stf_view **views;     /* [2N]: npy views, then subset views */
+
+        /* control plane (control.c) */
+        struct fuse_session *se;
+        const char *mountpoint;
+        pthread_mutex_t jobs_lock;
+        struct stf_job **jobs; /* job id i + 1 at [i] */
+        size_t njobs, jobs_cap;
+        uint8_t *host_resident;    /* per tensor: pushed to the page cache */
+        struct stf_job **cuda_job; /* per tensor: the job holding it on a GPU */
+        uint64_t read_requests, read_bytes, pushed_bytes, pushed_chunks; /* atomic */
 };
 
 /* Free what the ops built (generated documents, views). */

@@ -204,6 +204,16 @@ def odd_names():
         # cut at 240 bytes would split a 3-byte character / a "%25"
         "cut.u" + "\u6a21" * 100,
         "cut." + "z" * 238 + "%" * 30,
+        # names that look like the rule's own tokens
+        "tok.%t", "tok.%~0", "tok.%2E", "tok.%",
+        # around the 255-byte limit: kept, cut, pushed over by escaping
+        "edge." + "e" * 255,
+        "edge." + "f" * 256,
+        "edge." + "g" * 253 + "%",
+        # a cut part that is both a tensor and a directory (rules 4 and 5)
+        "lp." + "L" * 300, "lp." + "L" * 300 + ".c",
+        # more than ten parts sharing a cut prefix: %~0 .. %~11
+    ] + ["many." + "m" * 260 + "%02d" % i for i in range(12)] + [
         "\u6a21\u578b.\u5c42.0",
         "layers.2", "layers.10", "layers.1",
         "", ".", "..",
@@ -309,6 +319,8 @@ def main(argv=None):
         elif a.preset == "big":
             t = big_tensors(opt["tensors"], opt["hidden"], opt["experts"])
         else:
+            if shards != 1:
+                ap.error("diffusers: --shards is not supported")
             t = None
             diffusers(w, a.outdir)
         if t is not None:

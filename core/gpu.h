@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef STF_GPU_H
+#define STF_GPU_H
+
+/*
+ * The CUDA prefetch target. The driver API is loaded with
+ * dlopen("libcuda.so.1") at run time, so one binary runs with or without a
+ * GPU; building it needs only cuda.h (meson -Dcuda=auto). Without the
+ * headers at build time gpu_stub.c stands in and every job fails with a
+ * clear message.
+ *
+ * Per job: one device allocation for all selected tensors (slices), per
+ * worker a stream and a ring of pinned staging buffers. The source is read
+ * with pread (never through the mapping: a truncated source is an error,
+ * not SIGBUS), then copied asynchronously; strided slices are read as one
+ * span and copied with a 2D copy.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "prefetch.h"
+
+/* Backend for stf_job_start; ctx: NULL. */
+extern const struct stf_backend stf_cuda_backend;
+
+/* Was the CUDA backend compiled in? */
+bool stf_cuda_built(void);
+
+/*
+ * After a job that ended STFS_JOB_DONE: the CUDA IPC handle of its
+ * allocation as 128 hex digits (NUL terminated) and the device pointer.
+ * Returns 0, or -ENODATA when the job holds no device memory.
+ */
+int stf_cuda_job_handle(struct stf_job *job, char hex[129], uint64_t *dptr);
+
+/* Free a job's device memory (evict). Safe to call twice. */
+void stf_cuda_job_release(struct stf_job *job);
+
+#endif

@@ -1,0 +1,321 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * CUDA target through the driver API, resolved with dlsym at run time.
+ * Only types come from cuda.h; nothing links against libcuda.
+ *
+ * Each worker owns a stream and RING pinned staging buffers with one event
+ * each. A chunk waits for its buffer's previous copy (event), preads the
+ * source span into it, and queues an async copy (1D, or 2D for a strided
+ * slice); so reading chunk k+1 overlaps copying chunk k.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cuda.h>
+
+#include "gpu.h"
+
+#define RING 3
+
+static struct {
+        void *lib;
+        const char *error;
+        CUresult (*Init)(unsigned);
+        CUresult (*DeviceGetCount)(int *);
+        CUresult (*DeviceGet)(CUdevice *, int);
+        CUresult (*PrimaryCtxRetain)(CUcontext *, CUdevice);
+        CUresult (*PrimaryCtxRelease)(CUdevice);
+        CUresult (*CtxSetCurrent)(CUcontext);
+        CUresult (*MemAlloc)(CUdeviceptr *, size_t);
+        CUresult (*MemFree)(CUdeviceptr);
+        CUresult (*MemHostAlloc)(void **, size_t, unsigned);
+        CUresult (*MemFreeHost)(void *);
+        CUresult (*StreamCreate)(CUstream *, unsigned);
+        CUresult (*StreamDestroy)(CUstream);
+        CUresult (*StreamSynchronize)(CUstream);
+        CUresult (*MemcpyHtoDAsync)(CUdeviceptr, const void *, size_t, CUstream);
+        CUresult (*Memcpy2DAsync)(const CUDA_MEMCPY2D *, CUstream);
+        CUresult (*EventCreate)(CUevent *, unsigned);
+        CUresult (*EventRecord)(CUevent, CUstream);
+        CUresult (*EventSynchronize)(CUevent);
+        CUresult (*EventDestroy)(CUevent);
+        CUresult (*IpcGetMemHandle)(CUipcMemHandle *, CUdeviceptr);
+        CUresult (*GetErrorString)(CUresult, const char **);
+} cu;
+
+static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+
+#define SYM(field, name)                                                                           \
+        do {                                                                                       \
+                *(void **)&cu.field = dlsym(cu.lib, name);                                         \
+                if (!cu.field) {                                                                   \
+                        cu.error = "libcuda.so.1 lacks " name;                                     \
+                        return;                                                                    \
+                }                                                                                  \
+        } while (0)
+
+static void load(void)
+{
+        cu.lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+        if (!cu.lib) {
+                cu.error = "the CUDA driver (libcuda.so.1) is not installed";
+                return;
+        }
+        SYM(Init, "cuInit");
+        SYM(DeviceGetCount, "cuDeviceGetCount");
+        SYM(DeviceGet, "cuDeviceGet");
+        SYM(PrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
+        SYM(PrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2");
+        SYM(CtxSetCurrent, "cuCtxSetCurrent");
+        SYM(MemAlloc, "cuMemAlloc_v2");
+        SYM(MemFree, "cuMemFree_v2");
+        SYM(MemHostAlloc, "cuMemHostAlloc");
+        SYM(MemFreeHost, "cuMemFreeHost");
+        SYM(StreamCreate, "cuStreamCreate");
+        SYM(StreamDestroy, "cuStreamDestroy_v2");
+        SYM(StreamSynchronize, "cuStreamSynchronize");
+        SYM(MemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2");
+        SYM(Memcpy2DAsync, "cuMemcpy2DAsync_v2");
+        SYM(EventCreate, "cuEventCreate");
+        SYM(EventRecord, "cuEventRecord");
+        SYM(EventSynchronize, "cuEventSynchronize");
+        SYM(EventDestroy, "cuEventDestroy_v2");
+        SYM(IpcGetMemHandle, "cuIpcGetMemHandle");
+        SYM(GetErrorString, "cuGetErrorString");
+        if (cu.Init(0) != CUDA_SUCCESS)
+                cu.error = "cuInit failed: no usable GPU or driver";
+}
+
+struct worker {
+        CUstream stream;
+        void *buf[RING];
+        CUevent ev[RING];
+        bool used[RING];
+        size_t cap;
+        unsigned slot;
+};
+
+struct cuda_job {
+        CUdevice dev;
+        CUcontext ctx;
+        CUdeviceptr base;
+        bool have_ctx;
+        struct worker w[STF_THREADS_MAX];
+};
+
+static int fail(CUresult r, const char *what, struct stf_job *job, char *msg, size_t cap)
+{
+        const char *s = NULL;
+
+        if (cu.GetErrorString)
+                cu.GetErrorString(r, &s);
+        snprintf(msg, cap, "cuda:%d: %s failed: %s", job->device, what, s ? s : "unknown error");
+        return -EIO;
+}
+
+static int cuda_begin(void *ctx, struct stf_job *job, char *msg, size_t cap)
+{
+        struct cuda_job *cj;
+        CUresult r;
+        int n = 0;
+
+        pthread_once(&load_once, load);
+        if (cu.error) {
+                snprintf(msg, cap, "cuda:%d: %s", job->device, cu.error);
+                return -ENODEV;
+        }
+        if (cu.DeviceGetCount(&n) != CUDA_SUCCESS || job->device < 0 || job->device >= n) {
+                snprintf(msg, cap, "cuda:%d: no such device (%d CUDA devices)", job->device, n);
+                return -ENODEV;
+        }
+        cj = calloc(1, sizeof(*cj));
+        if (!cj)
+                return -ENOMEM;
+        job->target_state = cj;
+        r = cu.DeviceGet(&cj->dev, job->device);
+        if (r == CUDA_SUCCESS)
+                r = cu.PrimaryCtxRetain(&cj->ctx, cj->dev);
+        if (r != CUDA_SUCCESS)
+                return fail(r, "context", job, msg, cap);
+        cj->have_ctx = true;
+        cu.CtxSetCurrent(cj->ctx);
+        if (job->plan->total) {
+                r = cu.MemAlloc(&cj->base, job->plan->total);
+                if (r != CUDA_SUCCESS)
+                        return fail(r, "cuMemAlloc", job, msg, cap);
+        }
+        return 0;
+}
+
+static int cuda_worker_begin(void *ctx, struct stf_job *job, unsigned wi, char *msg, size_t cap)
+{
+        struct cuda_job *cj = job->target_state;
+        struct worker *w = &cj->w[wi];
+        CUresult r;
+
+        cu.CtxSetCurrent(cj->ctx);
+        r = cu.StreamCreate(&w->stream, CU_STREAM_NON_BLOCKING);
+        for (int i = 0; r == CUDA_SUCCESS && i < RING; i++)
+                r = cu.EventCreate(&w->ev[i], CU_EVENT_DISABLE_TIMING);
+        return r == CUDA_SUCCESS ? 0 : fail(r, "stream setup", job, msg, cap);
+}
+
+static int read_full(int fd, void *buf, size_t len, uint64_t off, struct stf_job *job, char *msg,
+                     size_t cap)
+{
+        size_t got = 0;
+
+        while (got < len) {
+                ssize_t n = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0) {
+                        snprintf(msg, cap, "cuda:%d: reading the source at byte %" PRIu64 ": %s",
+                                 job->device, off + got,
+                                 n < 0 ? strerror(errno) : "file truncated");
+                        return -EIO;
+                }
+                got += (size_t)n;
+        }
+        return 0;
+}
+
+static int cuda_chunk(void *ctx, struct stf_job *job, unsigned wi, const struct stf_chunk *c,
+                      char *msg, size_t cap)
+{
+        struct cuda_job *cj = job->target_state;
+        struct worker *w = &cj->w[wi];
+        const struct stf_shard *sh = &job->model->shards[c->shard];
+        uint64_t span = (c->height - 1) * c->src_pitch + c->width;
+        unsigned s = w->slot;
+        CUresult r;
+        int ret;
+
+        w->slot = (w->slot + 1) % RING;
+        if (w->used[s]) {
+                r = cu.EventSynchronize(w->ev[s]);
+                if (r != CUDA_SUCCESS)
+                        return fail(r, "copy", job, msg, cap);
+        }
+        if (span > w->cap) {
+                /* grow the ring to the largest span (chunk size, or one long row) */
+                for (int i = 0; i < RING; i++) {
+                        if (w->used[i])
+                                cu.EventSynchronize(w->ev[i]);
+                        if (w->buf[i])
+                                cu.MemFreeHost(w->buf[i]);
+                        w->buf[i] = NULL;
+                        w->used[i] = false;
+                }
+                w->cap = 0;
+                for (int i = 0; i < RING; i++) {
+                        r = cu.MemHostAlloc(&w->buf[i], span, 0);
+                        if (r != CUDA_SUCCESS)
+                                return fail(r, "cuMemHostAlloc", job, msg, cap);
+                }
+                w->cap = span;
+        }
+        ret = read_full(sh->fd, w->buf[s], span, c->src, job, msg, cap);
+        if (ret)
+                return ret;
+        if (c->height == 1) {
+                r = cu.MemcpyHtoDAsync(cj->base + c->dst, w->buf[s], c->width, w->stream);
+        } else {
+                CUDA_MEMCPY2D p = {0};
+
+                p.srcMemoryType = CU_MEMORYTYPE_HOST;
+                p.srcHost = w->buf[s];
+                p.srcPitch = c->src_pitch;
+                p.dstMemoryType = CU_MEMORYTYPE_DEVICE;
+                p.dstDevice = cj->base + c->dst;
+                p.dstPitch = c->width;
+                p.WidthInBytes = c->width;
+                p.Height = c->height;
+                r = cu.Memcpy2DAsync(&p, w->stream);
+        }
+        if (r == CUDA_SUCCESS)
+                r = cu.EventRecord(w->ev[s], w->stream);
+        if (r != CUDA_SUCCESS)
+                return fail(r, "async copy", job, msg, cap);
+        w->used[s] = true;
+        return 0;
+}
+
+static int cuda_worker_end(void *ctx, struct stf_job *job, unsigned wi, char *msg, size_t cap)
+{
+        struct cuda_job *cj = job->target_state;
+        struct worker *w = &cj->w[wi];
+        CUresult r = CUDA_SUCCESS;
+
+        if (w->stream)
+                r = cu.StreamSynchronize(w->stream);
+        for (int i = 0; i < RING; i++) {
+                if (w->ev[i])
+                        cu.EventDestroy(w->ev[i]);
+                if (w->buf[i])
+                        cu.MemFreeHost(w->buf[i]);
+        }
+        if (w->stream)
+                cu.StreamDestroy(w->stream);
+        memset(w, 0, sizeof(*w));
+        return r == CUDA_SUCCESS ? 0 : fail(r, "stream synchronize", job, msg, cap);
+}
+
+static int cuda_end(void *ctx, struct stf_job *job, int status, char *msg, size_t cap)
+{
+        if (status || job->cancel)
+                stf_cuda_job_release(job);
+        return 0;
+}
+
+const struct stf_backend stf_cuda_backend = {
+    .begin = cuda_begin,
+    .worker_begin = cuda_worker_begin,
+    .chunk = cuda_chunk,
+    .worker_end = cuda_worker_end,
+    .end = cuda_end,
+};
+
+bool stf_cuda_built(void)
+{
+        return true;
+}
+
+int stf_cuda_job_handle(struct stf_job *job, char hex[129], uint64_t *dptr)
+{
+        struct cuda_job *cj = job->target_state;
+        CUipcMemHandle h;
+
+        if (!cj || !cj->base)
+                return -ENODATA;
+        cu.CtxSetCurrent(cj->ctx);
+        if (cu.IpcGetMemHandle(&h, cj->base) != CUDA_SUCCESS)
+                return -EIO;
+        for (int i = 0; i < CU_IPC_HANDLE_SIZE; i++)
+                snprintf(hex + 2 * i, 3, "%02x", (unsigned char)h.reserved[i]);
+        *dptr = cj->base;
+        return 0;
+}
+
+void stf_cuda_job_release(struct stf_job *job)
+{
+        struct cuda_job *cj = job->target_state;
+
+        if (!cj)
+                return;
+        if (cj->base) {
+                cu.CtxSetCurrent(cj->ctx);
+                cu.MemFree(cj->base);
+        }
+        if (cj->have_ctx)
+                cu.PrimaryCtxRelease(cj->dev);
+        free(cj);
+        job->target_state = NULL;
+}

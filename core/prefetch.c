@@ -1,0 +1,346 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Prefetch scheduling. A job is one coordinator thread plus @threads
+ * workers; workers take the next chunk index under the job lock, so chunks
+ * are handed out in layout order (shard, then offset) and reads of a shard
+ * stay mostly sequential across workers. Cancellation and the first error
+ * stop every worker before its next chunk.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "prefetch.h"
+
+uint64_t stf_now_ns(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void stf_plan_free(struct stf_plan *p)
+{
+        if (!p)
+                return;
+        free(p->chunks);
+        free(p->tensors);
+        free(p->tensor_dst);
+        free(p->tensor_size);
+        free(p);
+}
+
+static int push(struct stf_plan *p, size_t *cap, struct stf_chunk c)
+{
+        if (p->nchunks == *cap) {
+                size_t ncap = *cap ? *cap * 2 : 256;
+                struct stf_chunk *nc = realloc(p->chunks, ncap * sizeof(*nc));
+
+                if (!nc)
+                        return -ENOMEM;
+                p->chunks = nc;
+                *cap = ncap;
+        }
+        p->chunks[p->nchunks++] = c;
+        return 0;
+}
+
+/* The row geometry of tensor @t under @slice: whole when not sliced. */
+static int geometry(const struct stf_tensor *t, const struct stf_slice *s, uint64_t *first,
+                    uint64_t *width, uint64_t *height, uint64_t *pitch, char *msg, size_t cap)
+{
+        const struct stf_dtype_info *info = stf_dtype_info(t->dtype);
+        uint64_t outer = 1, inner_bits = info->bits, part;
+        uint32_t d;
+
+        *first = 0;
+        *width = t->size;
+        *height = 1;
+        *pitch = t->size;
+        if (!s || s->dim < 0 || (uint32_t)s->dim >= t->rank || t->size == 0)
+                return 0;
+        d = (uint32_t)s->dim;
+        if (t->shape[d] % s->world) {
+                snprintf(msg, cap, "tensor '%.80s': dim %u (%" PRIu64 ") does not divide by %u",
+                         t->name, d, t->shape[d], s->world);
+                return -EINVAL;
+        }
+        for (uint32_t i = 0; i < d; i++)
+                outer *= t->shape[i];
+        for (uint32_t i = d + 1; i < t->rank; i++)
+                inner_bits *= t->shape[i];
+        part = t->shape[d] / s->world;
+        if ((part * inner_bits) % 8) {
+                snprintf(msg, cap, "tensor '%.80s': a slice row is not a whole number of bytes",
+                         t->name);
+                return -EINVAL;
+        }
+        *width = part * inner_bits / 8;
+        *pitch = t->shape[d] * inner_bits / 8;
+        *first = (uint64_t)s->rank * *width;
+        *height = outer;
+        return 0;
+}
+
+int stf_plan_build(const struct stf_model *m, const uint32_t *tensors, size_t n,
+                   const struct stf_slice *slice, uint64_t chunk, struct stf_plan **out, char *msg,
+                   size_t msgcap)
+{
+        struct stf_plan *p;
+        size_t cap = 0;
+        int ret = 0;
+
+        *out = NULL;
+        if (chunk == 0)
+                chunk = STF_CHUNK_DEFAULT;
+        if (slice && slice->dim >= 0 && (slice->world == 0 || slice->rank >= slice->world)) {
+                snprintf(msg, msgcap, "slice rank %u is not below world size %u", slice->rank,
+                         slice->world);
+                return -EINVAL;
+        }
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        p->ntensors = n;
+        p->tensors = malloc((n ? n : 1) * sizeof(*p->tensors));
+        p->tensor_dst = malloc((n ? n : 1) * sizeof(*p->tensor_dst));
+        p->tensor_size = malloc((n ? n : 1) * sizeof(*p->tensor_size));
+        if (!p->tensors || !p->tensor_dst || !p->tensor_size) {
+                ret = -ENOMEM;
+                goto fail;
+        }
+        memcpy(p->tensors, tensors, n * sizeof(*tensors));
+        for (size_t i = 0; i < n; i++) {
+                const struct stf_tensor *t = &m->tensors[tensors[i]];
+                uint64_t first, width, height, pitch, rows_per;
+
+                ret = geometry(t, slice, &first, &width, &height, &pitch, msg, msgcap);
+                if (ret)
+                        goto fail;
+                /* destinations 256-byte aligned, as device allocations like */
+                p->total = (p->total + 255) & ~(uint64_t)255;
+                p->tensor_dst[i] = p->total;
+                p->tensor_size[i] = width * height;
+                if (height == 1) {
+                        for (uint64_t o = 0; o < width; o += chunk) {
+                                uint64_t w = width - o < chunk ? width - o : chunk;
+
+                                ret = push(p, &cap,
+                                           (struct stf_chunk){tensors[i], t->shard,
+                                                              t->begin + first + o, w, 1, w,
+                                                              p->total + o, first + o});
+                                if (ret)
+                                        goto fail;
+                        }
+                } else {
+                        /* rows per chunk by source span: a backend may read it whole */
+                        rows_per = pitch >= chunk ? 1 : chunk / pitch;
+                        for (uint64_t r = 0; r < height; r += rows_per) {
+                                uint64_t h = height - r < rows_per ? height - r : rows_per;
+
+                                ret = push(p, &cap,
+                                           (struct stf_chunk){tensors[i], t->shard,
+                                                              t->begin + r * pitch + first, width,
+                                                              h, pitch, p->total + r * width,
+                                                              r * pitch + first});
+                                if (ret)
+                                        goto fail;
+                        }
+                }
+                p->total += width * height;
+        }
+        *out = p;
+        return 0;
+fail:
+        stf_plan_free(p);
+        return ret;
+}
+
+static void set_error(struct stf_job *job, int err, const char *msg)
+{
+        pthread_mutex_lock(&job->lock);
+        if (!job->error) {
+                job->error = err;
+                snprintf(job->message, sizeof(job->message), "%s",
+                         msg && *msg ? msg : strerror(-err));
+        }
+        pthread_mutex_unlock(&job->lock);
+}
+
+struct worker_arg {
+        struct stf_job *job;
+        unsigned worker;
+};
+
+static void *worker_run(void *arg)
+{
+        struct worker_arg *wa = arg;
+        struct stf_job *job = wa->job;
+        const struct stf_backend *be = job->backend;
+        char msg[STFS_MESSAGE_MAX] = "";
+        int ret = 0;
+
+        if (be->worker_begin)
+                ret = be->worker_begin(job->backend_ctx, job, wa->worker, msg, sizeof(msg));
+        while (!ret) {
+                const struct stf_chunk *c;
+                size_t i;
+
+                pthread_mutex_lock(&job->lock);
+                if (job->cancel || job->error || job->next_chunk >= job->plan->nchunks) {
+                        pthread_mutex_unlock(&job->lock);
+                        break;
+                }
+                i = job->next_chunk++;
+                pthread_mutex_unlock(&job->lock);
+                c = &job->plan->chunks[i];
+                ret = be->chunk(job->backend_ctx, job, wa->worker, c, msg, sizeof(msg));
+                if (!ret) {
+                        pthread_mutex_lock(&job->lock);
+                        job->bytes_done += c->width * c->height;
+                        pthread_mutex_unlock(&job->lock);
+                }
+        }
+        if (ret)
+                set_error(job, ret, msg);
+        if (be->worker_end) {
+                msg[0] = '\0';
+                ret = be->worker_end(job->backend_ctx, job, wa->worker, msg, sizeof(msg));
+                if (ret)
+                        set_error(job, ret, msg);
+        }
+        return NULL;
+}
+
+static void *job_run(void *arg)
+{
+        struct stf_job *job = arg;
+        const struct stf_backend *be = job->backend;
+        struct worker_arg wa[STF_THREADS_MAX];
+        pthread_t th[STF_THREADS_MAX];
+        char msg[STFS_MESSAGE_MAX] = "";
+        unsigned started = 0;
+        int ret = 0;
+
+        if (be->begin)
+                ret = be->begin(job->backend_ctx, job, msg, sizeof(msg));
+        if (ret)
+                set_error(job, ret, msg);
+        for (unsigned w = 0; !ret && w < job->threads; w++) {
+                wa[w] = (struct worker_arg){job, w};
+                if (pthread_create(&th[w], NULL, worker_run, &wa[w]))
+                        break;
+                started++;
+        }
+        if (!ret && started == 0)
+                set_error(job, -EAGAIN, "cannot start worker threads");
+        for (unsigned w = 0; w < started; w++)
+                pthread_join(th[w], NULL);
+        if (be->end) {
+                msg[0] = '\0';
+                ret = be->end(job->backend_ctx, job, job->error, msg, sizeof(msg));
+                if (ret)
+                        set_error(job, ret, msg);
+        }
+        pthread_mutex_lock(&job->lock);
+        job->t_end_ns = stf_now_ns();
+        if (job->error)
+                job->state = STFS_JOB_FAILED;
+        else if (job->cancel && job->next_chunk < job->plan->nchunks)
+                job->state = STFS_JOB_CANCELLED;
+        else
+                job->state = STFS_JOB_DONE;
+        pthread_mutex_unlock(&job->lock);
+        return NULL;
+}
+
+int stf_job_start(const struct stf_model *m, struct stf_plan *plan, const struct stf_backend *be,
+                  void *be_ctx, uint32_t target, int32_t device, unsigned threads,
+                  const char *selection, uint64_t id, struct stf_job **out)
+{
+        struct stf_job *job = calloc(1, sizeof(*job));
+
+        *out = NULL;
+        if (!job) {
+                stf_plan_free(plan);
+                return -ENOMEM;
+        }
+        job->selection = strdup(selection ? selection : "");
+        if (!job->selection) {
+                free(job);
+                stf_plan_free(plan);
+                return -ENOMEM;
+        }
+        pthread_mutex_init(&job->lock, NULL);
+        job->id = id;
+        job->target = target;
+        job->device = device;
+        job->threads = threads ? threads : STF_THREADS_DEFAULT;
+        if (job->threads > STF_THREADS_MAX)
+                job->threads = STF_THREADS_MAX;
+        job->plan = plan;
+        job->model = m;
+        job->backend = be;
+        job->backend_ctx = be_ctx;
+        job->state = STFS_JOB_RUNNING;
+        job->t_start_ns = stf_now_ns();
+        if (pthread_create(&job->thread, NULL, job_run, job)) {
+                stf_job_free(job);
+                return -EAGAIN;
+        }
+        job->joinable = true;
+        *out = job;
+        return 0;
+}
+
+void stf_job_cancel(struct stf_job *job)
+{
+        pthread_mutex_lock(&job->lock);
+        job->cancel = true;
+        pthread_mutex_unlock(&job->lock);
+}
+
+void stf_job_wait(struct stf_job *job)
+{
+        pthread_mutex_lock(&job->lock);
+        if (job->joinable) {
+                job->joinable = false;
+                pthread_mutex_unlock(&job->lock);
+                pthread_join(job->thread, NULL);
+                return;
+        }
+        pthread_mutex_unlock(&job->lock);
+}
+
+void stf_job_status(struct stf_job *job, struct stfs_status_req *st)
+{
+        pthread_mutex_lock(&job->lock);
+        st->version = STFS_IOC_VERSION;
+        st->job = job->id;
+        st->state = job->state;
+        st->error = job->state == STFS_JOB_FAILED ? -job->error : 0;
+        st->target = job->target;
+        st->device = job->device;
+        st->tensors = (uint32_t)job->plan->ntensors;
+        st->bytes_total = job->plan->total;
+        st->bytes_done = job->bytes_done;
+        st->elapsed_ns = (job->t_end_ns ? job->t_end_ns : stf_now_ns()) - job->t_start_ns;
+        snprintf(st->message, sizeof(st->message), "%s", job->message);
+        pthread_mutex_unlock(&job->lock);
+}
+
+void stf_job_free(struct stf_job *job)
+{
+        if (!job)
+                return;
+        stf_job_cancel(job);
+        stf_job_wait(job);
+        pthread_mutex_destroy(&job->lock);
+        stf_plan_free(job->plan);
+        free(job->selection);
+        free(job);
+}

@@ -1,0 +1,625 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Control plane. Requests are validated completely before anything
+ * changes (a malformed one is EINVAL and leaves no trace). Jobs are kept
+ * until unmount so their status stays readable; ids are their position.
+ *
+ * Host target: each chunk is handed to fuse_lowlevel_notify_store pointing
+ * into the shard mapping, so the kernel copies the source bytes straight
+ * into the mount's page cache of the tensor file (and its .npy view keeps
+ * its own cache). Later reads and mmaps of the tensor are then served by
+ * the kernel without a READ to the daemon.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "control.h"
+#include "gpu.h"
+#include "select.h"
+#include "stfs_ioctl.h"
+#include "strbuf.h"
+
+/* The fs side of a target: forwards to core's backend, records results. */
+struct target {
+        struct stfs *fs;
+        const struct stf_backend *inner;
+};
+
+/*
+ * notify_store needs the kernel to know the inode (ENOENT otherwise): a
+ * stat of the tensor's path through the mount makes it look it up. This
+ * runs on a job thread, never on a FUSE worker, so the lookup is served by
+ * the session loop as usual.
+ */
+static int make_known(struct stfs *fs, uint64_t ino)
+{
+        size_t ml = strlen(fs->mountpoint);
+        char *path = malloc(ml + 2 + 65536);
+        struct stat st;
+        int len, ret;
+
+        if (!path)
+                return -ENOMEM;
+        memcpy(path, fs->mountpoint, ml);
+        path[ml] = '/';
+        len = stf_tree_path(fs->tree, ino, path + ml + 1, 65536);
+        ret = len < 0 ? len : stat(path, &st) ? -errno : 0;
+        free(path);
+        return ret;
+}
+
+static int host_chunk(void *ctx, struct stf_job *job, unsigned worker, const struct stf_chunk *c,
+                      char *msg, size_t cap)
+{
+        struct stfs *fs = ((struct target *)ctx)->fs;
+        const uint8_t *map = job->model->shards[c->shard].map;
+        uint64_t ino = stf_tree_tensor_ino(fs->tree, c->tensor);
+
+        for (uint64_t r = 0; r < c->height; r++) {
+                struct fuse_bufvec bv = FUSE_BUFVEC_INIT(c->width);
+                off_t off = (off_t)(c->file_off + r * c->src_pitch);
+                int ret;
+
+                bv.buf[0].mem = (void *)(map + c->src + r * c->src_pitch);
+                ret = fuse_lowlevel_notify_store(fs->se, ino, off, &bv, 0);
+                if (ret == -ENOENT && make_known(fs, ino) == 0)
+                        ret = fuse_lowlevel_notify_store(fs->se, ino, off, &bv, 0);
+                if (ret) {
+                        snprintf(msg, cap, "host: pushing into the page cache failed: %s",
+                                 strerror(-ret));
+                        return ret;
+                }
+        }
+        __atomic_add_fetch(&fs->pushed_bytes, c->width * c->height, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&fs->pushed_chunks, 1, __ATOMIC_RELAXED);
+        return 0;
+}
+
+static const struct stf_backend host_backend = {.chunk = host_chunk};
+
+static int fwd_begin(void *ctx, struct stf_job *job, char *msg, size_t cap)
+{
+        const struct stf_backend *in = ((struct target *)ctx)->inner;
+
+        return in->begin ? in->begin(ctx, job, msg, cap) : 0;
+}
+
+static int fwd_worker_begin(void *ctx, struct stf_job *job, unsigned w, char *msg, size_t cap)
+{
+        const struct stf_backend *in = ((struct target *)ctx)->inner;
+
+        return in->worker_begin ? in->worker_begin(ctx, job, w, msg, cap) : 0;
+}
+
+static int fwd_chunk(void *ctx, struct stf_job *job, unsigned w, const struct stf_chunk *c,
+                     char *msg, size_t cap)
+{
+        return ((struct target *)ctx)->inner->chunk(ctx, job, w, c, msg, cap);
+}
+
+static int fwd_worker_end(void *ctx, struct stf_job *job, unsigned w, char *msg, size_t cap)
+{
+        const struct stf_backend *in = ((struct target *)ctx)->inner;
+
+        return in->worker_end ? in->worker_end(ctx, job, w, msg, cap) : 0;
+}
+
+/* After the workers: remember where the job's tensors now are. */
+static int fwd_end(void *ctx, struct stf_job *job, int status, char *msg, size_t cap)
+{
+        struct target *tg = ctx;
+        struct stfs *fs = tg->fs;
+        int ret = tg->inner->end ? tg->inner->end(ctx, job, status, msg, cap) : 0;
+        bool complete;
+
+        pthread_mutex_lock(&job->lock);
+        complete = !status && !ret && job->next_chunk >= job->plan->nchunks;
+        pthread_mutex_unlock(&job->lock);
+        if (!complete)
+                return ret;
+        pthread_mutex_lock(&fs->jobs_lock);
+        for (size_t i = 0; i < job->plan->ntensors; i++) {
+                uint32_t t = job->plan->tensors[i];
+
+                if (job->target == STFS_TARGET_HOST)
+                        fs->host_resident[t] = 1;
+                else
+                        fs->cuda_job[t] = job;
+        }
+        pthread_mutex_unlock(&fs->jobs_lock);
+        return ret;
+}
+
+static const struct stf_backend fwd_backend = {
+    .begin = fwd_begin,
+    .worker_begin = fwd_worker_begin,
+    .chunk = fwd_chunk,
+    .worker_end = fwd_worker_end,
+    .end = fwd_end,
+};
+
+int stfs_control_init(struct stfs *fs)
+{
+        pthread_mutex_init(&fs->jobs_lock, NULL);
+        fs->host_resident = calloc(fs->model->ntensors + 1, 1);
+        fs->cuda_job = calloc(fs->model->ntensors + 1, sizeof(*fs->cuda_job));
+        return fs->host_resident && fs->cuda_job ? 0 : -ENOMEM;
+}
+
+void stfs_control_destroy(struct stfs *fs)
+{
+        if (!fs->host_resident && !fs->cuda_job && !fs->jobs)
+                return; /* not initialized, or already destroyed */
+        for (size_t i = 0; i < fs->njobs; i++) {
+                struct stf_job *job = fs->jobs[i];
+                void *tg = job->backend_ctx;
+
+                stf_job_cancel(job);
+                stf_job_wait(job);
+                if (job->target == STFS_TARGET_CUDA)
+                        stf_cuda_job_release(job);
+                stf_job_free(job);
+                free(tg);
+        }
+        free(fs->jobs);
+        free(fs->host_resident);
+        free(fs->cuda_job);
+        fs->jobs = NULL;
+        fs->njobs = 0;
+        fs->host_resident = NULL;
+        fs->cuda_job = NULL;
+        pthread_mutex_destroy(&fs->jobs_lock);
+}
+
+/* Start a job. 0 and *@id, or -errno with @msg. */
+static int start_job(struct stfs *fs, const struct stfs_prefetch_req *rq, uint64_t *id, char *msg,
+                     size_t cap)
+{
+        struct stf_slice slice = {rq->slice_dim, rq->slice_rank, rq->slice_world};
+        struct stf_plan *plan = NULL;
+        struct target *tg;
+        struct stf_job *job;
+        uint32_t *sel = NULL;
+        size_t n = 0, k = 0;
+        int ret;
+
+        if (rq->version != STFS_IOC_VERSION || rq->target > STFS_TARGET_CUDA ||
+            rq->threads > STF_THREADS_MAX || rq->flags || rq->slice_dim < -1 ||
+            (rq->target == STFS_TARGET_CUDA && rq->device < 0)) {
+                snprintf(msg, cap, "malformed prefetch request");
+                return -EINVAL;
+        }
+        ret = stf_select(fs->model, fs->tree, rq->selection, sizeof(rq->selection), &sel, &n);
+        if (ret) {
+                snprintf(msg, cap, "%s",
+                         ret == -ENOENT ? "the selection matches no tensor"
+                                        : "malformed selection");
+                return ret;
+        }
+        /* idempotent: what is already resident is skipped */
+        pthread_mutex_lock(&fs->jobs_lock);
+        for (size_t i = 0; i < n; i++) {
+                bool have = rq->target == STFS_TARGET_HOST
+                                ? fs->host_resident[sel[i]]
+                                : fs->cuda_job[sel[i]] &&
+                                      fs->cuda_job[sel[i]]->device == rq->device &&
+                                      rq->slice_dim < 0;
+                if (!have)
+                        sel[k++] = sel[i];
+        }
+        pthread_mutex_unlock(&fs->jobs_lock);
+        ret = stf_plan_build(fs->model, sel, k, &slice, rq->chunk, &plan, msg, cap);
+        free(sel);
+        if (ret)
+                return ret;
+        tg = calloc(1, sizeof(*tg));
+        if (!tg) {
+                stf_plan_free(plan);
+                return -ENOMEM;
+        }
+        tg->fs = fs;
+        tg->inner = rq->target == STFS_TARGET_HOST ? &host_backend : &stf_cuda_backend;
+        pthread_mutex_lock(&fs->jobs_lock);
+        if (fs->njobs == fs->jobs_cap) {
+                size_t ncap = fs->jobs_cap ? fs->jobs_cap * 2 : 16;
+                struct stf_job **nj = realloc(fs->jobs, ncap * sizeof(*nj));
+
+                if (!nj) {
+                        pthread_mutex_unlock(&fs->jobs_lock);
+                        stf_plan_free(plan);
+                        free(tg);
+                        return -ENOMEM;
+                }
+                fs->jobs = nj;
+                fs->jobs_cap = ncap;
+        }
+        ret = stf_job_start(fs->model, plan, &fwd_backend, tg, rq->target, rq->device, rq->threads,
+                            rq->selection, fs->njobs + 1, &job);
+        if (ret) {
+                pthread_mutex_unlock(&fs->jobs_lock);
+                free(tg);
+                snprintf(msg, cap, "cannot start the job");
+                return ret;
+        }
+        fs->jobs[fs->njobs++] = job;
+        *id = job->id;
+        pthread_mutex_unlock(&fs->jobs_lock);
+        return 0;
+}
+
+static struct stf_job *job_get(struct stfs *fs, uint64_t id)
+{
+        struct stf_job *job = NULL;
+
+        pthread_mutex_lock(&fs->jobs_lock);
+        if (id >= 1 && id <= fs->njobs)
+                job = fs->jobs[id - 1];
+        pthread_mutex_unlock(&fs->jobs_lock);
+        return job;
+}
+
+/* Evict the selection from @target; 0 and *@count, or -errno. */
+static int evict(struct stfs *fs, const struct stfs_evict_req *rq, uint64_t *count)
+{
+        uint32_t *sel = NULL;
+        size_t n = 0;
+        int ret;
+
+        if (rq->version != STFS_IOC_VERSION || rq->target > STFS_TARGET_CUDA)
+                return -EINVAL;
+        ret = stf_select(fs->model, fs->tree, rq->selection, sizeof(rq->selection), &sel, &n);
+        if (ret)
+                return ret;
+        *count = 0;
+        for (size_t i = 0; i < n; i++) {
+                uint32_t t = sel[i];
+
+                if (rq->target == STFS_TARGET_HOST) {
+                        uint64_t ino = stf_tree_tensor_ino(fs->tree, t);
+
+                        fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
+                        fuse_lowlevel_notify_inval_inode(fs->se, ino + fs->nnodes, 0, 0);
+                        pthread_mutex_lock(&fs->jobs_lock);
+                        *count += fs->host_resident[t];
+                        fs->host_resident[t] = 0;
+                        pthread_mutex_unlock(&fs->jobs_lock);
+                } else {
+                        pthread_mutex_lock(&fs->jobs_lock);
+                        if (fs->cuda_job[t] && fs->cuda_job[t]->device == rq->device) {
+                                struct stf_job *job = fs->cuda_job[t];
+                                bool all = true;
+
+                                /* free a job's memory once none of its tensors is kept */
+                                for (size_t k = 0; k < job->plan->ntensors; k++) {
+                                        uint32_t o = job->plan->tensors[k];
+
+                                        if (o == t)
+                                                fs->cuda_job[o] = NULL;
+                                        all = all && fs->cuda_job[o] != job;
+                                }
+                                if (all)
+                                        stf_cuda_job_release(job);
+                                (*count)++;
+                        }
+                        pthread_mutex_unlock(&fs->jobs_lock);
+                }
+        }
+        free(sel);
+        return 0;
+}
+
+void stfs_control_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+                        struct fuse_file_info *fi, unsigned flags, const void *in_buf,
+                        size_t in_bufsz, size_t out_bufsz)
+{
+        struct stfs *fs = fuse_req_userdata(req);
+        const struct fuse_ctx *ctx = fuse_req_ctx(req);
+        const struct stf_node *n = stf_tree_node(fs->tree, ino);
+        char msg[STFS_MESSAGE_MAX];
+        int ret;
+
+        if (!n || n->kind != STF_NODE_SPECIAL || n->index != STF_SPECIAL_CONTROL) {
+                fuse_reply_err(req, ENOTTY);
+                return;
+        }
+        if (ctx->uid != fs->uid && ctx->uid != 0) {
+                fuse_reply_err(req, EACCES);
+                return;
+        }
+        if (flags & FUSE_IOCTL_COMPAT) {
+                fuse_reply_err(req, ENOSYS);
+                return;
+        }
+        switch (cmd) {
+        case STFS_IOC_PREFETCH: {
+                struct stfs_prefetch_req rq;
+
+                if (in_bufsz != sizeof(rq) || out_bufsz != sizeof(rq)) {
+                        fuse_reply_err(req, EINVAL);
+                        return;
+                }
+                memcpy(&rq, in_buf, sizeof(rq));
+                ret = start_job(fs, &rq, &rq.job, msg, sizeof(msg));
+                if (ret) {
+                        if (fs->debug)
+                                stfs_log(3, "prefetch refused: %s", msg);
+                        fuse_reply_err(req, -ret);
+                        return;
+                }
+                fuse_reply_ioctl(req, 0, &rq, sizeof(rq));
+                return;
+        }
+        case STFS_IOC_STATUS: {
+                struct stfs_status_req rq;
+                struct stf_job *job;
+
+                if (in_bufsz != sizeof(rq) || out_bufsz != sizeof(rq)) {
+                        fuse_reply_err(req, EINVAL);
+                        return;
+                }
+                memcpy(&rq, in_buf, sizeof(rq));
+                job = rq.version == STFS_IOC_VERSION ? job_get(fs, rq.job) : NULL;
+                if (!job) {
+                        fuse_reply_err(req, rq.version == STFS_IOC_VERSION ? ENOENT : EINVAL);
+                        return;
+                }
+                stf_job_status(job, &rq);
+                fuse_reply_ioctl(req, 0, &rq, sizeof(rq));
+                return;
+        }
+        case STFS_IOC_CANCEL: {
+                struct stfs_cancel_req rq;
+                struct stf_job *job;
+
+                if (in_bufsz != sizeof(rq)) {
+                        fuse_reply_err(req, EINVAL);
+                        return;
+                }
+                memcpy(&rq, in_buf, sizeof(rq));
+                job = rq.version == STFS_IOC_VERSION ? job_get(fs, rq.job) : NULL;
+                if (!job) {
+                        fuse_reply_err(req, rq.version == STFS_IOC_VERSION ? ENOENT : EINVAL);
+                        return;
+                }
+                stf_job_cancel(job);
+                fuse_reply_ioctl(req, 0, NULL, 0);
+                return;
+        }
+        case STFS_IOC_EVICT: {
+                struct stfs_evict_req rq;
+
+                if (in_bufsz != sizeof(rq) || out_bufsz != sizeof(rq)) {
+                        fuse_reply_err(req, EINVAL);
+                        return;
+                }
+                memcpy(&rq, in_buf, sizeof(rq));
+                ret = evict(fs, &rq, &rq.count);
+                if (ret) {
+                        fuse_reply_err(req, -ret);
+                        return;
+                }
+                fuse_reply_ioctl(req, 0, &rq, sizeof(rq));
+                return;
+        }
+        default:
+                fuse_reply_err(req, ENOTTY);
+        }
+}
+
+static const char *state_name(uint32_t s)
+{
+        static const char *const names[] = {"queued", "running", "done", "failed", "cancelled"};
+
+        return s < 5 ? names[s] : "unknown";
+}
+
+char *stfs_status_json(struct stfs *fs, size_t *len)
+{
+        struct stf_strbuf sb = {0};
+        char *out = NULL;
+
+        stf_strbuf_puts(&sb, "{\"jobs\": [");
+        pthread_mutex_lock(&fs->jobs_lock);
+        for (size_t i = 0; i < fs->njobs; i++) {
+                struct stfs_status_req st;
+                double secs;
+
+                stf_job_status(fs->jobs[i], &st);
+                secs = (double)st.elapsed_ns / 1e9;
+                stf_strbuf_printf(&sb, "%s\n  {\"id\": %" PRIu64 ", \"selection\": ", i ? "," : "",
+                                  st.job);
+                stf_strbuf_json_str(&sb, fs->jobs[i]->selection, strlen(fs->jobs[i]->selection));
+                if (st.target == STFS_TARGET_HOST)
+                        stf_strbuf_puts(&sb, ", \"target\": \"host\"");
+                else
+                        stf_strbuf_printf(&sb, ", \"target\": \"cuda:%d\"", st.device);
+                stf_strbuf_printf(&sb,
+                                  ", \"state\": \"%s\", \"tensors\": %u, \"bytes_done\": %" PRIu64
+                                  ", \"bytes_total\": %" PRIu64
+                                  ", \"seconds\": %.6f, \"throughput_bps\": %.0f, \"error\": ",
+                                  state_name(st.state), st.tensors, st.bytes_done, st.bytes_total,
+                                  secs, secs > 0 ? (double)st.bytes_done / secs : 0.0);
+                if (st.state == STFS_JOB_FAILED)
+                        stf_strbuf_json_str(&sb, st.message, strlen(st.message));
+                else
+                        stf_strbuf_puts(&sb, "null");
+                stf_strbuf_puts(&sb, "}");
+        }
+        pthread_mutex_unlock(&fs->jobs_lock);
+        stf_strbuf_printf(&sb,
+                          "\n ],\n \"counters\": {\"read_requests\": %" PRIu64
+                          ", \"read_bytes\": %" PRIu64 ", \"pushed_bytes\": %" PRIu64
+                          ", \"pushed_chunks\": %" PRIu64 "}\n}\n",
+                          __atomic_load_n(&fs->read_requests, __ATOMIC_RELAXED),
+                          __atomic_load_n(&fs->read_bytes, __ATOMIC_RELAXED),
+                          __atomic_load_n(&fs->pushed_bytes, __ATOMIC_RELAXED),
+                          __atomic_load_n(&fs->pushed_chunks, __ATOMIC_RELAXED));
+        if (stf_strbuf_finish(&sb, &out, len))
+                return NULL;
+        return out;
+}
+
+int stfs_cuda_xattr(struct stfs *fs, size_t t, char *buf, size_t cap)
+{
+        struct stf_job *job;
+        char hex[129];
+        uint64_t dptr;
+        int ret = -ENODATA;
+
+        pthread_mutex_lock(&fs->jobs_lock);
+        job = fs->cuda_job[t];
+        if (job && !stf_cuda_job_handle(job, hex, &dptr)) {
+                for (size_t i = 0; i < job->plan->ntensors; i++) {
+                        if (job->plan->tensors[i] != t)
+                                continue;
+                        ret = snprintf(buf, cap,
+                                       "device=%d handle=%s offset=%" PRIu64 " size=%" PRIu64
+                                       " dptr=0x%" PRIx64,
+                                       job->device, hex, job->plan->tensor_dst[i],
+                                       job->plan->tensor_size[i], dptr);
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&fs->jobs_lock);
+        return ret;
+}
+
+/* Parse "cuda:N" or "host". */
+static bool parse_target(const char *s, struct stfs_prefetch_req *rq)
+{
+        char *end;
+        long d;
+
+        if (!strcmp(s, "host")) {
+                rq->target = STFS_TARGET_HOST;
+                return true;
+        }
+        if (strncmp(s, "cuda:", 5))
+                return false;
+        d = strtol(s + 5, &end, 10);
+        if (*end || end == s + 5 || d < 0 || d > 1024)
+                return false;
+        rq->target = STFS_TARGET_CUDA;
+        rq->device = (int32_t)d;
+        return true;
+}
+
+/* One text command; appends its reply line to @sb. */
+static void text_command(struct stfs *fs, char *line, struct stf_strbuf *sb)
+{
+        char *save = NULL, *cmd = strtok_r(line, " \t", &save), *tok;
+        char msg[STFS_MESSAGE_MAX] = "";
+        int ret = 0;
+
+        if (!cmd)
+                return;
+        if (!strcmp(cmd, "prefetch") || !strcmp(cmd, "evict")) {
+                static struct stfs_prefetch_req zero;
+                struct stfs_prefetch_req *rq = malloc(sizeof(*rq));
+                size_t used = 0;
+
+                if (!rq) {
+                        stf_strbuf_puts(sb, "error: out of memory\n");
+                        return;
+                }
+                *rq = zero;
+                rq->version = STFS_IOC_VERSION;
+                rq->slice_dim = -1;
+                while ((tok = strtok_r(NULL, " \t", &save))) {
+                        size_t tl = strlen(tok);
+
+                        if (parse_target(tok, rq))
+                                continue;
+                        if (!strncmp(tok, "threads=", 8)) {
+                                rq->threads = (uint32_t)strtoul(tok + 8, NULL, 10);
+                        } else if (!strncmp(tok, "chunk=", 6)) {
+                                rq->chunk = strtoull(tok + 6, NULL, 10);
+                        } else if (!strncmp(tok, "slice=", 6)) {
+                                if (sscanf(tok + 6, "%d:%u/%u", &rq->slice_dim, &rq->slice_rank,
+                                           &rq->slice_world) != 3)
+                                        ret = -EINVAL;
+                        } else if (used + tl + 2 < sizeof(rq->selection)) {
+                                memcpy(rq->selection + used, tok, tl);
+                                used += tl;
+                                rq->selection[used++] = '\n';
+                        } else {
+                                ret = -EINVAL;
+                        }
+                }
+                if (!ret && !strcmp(cmd, "prefetch")) {
+                        ret = start_job(fs, rq, &rq->job, msg, sizeof(msg));
+                        if (!ret)
+                                stf_strbuf_printf(sb, "job %" PRIu64 "\n", rq->job);
+                } else if (!ret) {
+                        struct stfs_evict_req *ev = calloc(1, sizeof(*ev));
+
+                        if (!ev) {
+                                ret = -ENOMEM;
+                        } else {
+                                ev->version = STFS_IOC_VERSION;
+                                ev->target = rq->target;
+                                ev->device = rq->device;
+                                memcpy(ev->selection, rq->selection, sizeof(ev->selection));
+                                ret = evict(fs, ev, &ev->count);
+                                if (!ret)
+                                        stf_strbuf_printf(sb, "evicted %" PRIu64 "\n", ev->count);
+                                free(ev);
+                        }
+                }
+                free(rq);
+        } else if (!strcmp(cmd, "cancel") || !strcmp(cmd, "status")) {
+                tok = strtok_r(NULL, " \t", &save);
+                if (!tok && !strcmp(cmd, "status")) {
+                        size_t len;
+                        char *js = stfs_status_json(fs, &len);
+
+                        if (js)
+                                stf_strbuf_append(sb, js, len);
+                        free(js);
+                        return;
+                }
+                struct stf_job *job = tok ? job_get(fs, strtoull(tok, NULL, 10)) : NULL;
+
+                if (!job) {
+                        ret = -ENOENT;
+                        snprintf(msg, sizeof(msg), "no such job");
+                } else if (!strcmp(cmd, "cancel")) {
+                        stf_job_cancel(job);
+                        stf_strbuf_puts(sb, "ok\n");
+                } else {
+                        struct stfs_status_req st;
+
+                        stf_job_status(job, &st);
+                        stf_strbuf_printf(sb, "job %" PRIu64 " %s %" PRIu64 "/%" PRIu64 " %s\n",
+                                          st.job, state_name(st.state), st.bytes_done,
+                                          st.bytes_total, st.message);
+                }
+        } else {
+                ret = -EINVAL;
+                snprintf(msg, sizeof(msg), "unknown command '%.40s'", cmd);
+        }
+        if (ret)
+                stf_strbuf_printf(sb, "error: %s: %s\n", strerror(-ret), msg[0] ? msg : cmd);
+}
+
+char *stfs_control_text(struct stfs *fs, uid_t uid, const char *text, size_t len)
+{
+        struct stf_strbuf sb = {0};
+        char *copy, *line, *save = NULL, *out = NULL;
+
+        if (uid != fs->uid && uid != 0)
+                return strdup("error: Permission denied\n");
+        copy = strndup(text, len);
+        if (!copy)
+                return NULL;
+        for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+                text_command(fs, line, &sb);
+        free(copy);
+        if (stf_strbuf_finish(&sb, &out, NULL))
+                return NULL;
+        return out;
+}
