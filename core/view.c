@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "strbuf.h"
 #include "view.h"
@@ -36,45 +37,53 @@ long stf_npy_header(unsigned dtype, const uint64_t *shape, uint32_t rank, char *
         const struct stf_dtype_info *info = stf_dtype_info(dtype);
         struct stf_strbuf sb = {0};
         size_t dict_len, pre, total;
-        uint64_t last_bits;
+        uint64_t last = rank ? shape[rank - 1] : 0, last_bits;
+        uint32_t nd = rank;
         char *dict;
         bool v2;
 
         if (!info)
                 return -EINVAL;
+        /*
+         * The shape NumPy sees: sub-byte types are packed bytes, so the last
+         * dimension is its byte count when whole, else the shape is the flat
+         * byte count (one dimension).
+         */
+        if (info->bits % 8 && rank > 0) {
+                if (!__builtin_mul_overflow(last, (uint64_t)info->bits, &last_bits) &&
+                    last_bits % 8 == 0) {
+                        last = last_bits / 8;
+                } else {
+                        uint64_t n = 1;
+
+                        for (uint32_t d = 0; d < rank; d++)
+                                n *= shape[d]; /* checked by the parser */
+                        last = n * info->bits / 8;
+                        nd = 1;
+                }
+        }
         stf_strbuf_printf(&sb, "{'descr': '%s', 'fortran_order': False, 'shape': (",
                           info->npy_descr);
-        if (info->bits % 8 && rank > 0 &&
-            !__builtin_mul_overflow(shape[rank - 1], (uint64_t)info->bits, &last_bits) &&
-            last_bits % 8 == 0) {
-                /* sub-byte type, packed: the last dimension in bytes */
-                for (uint32_t d = 0; d + 1 < rank; d++)
-                        stf_strbuf_printf(&sb, "%" PRIu64 ", ", shape[d]);
-                stf_strbuf_printf(&sb, "%" PRIu64 ",", last_bits / 8);
-        } else if (info->bits % 8) {
-                uint64_t n = 1;
-
-                for (uint32_t d = 0; d < rank; d++)
-                        n *= shape[d]; /* checked by the parser */
-                stf_strbuf_printf(&sb, "%" PRIu64 ",", n * info->bits / 8);
-        } else {
-                for (uint32_t d = 0; d < rank; d++)
-                        stf_strbuf_printf(&sb, d ? " %" PRIu64 "," : "%" PRIu64 ",", shape[d]);
-        }
-        /* (3,) for one dimension, (3, 4) for more, () for a scalar */
-        if (rank > 1 && sb.len && sb.buf[sb.len - 1] == ',')
-                sb.len--;
-        stf_strbuf_puts(&sb, "), }");
+        for (uint32_t d = 0; d < nd; d++)
+                stf_strbuf_printf(&sb, d ? ", %" PRIu64 : "%" PRIu64, d + 1 < nd ? shape[d] : last);
+        /* Python tuples: () for a scalar, (3,) for one dimension, (3, 4) */
+        stf_strbuf_puts(&sb, nd == 1 ? ",), }" : "), }");
         if (sb.failed) {
                 stf_strbuf_reset(&sb);
                 return -ENOMEM;
         }
         dict = sb.buf;
         dict_len = sb.len;
-        /* magic(6) + version(2) + length(2 or 4), then dict, spaces, '\n' */
-        v2 = 10 + dict_len + 1 > 65535 + 10;
+        /*
+         * magic(6) + version(2) + length(2 or 4), then dict, spaces, '\n'.
+         * Format 1.0 while its 16-bit length field can hold the padded rest,
+         * as NumPy decides it; 2.0 after.
+         */
+        total = (10 + dict_len + 1 + NPY_ALIGN - 1) / NPY_ALIGN * NPY_ALIGN;
+        v2 = total - 10 > 65535;
         pre = v2 ? 12 : 10;
-        total = (pre + dict_len + 1 + NPY_ALIGN - 1) / NPY_ALIGN * NPY_ALIGN;
+        if (v2)
+                total = (pre + dict_len + 1 + NPY_ALIGN - 1) / NPY_ALIGN * NPY_ALIGN;
         if (total > cap) {
                 stf_strbuf_reset(&sb);
                 return -ERANGE;
@@ -193,7 +202,7 @@ static uint32_t count_parts(const char *s, char sep)
         return n;
 }
 
-/* Name of tensor @x in a file for a directory @levels deep (see view.h). */
+/* Append the name of tensor @x in a file for a directory @levels deep (see view.h). */
 static void subset_name(struct stf_strbuf *sb, const struct stf_model *m,
                         const struct stf_tensor *x, uint32_t levels, bool flat_comp)
 {
@@ -201,7 +210,6 @@ static void subset_name(struct stf_strbuf *sb, const struct stf_model *m,
         uint32_t np = count_parts(comp, '/');
         const char *p = comp;
 
-        sb->len = 0;
         /* the component's parts below the directory, '.'-joined */
         for (uint32_t i = 0; i < np; i++) {
                 const char *e = strchr(p, '/');
@@ -229,6 +237,57 @@ static void subset_name(struct stf_strbuf *sb, const struct stf_model *m,
                 if (s <= end)
                         stf_strbuf_append(sb, s, (size_t)(end - s));
         }
+}
+
+struct names {
+        const char *buf;
+        const size_t *pos;
+};
+
+static int cmp_name(const void *a, const void *b, void *ctx)
+{
+        const struct names *c = ctx;
+        size_t i = *(const size_t *)a, j = *(const size_t *)b;
+        size_t li = c->pos[i + 1] - c->pos[i], lj = c->pos[j + 1] - c->pos[j];
+        int r = li && lj ? memcmp(c->buf + c->pos[i], c->buf + c->pos[j], li < lj ? li : lj) : 0;
+
+        return r ? r : (li > lj) - (li < lj);
+}
+
+/*
+ * The names of tensors @idx[0..@n) in a file for a directory @levels deep,
+ * end to end in @arena: name i is bytes [@pos[i], @pos[i + 1]). *@clash
+ * tells whether two are equal: relative names can be ("a.b", the file
+ * a/b/%t, and "a.b.", the file a/b/%, are both "" relative to a/b), and so
+ * can the full names of two components ("p" holding "x.w", "p.x" holding
+ * "w"). Returns 0 or -ENOMEM.
+ */
+static int subset_names(const struct stf_model *m, const uint32_t *idx, size_t n, uint32_t levels,
+                        struct stf_strbuf *arena, size_t *pos, bool *clash)
+{
+        struct names c;
+        size_t *ord;
+
+        arena->len = 0;
+        for (size_t i = 0; i < n; i++) {
+                pos[i] = arena->len;
+                subset_name(arena, m, &m->tensors[idx[i]], levels, false);
+        }
+        pos[n] = arena->len;
+        if (arena->failed)
+                return -ENOMEM;
+        ord = malloc((n ? n : 1) * sizeof(*ord));
+        if (!ord)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                ord[i] = i;
+        c = (struct names){arena->buf, pos};
+        qsort_r(ord, n, sizeof(*ord), cmp_name, &c);
+        *clash = false;
+        for (size_t i = 1; i < n && !*clash; i++)
+                *clash = cmp_name(&ord[i - 1], &ord[i], &c) == 0;
+        free(ord);
+        return 0;
 }
 
 static int metadata_union(const struct stf_model *m, const uint32_t *idx, size_t n, json_t **out)
@@ -272,12 +331,13 @@ int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_
                     bool full_names, struct stf_view **out)
 {
         const struct stf_node *d = stf_tree_node(t, dir);
-        struct stf_strbuf hdr = {0}, name = {0};
+        struct stf_strbuf hdr = {0}, names = {0};
         uint32_t *idx = NULL, levels = 0;
-        size_t n = 0, cap = 0, hlen;
+        size_t n = 0, cap = 0, hlen, *pos = NULL;
         uint64_t off = 0;
         json_t *meta = NULL;
         struct stf_view *v;
+        bool clash;
         int ret;
 
         if (!d || d->kind != STF_NODE_DIR)
@@ -290,6 +350,19 @@ int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_
         if (ret)
                 goto out;
         qsort_r(idx, n, sizeof(*idx), cmp_layout, (void *)m);
+        pos = malloc((n + 1) * sizeof(*pos));
+        if (!pos) {
+                ret = -ENOMEM;
+                goto out;
+        }
+        /* A file with a duplicate name is invalid: full names, or an error. */
+        ret = subset_names(m, idx, n, levels, &names, pos, &clash);
+        if (!ret && clash && levels)
+                ret = subset_names(m, idx, n, 0, &names, pos, &clash);
+        if (!ret && clash)
+                ret = -EINVAL;
+        if (ret)
+                goto out;
         ret = metadata_union(m, idx, n, &meta);
         if (ret)
                 goto out;
@@ -310,8 +383,7 @@ int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_
         for (size_t i = 0; i < n; i++) {
                 const struct stf_tensor *x = &m->tensors[idx[i]];
 
-                subset_name(&name, m, x, levels, false);
-                stf_strbuf_json_str(&hdr, name.buf ? name.buf : "", name.len);
+                stf_strbuf_json_str(&hdr, names.buf ? names.buf + pos[i] : "", pos[i + 1] - pos[i]);
                 stf_strbuf_printf(&hdr, ":{\"dtype\":\"%s\",\"shape\":[",
                                   stf_dtype_info(x->dtype)->name);
                 for (uint32_t k = 0; k < x->rank; k++)
@@ -323,7 +395,7 @@ int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_
         stf_strbuf_append(&hdr, "}", 1);
         while (!hdr.failed && hdr.len % 8)
                 stf_strbuf_append(&hdr, " ", 1);
-        if (hdr.failed || name.failed) {
+        if (hdr.failed) {
                 ret = -ENOMEM;
                 goto out;
         }
@@ -344,7 +416,8 @@ int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_
 out:
         json_decref(meta);
         stf_strbuf_reset(&hdr);
-        stf_strbuf_reset(&name);
+        stf_strbuf_reset(&names);
+        free(pos);
         free(idx);
         return ret;
 }
@@ -389,4 +462,46 @@ size_t stf_view_iov(const struct stf_view *v, uint64_t off, size_t len, struct i
         }
         *bytes = got;
         return k;
+}
+
+int stf_view_pread(const struct stf_view *v, const struct stf_model *m, uint64_t off, size_t len,
+                   void *dst)
+{
+        size_t lo = 0, hi = v->n, done = 0;
+
+        if (off >= v->size || len > v->size - off)
+                return -EINVAL;
+        while (hi - lo > 1) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (v->ext[mid].off <= off)
+                        lo = mid;
+                else
+                        hi = mid;
+        }
+        for (size_t i = lo; i < v->n && done < len; i++) {
+                const struct stf_extent *e = &v->ext[i];
+                uint64_t skip = off + done - e->off;
+                size_t take = e->len - skip < len - done ? (size_t)(e->len - skip) : len - done;
+
+                if (e->shard < 0) {
+                        memcpy((char *)dst + done, e->ptr + skip, take);
+                } else {
+                        const struct stf_shard *s = &m->shards[e->shard];
+                        uint64_t src = (uint64_t)(e->ptr - s->map) + skip;
+
+                        for (size_t got = 0; got < take;) {
+                                ssize_t r = pread(s->fd, (char *)dst + done + got, take - got,
+                                                  (off_t)(src + got));
+
+                                if (r < 0 && errno == EINTR)
+                                        continue;
+                                if (r <= 0)
+                                        return -EIO;
+                                got += (size_t)r;
+                        }
+                }
+                done += take;
+        }
+        return 0;
 }

@@ -59,7 +59,12 @@ int stf_view_npy(const struct stf_model *m, size_t tensor, struct stf_view **out
  * several components full names are "COMPONENT.NAME" with '/' in the
  * component written '.'), the __metadata__ of their components, header
  * padded to 8 bytes, tensors in shard-then-offset order.
- * Returns 0, -ENOTDIR, -ENOMEM.
+ * Names in one file are unique: where two relative names would be equal
+ * ("a.b", the file a/b/%t, and "a.b.", the file a/b/%, are both "" relative
+ * to a/b) the file has full names instead.
+ * Returns 0, -ENOTDIR, -EINVAL (even the full names clash: components "p"
+ * holding "x.w" and "p.x" holding "w"), -ENOMEM; *@out is set only on
+ * success.
  */
 int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_t dir,
                     bool full_names, struct stf_view **out);
@@ -75,8 +80,18 @@ size_t stf_view_iov(const struct stf_view *v, uint64_t off, size_t len, struct i
                     size_t max, size_t *bytes);
 
 /*
- * Generate the .npy header for @dtype/@shape into @buf (@cap bytes).
- * Returns its length (a multiple of 64), or -ERANGE if @cap is too small.
+ * Copy [@off, @off + @len) of @v into @dst, reading shard extents with
+ * pread (never through the mapping, so a source truncated while mounted
+ * gives -EIO, not SIGBUS). Returns 0, -EIO, or -EINVAL past the end.
+ */
+int stf_view_pread(const struct stf_view *v, const struct stf_model *m, uint64_t off, size_t len,
+                   void *dst);
+
+/*
+ * Generate the .npy header for @dtype/@shape into @buf (@cap bytes): format
+ * 1.0 while its 16-bit length field can hold it, else 2.0; the shape as in
+ * stf_view_npy. Returns its length (a multiple of 64), -ERANGE if @cap is
+ * too small, -EINVAL for an unknown @dtype, -ENOMEM.
  */
 long stf_npy_header(unsigned dtype, const uint64_t *shape, uint32_t rank, char *buf, size_t cap);
 

@@ -277,6 +277,8 @@ int main(int argc, char **argv)
         if (!se)
                 goto out_tree;
         fs.se = se;
+        if (stfs_watch_start(&fs))
+                goto out_session;
         fs.mountpoint = mountpoint;
         if (fuse_set_signal_handlers(se))
                 goto out_session;
@@ -311,6 +313,7 @@ out_unmount:
 out_signals:
         fuse_remove_signal_handlers(se);
 out_session:
+        stfs_watch_stop(&fs);
         fuse_session_destroy(se);
 out_tree:
         stfs_control_destroy(&fs);

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <syslog.h>
 
 #include "control.h"
@@ -368,6 +370,112 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 #define READ_IOVS 256
 
+/*
+ * Shard watcher: a source truncated while mounted must not be served as
+ * zeros (the tail of a partial page reads as zeros through the mapping).
+ * inotify tells us when a shard changes; we re-stat it and keep its size
+ * now, which every read checks with one atomic load per extent.
+ */
+static void *watch_run(void *arg)
+{
+        struct stfs *fs = arg;
+        char buf[4096] __attribute__((aligned(8)));
+
+        for (;;) {
+                ssize_t n = read(fs->inotify_fd, buf, sizeof(buf));
+
+                if (n <= 0) {
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        return NULL;
+                }
+                for (uint32_t i = 0; i < fs->model->nshards; i++) {
+                        struct stat st;
+
+                        if (!fstat(fs->model->shards[i].fd, &st))
+                                __atomic_store_n(&fs->shard_size[i], (uint64_t)st.st_size,
+                                                 __ATOMIC_RELAXED);
+                }
+        }
+}
+
+int stfs_watch_start(struct stfs *fs)
+{
+        fs->shard_size = calloc(fs->model->nshards + 1, sizeof(*fs->shard_size));
+        if (!fs->shard_size)
+                return -ENOMEM;
+        for (uint32_t i = 0; i < fs->model->nshards; i++)
+                fs->shard_size[i] = fs->model->shards[i].size;
+        fs->inotify_fd = inotify_init1(IN_CLOEXEC);
+        if (fs->inotify_fd < 0)
+                return 0; /* no watcher: reads are not size-checked beyond mount time */
+        for (uint32_t i = 0; i < fs->model->nshards; i++)
+                inotify_add_watch(fs->inotify_fd, fs->model->shards[i].path,
+                                  IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE);
+        if (pthread_create(&fs->watcher, NULL, watch_run, fs) == 0)
+                fs->watching = true;
+        return 0;
+}
+
+void stfs_watch_stop(struct stfs *fs)
+{
+        if (fs->watching) {
+                pthread_cancel(fs->watcher);
+                pthread_join(fs->watcher, NULL);
+                fs->watching = false;
+        }
+        if (fs->inotify_fd > 0)
+                close(fs->inotify_fd);
+        fs->inotify_fd = -1;
+        free(fs->shard_size);
+        fs->shard_size = NULL;
+}
+
+/* Do the shard extents under [off, off + len) still exist in their files? */
+static bool range_intact(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len)
+{
+        for (size_t i = 0; i < v->n; i++) {
+                const struct stf_extent *e = &v->ext[i];
+                const struct stf_shard *s;
+                uint64_t end;
+
+                if (e->shard < 0 || e->off + e->len <= off || e->off >= off + len)
+                        continue;
+                s = &fs->model->shards[e->shard];
+                end = (uint64_t)(e->ptr - s->map) + e->len;
+                if (end > __atomic_load_n(&fs->shard_size[e->shard], __ATOMIC_RELAXED))
+                        return false;
+        }
+        return true;
+}
+
+/*
+ * A source shrank under us: the kernel's copy from the mapping failed
+ * (EFAULT to us; the reader gets EIO from the kernel) or a pread came up
+ * short. Say so once per shard.
+ */
+static void report_fault(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len)
+{
+        static uint8_t said[4096];
+
+        for (size_t i = 0; i < v->n; i++) {
+                const struct stf_extent *e = &v->ext[i];
+                const struct stf_shard *s;
+
+                if (e->shard < 0 || e->off + e->len <= off || e->off >= off + len)
+                        continue;
+                s = &fs->model->shards[e->shard];
+                if (__atomic_exchange_n(&said[(uint32_t)e->shard % sizeof(said)], 1,
+                                        __ATOMIC_RELAXED))
+                        return;
+                stfs_log(LOG_ERR,
+                         "%s: reading its bytes failed: the file was truncated or changed while "
+                         "mounted (%" PRIu64 " bytes at mount); reads of the lost range get EIO",
+                         s->path, s->size);
+                return;
+        }
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
@@ -399,10 +507,17 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         want = v->size - (uint64_t)off < size ? (size_t)(v->size - (uint64_t)off) : size;
         if (!fi->fh)
                 __atomic_add_fetch(&fs->read_bytes, want, __ATOMIC_RELAXED);
+        if (fs->shard_size && !range_intact(fs, v, (uint64_t)off, want)) {
+                report_fault(fs, v, (uint64_t)off, want);
+                fuse_reply_err(req, EIO);
+                return;
+        }
         /* Pointers into the mappings and headers: the kernel copies once. */
         n = stf_view_iov(v, (uint64_t)off, want, iov, READ_IOVS, &got);
         if (got == want) {
-                fuse_reply_iov(req, iov, (int)n);
+                ret = fuse_reply_iov(req, iov, (int)n);
+                if (ret == -EFAULT)
+                        report_fault(fs, v, (uint64_t)off, want);
                 return;
         }
         /*
@@ -415,14 +530,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 fuse_reply_err(req, ENOMEM);
                 return;
         }
-        for (size_t done = 0; done < want;) {
-                n = stf_view_iov(v, (uint64_t)off + done, want - done, iov, READ_IOVS, &got);
-                for (size_t i = 0; i < n; i++) {
-                        memcpy(buf + done, iov[i].iov_base, iov[i].iov_len);
-                        done += iov[i].iov_len;
-                }
+        ret = stf_view_pread(v, fs->model, (uint64_t)off, want, buf);
+        if (ret) {
+                report_fault(fs, v, (uint64_t)off, want);
+                fuse_reply_err(req, -ret);
+        } else {
+                fuse_reply_buf(req, buf, want);
         }
-        fuse_reply_buf(req, buf, want);
         free(buf);
 }
 

@@ -45,6 +45,10 @@ struct stfs {
 
         /* control plane (control.c) */
         struct fuse_session *se;
+        uint64_t *shard_size; /* size now, kept by the watcher (atomic) */
+        int inotify_fd;
+        pthread_t watcher;
+        bool watching;
         const char *mountpoint;
         pthread_mutex_t jobs_lock;
         struct stf_job **jobs; /* job id i + 1 at [i] */
@@ -56,6 +60,11 @@ struct stfs {
 
 /* Free what the ops built (generated documents, views). */
 void stfs_free_cache(struct stfs *fs);
+
+/* Watch the shards for truncation (inotify); reads past a shard's current
+ * size then fail with EIO instead of serving zeros. 0 or -errno. */
+int stfs_watch_start(struct stfs *fs);
+void stfs_watch_stop(struct stfs *fs);
 
 extern const struct fuse_lowlevel_ops stfs_ops;
 

@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * prefetch / status / cancel / evict: thin clients of the control ioctls.
+ * Progress: a bar redrawn in place on a terminal, one line a second
+ * otherwise, so logs stay readable.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctl.h"
+#include "stfs_ioctl.h"
+
+static int open_control(const char *mnt)
+{
+        char path[4096];
+        int fd;
+
+        snprintf(path, sizeof(path), "%s/.stfs/control", mnt);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                fprintf(stderr, "stfsctl: %s: %s\n", path, strerror(errno));
+        return fd;
+}
+
+static bool parse_size(const char *s, uint64_t *out)
+{
+        char *end;
+        unsigned long long v = strtoull(s, &end, 10);
+
+        switch (*end) {
+        case 'k':
+        case 'K':
+                v <<= 10;
+                end++;
+                break;
+        case 'm':
+        case 'M':
+                v <<= 20;
+                end++;
+                break;
+        case 'g':
+        case 'G':
+                v <<= 30;
+                end++;
+                break;
+        }
+        if (end == s || (*end && strcmp(end, "iB") && strcmp(end, "B")))
+                return false;
+        *out = v;
+        return true;
+}
+
+static bool parse_target(const char *s, uint32_t *target, int32_t *device)
+{
+        char *end;
+        long d;
+
+        if (!strcmp(s, "host")) {
+                *target = STFS_TARGET_HOST;
+                *device = 0;
+                return true;
+        }
+        if (strncmp(s, "cuda:", 5))
+                return false;
+        d = strtol(s + 5, &end, 10);
+        if (*end || end == s + 5 || d < 0 || d > 4096)
+                return false;
+        *target = STFS_TARGET_CUDA;
+        *device = (int32_t)d;
+        return true;
+}
+
+/* Append @pat to a selection buffer; false when it does not fit. */
+static bool add_pattern(char *sel, size_t cap, size_t *used, const char *pat)
+{
+        size_t n = strlen(pat);
+
+        if (*used + n + 2 > cap)
+                return false;
+        memcpy(sel + *used, pat, n);
+        *used += n;
+        sel[(*used)++] = '\n';
+        sel[*used] = '\0';
+        return true;
+}
+
+static const char *state_name(uint32_t s)
+{
+        static const char *const names[] = {"queued", "running", "done", "failed", "cancelled"};
+
+        return s < 5 ? names[s] : "unknown";
+}
+
+static void human(double bytes, char *buf, size_t cap)
+{
+        const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+        int i = 0;
+
+        while (bytes >= 1024 && i < 4) {
+                bytes /= 1024;
+                i++;
+        }
+        snprintf(buf, cap, "%.1f %s", bytes, u[i]);
+}
+
+static void progress(const struct stfs_status_req *st, bool tty, bool final)
+{
+        double secs = (double)st->elapsed_ns / 1e9;
+        double rate = secs > 0 ? (double)st->bytes_done / secs : 0;
+        double frac = st->bytes_total ? (double)st->bytes_done / (double)st->bytes_total : 1;
+        double eta = rate > 0 ? (double)(st->bytes_total - st->bytes_done) / rate : 0;
+        char done[32], total[32], bar[31];
+        int fill = (int)(frac * 30);
+
+        human((double)st->bytes_done, done, sizeof(done));
+        human((double)st->bytes_total, total, sizeof(total));
+        for (int i = 0; i < 30; i++)
+                bar[i] = i < fill ? '#' : '.';
+        bar[30] = '\0';
+        fprintf(stderr, "%s[%s] %s / %s  %.2f GB/s  ETA %.0fs  %s%s", tty ? "\r" : "", bar, done,
+                total, rate / 1e9, eta, state_name(st->state), tty && !final ? "   " : "\n");
+        fflush(stderr);
+}
+
+static int get_status(int fd, uint64_t job, struct stfs_status_req *st)
+{
+        memset(st, 0, sizeof(*st));
+        st->version = STFS_IOC_VERSION;
+        st->job = job;
+        return ioctl(fd, STFS_IOC_STATUS, st);
+}
+
+/* Poll until the job ends; exit status 0 when it is done. */
+static int wait_job(int fd, uint64_t job)
+{
+        bool tty = isatty(STDERR_FILENO);
+        struct stfs_status_req st;
+        uint64_t last = 0;
+
+        for (;;) {
+                struct timespec ts = {0, 100 * 1000 * 1000};
+
+                if (get_status(fd, job, &st)) {
+                        fprintf(stderr, "stfsctl: status of job %" PRIu64 ": %s\n", job,
+                                strerror(errno));
+                        return 1;
+                }
+                if (st.state >= STFS_JOB_DONE)
+                        break;
+                if (tty || st.elapsed_ns - last >= 1000000000ull) {
+                        progress(&st, tty, false);
+                        last = st.elapsed_ns;
+                }
+                nanosleep(&ts, NULL);
+        }
+        progress(&st, tty, true);
+        if (st.state == STFS_JOB_FAILED)
+                fprintf(stderr, "stfsctl: job %" PRIu64 " failed: %s\n", job, st.message);
+        return st.state == STFS_JOB_DONE ? 0 : 1;
+}
+
+int ctl_prefetch(int argc, char **argv)
+{
+        struct stfs_prefetch_req *rq = calloc(1, sizeof(*rq));
+        const char *mnt = NULL;
+        bool wait = false;
+        size_t used = 0;
+        int fd, ret = 2;
+
+        if (!rq)
+                return 1;
+        rq->version = STFS_IOC_VERSION;
+        rq->slice_dim = -1;
+        for (int i = 0; i < argc; i++) {
+                const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+                if (!strcmp(a, "--wait")) {
+                        wait = true;
+                } else if (!strcmp(a, "--to") && v) {
+                        if (!parse_target(v, &rq->target, &rq->device))
+                                goto usage;
+                        i++;
+                } else if (!strcmp(a, "--threads") && v) {
+                        rq->threads = (uint32_t)strtoul(v, NULL, 10);
+                        i++;
+                } else if (!strcmp(a, "--chunk") && v) {
+                        if (!parse_size(v, &rq->chunk))
+                                goto usage;
+                        i++;
+                } else if (!strcmp(a, "--slice") && v) {
+                        if (sscanf(v, "%d:%u/%u", &rq->slice_dim, &rq->slice_rank,
+                                   &rq->slice_world) != 3)
+                                goto usage;
+                        i++;
+                } else if (a[0] == '-' && a[1] == '-') {
+                        goto usage;
+                } else if (!mnt) {
+                        mnt = a;
+                } else if (!add_pattern(rq->selection, sizeof(rq->selection), &used, a)) {
+                        fprintf(stderr, "stfsctl: selection longer than %d bytes\n",
+                                STFS_SELECTION_MAX);
+                        goto out;
+                }
+        }
+        if (!mnt)
+                goto usage;
+        fd = open_control(mnt);
+        if (fd < 0) {
+                ret = 1;
+                goto out;
+        }
+        if (ioctl(fd, STFS_IOC_PREFETCH, rq)) {
+                fprintf(stderr, "stfsctl: prefetch: %s\n",
+                        errno == ENOENT ? "the selection matches no tensor" : strerror(errno));
+                ret = 1;
+        } else {
+                printf("job %" PRIu64 "\n", rq->job);
+                fflush(stdout);
+                ret = wait ? wait_job(fd, rq->job) : 0;
+        }
+        close(fd);
+        goto out;
+usage:
+        fprintf(stderr, "usage: stfsctl prefetch MNT [SELECTION...] [--to host|cuda:N] "
+                        "[--threads N] [--chunk SIZE] [--slice DIM:RANK/WORLD] [--wait]\n");
+out:
+        free(rq);
+        return ret;
+}
+
+int ctl_status(int argc, char **argv)
+{
+        struct stfs_status_req st;
+        char path[4096], buf[65536];
+        ssize_t n;
+        int fd;
+
+        if (argc < 1 || argc > 2) {
+                fprintf(stderr, "usage: stfsctl status MNT [JOB]\n");
+                return 2;
+        }
+        if (argc == 1) {
+                snprintf(path, sizeof(path), "%s/.stfs/status", argv[0]);
+                fd = open(path, O_RDONLY | O_CLOEXEC);
+                if (fd < 0) {
+                        fprintf(stderr, "stfsctl: %s: %s\n", path, strerror(errno));
+                        return 1;
+                }
+                while ((n = read(fd, buf, sizeof(buf))) > 0)
+                        fwrite(buf, 1, (size_t)n, stdout);
+                close(fd);
+                return n < 0 ? 1 : 0;
+        }
+        fd = open_control(argv[0]);
+        if (fd < 0)
+                return 1;
+        if (get_status(fd, strtoull(argv[1], NULL, 10), &st)) {
+                fprintf(stderr, "stfsctl: job %s: %s\n", argv[1], strerror(errno));
+                close(fd);
+                return 1;
+        }
+        close(fd);
+        printf("job %" PRIu64 " %s %" PRIu64 "/%" PRIu64 " bytes %u tensors %.3fs%s%s\n", st.job,
+               state_name(st.state), st.bytes_done, st.bytes_total, st.tensors,
+               (double)st.elapsed_ns / 1e9, st.message[0] ? ": " : "", st.message);
+        return st.state == STFS_JOB_FAILED ? 1 : 0;
+}
+
+int ctl_cancel(int argc, char **argv)
+{
+        struct stfs_cancel_req rq = {.version = STFS_IOC_VERSION};
+        int fd, ret = 0;
+
+        if (argc != 2) {
+                fprintf(stderr, "usage: stfsctl cancel MNT JOB\n");
+                return 2;
+        }
+        rq.job = strtoull(argv[1], NULL, 10);
+        fd = open_control(argv[0]);
+        if (fd < 0)
+                return 1;
+        if (ioctl(fd, STFS_IOC_CANCEL, &rq)) {
+                fprintf(stderr, "stfsctl: cancel job %s: %s\n", argv[1], strerror(errno));
+                ret = 1;
+        }
+        close(fd);
+        return ret;
+}
+
+int ctl_evict(int argc, char **argv)
+{
+        struct stfs_evict_req *rq = calloc(1, sizeof(*rq));
+        const char *mnt = NULL;
+        size_t used = 0;
+        int fd, ret = 2;
+
+        if (!rq)
+                return 1;
+        rq->version = STFS_IOC_VERSION;
+        for (int i = 0; i < argc; i++) {
+                if (!strcmp(argv[i], "--to") && i + 1 < argc) {
+                        if (!parse_target(argv[++i], &rq->target, &rq->device))
+                                goto usage;
+                } else if (argv[i][0] == '-' && argv[i][1] == '-') {
+                        goto usage;
+                } else if (!mnt) {
+                        mnt = argv[i];
+                } else if (!add_pattern(rq->selection, sizeof(rq->selection), &used, argv[i])) {
+                        goto usage;
+                }
+        }
+        if (!mnt)
+                goto usage;
+        fd = open_control(mnt);
+        if (fd < 0) {
+                ret = 1;
+                goto out;
+        }
+        ret = 0;
+        if (ioctl(fd, STFS_IOC_EVICT, rq)) {
+                fprintf(stderr, "stfsctl: evict: %s\n", strerror(errno));
+                ret = 1;
+        } else {
+                printf("evicted %" PRIu64 " tensors\n", rq->count);
+        }
+        close(fd);
+        goto out;
+usage:
+        fprintf(stderr, "usage: stfsctl evict MNT [SELECTION...] [--to host|cuda:N]\n");
+out:
+        free(rq);
+        return ret;
+}
