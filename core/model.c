@@ -743,7 +743,8 @@ static int list_dir(const char *dir, char ***out, size_t *count, struct stf_sink
                 n++;
         }
         closedir(d);
-        qsort(v, n, sizeof(*v), cmp_str);
+        if (n)
+                qsort(v, n, sizeof(*v), cmp_str);
         *out = v;
         *count = n;
         return 0;

@@ -256,6 +256,8 @@ static int cmp_long(const void *a, const void *b)
 /* Rule 5: name each long child PREFIX%~N. */
 static int name_long(struct builder *b, struct longname *ls, size_t n)
 {
+        if (n == 0)
+                return 0;
         qsort(ls, n, sizeof(*ls), cmp_long);
         for (size_t i = 0, num = 0; i < n; i++) {
                 struct child *c = &b->kids[ls[i].child];
