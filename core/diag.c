@@ -29,7 +29,7 @@ const char *stf_diag_quote(const char *s, size_t len, char *out, size_t cap)
                         out[o++] = '.';
                         break;
                 }
-                if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\') {
+                if (c >= 0x20 && c < 0x7f && c != '\'' && c != '"' && c != '\\') {
                         out[o++] = (char)c;
                 } else {
                         out[o++] = '\\';

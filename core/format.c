@@ -70,16 +70,16 @@ static int check_metadata(const char *file, json_t *meta, struct stf_sink *sink)
         char q[QMAX];
 
         if (!json_is_object(meta)) {
-                stf_sink_report(sink, file, NULL, -1, "%s: \"__metadata__\" is not an object",
-                                file);
+                stf_sink_report(sink, file, NULL, -1,
+                                "%s: byte 8: \"__metadata__\" is not an object", file);
                 return -EINVAL;
         }
         json_object_foreach(meta, key, val)
         {
                 if (!json_is_string(val) &&
                     stf_sink_report(sink, file, NULL, -1,
-                                    "%s: \"__metadata__\" value of '%s' is not a string", file,
-                                    stf_diag_quote(key, strlen(key), q, sizeof(q))))
+                                    "%s: byte 8: \"__metadata__\" value of '%s' is not a string",
+                                    file, stf_diag_quote(key, strlen(key), q, sizeof(q))))
                         return -EINVAL;
         }
         return 0;
@@ -233,8 +233,8 @@ static int check_tiling(const char *file, const struct stf_header *h, struct stf
                     stf_sink_report(sink, file, t->name, (int64_t)t->begin,
                                     "%s: byte %" PRIu64 ": tensor '%s' overlaps tensor '%s'", file,
                                     t->begin, stf_diag_quote(t->name, t->name_len, q, sizeof(q)),
-                                    stf_diag_quote(h->tensors[last].name,
-                                                   h->tensors[last].name_len, q2, sizeof(q2))))
+                                    stf_diag_quote(h->tensors[last].name, h->tensors[last].name_len,
+                                                   q2, sizeof(q2))))
                         return -EINVAL;
                 if (t->begin > pos &&
                     stf_sink_report(sink, file, t->name, (int64_t)pos,

@@ -39,7 +39,7 @@ struct stf_tensor {
 struct stf_header {
         uint64_t file_size;
         uint64_t data_start;        /* 8 + N */
-        size_t ntensors;            /* sorted by begin, then name */
+        size_t ntensors;            /* sorted by begin, then size, then name */
         struct stf_tensor *tensors; /* owned */
         json_t *metadata;           /* "__metadata__" object (owned ref); never NULL */
         char *names;                /* arena of the names (owned) */

@@ -602,7 +602,8 @@ static int open_set(struct stf_model *m, const struct set *set, struct stf_sink 
                 if (access(p, F_OK)) {
                         stf_sink_report(sink, set->path, NULL, -1,
                                         "%s: shard '%s' listed in weight_map does not exist",
-                                        set->path, stf_diag_quote(sname, strlen(sname), q, sizeof(q)));
+                                        set->path,
+                                        stf_diag_quote(sname, strlen(sname), q, sizeof(q)));
                         free(p);
                         ret = -ENOENT;
                         if (!stf_sink_all(sink))
@@ -874,6 +875,16 @@ out:
         return ret;
 }
 
+/* Same name, or one a directory of the other ("vae" and "vae/x"). */
+static bool name_clash(const char *a, const char *b)
+{
+        size_t la = strlen(a), lb = strlen(b);
+
+        if (la > lb)
+                return name_clash(b, a);
+        return !strncmp(a, b, la) && (b[la] == '\0' || b[la] == '/');
+}
+
 static int find_sets(const char *source, struct setlist *sets, struct stf_sink *sink)
 {
         struct stat st;
@@ -902,10 +913,10 @@ static int find_sets(const char *source, struct setlist *sets, struct stf_sink *
         }
         for (size_t i = 0; i < sets->n; i++)
                 for (size_t j = i + 1; j < sets->n; j++)
-                        if (!strcmp(sets->v[i].name, sets->v[j].name) &&
+                        if (name_clash(sets->v[i].name, sets->v[j].name) &&
                             stf_sink_report(sink, sets->v[i].path, NULL, -1,
                                             "%s and %s: two sets would mount under the same "
-                                            "name '%s'",
+                                            "or nested names ('%s')",
                                             sets->v[i].path, sets->v[j].path, sets->v[i].name))
                                 return -EINVAL;
         return 0;
