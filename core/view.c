@@ -132,6 +132,7 @@ int stf_view_npy(const struct stf_model *m, size_t tensor, struct stf_view **out
         const struct stf_tensor *t = &m->tensors[tensor];
         size_t cap = 128 + (size_t)t->rank * 24;
         struct stf_view *v;
+        uint8_t *mem;
         long hl;
         int ret;
 
@@ -143,6 +144,10 @@ int stf_view_npy(const struct stf_model *m, size_t tensor, struct stf_view **out
                 stf_view_free(v);
                 return (int)hl;
         }
+        /* kept until unmount: give back the slack of the worst-case buffer */
+        mem = realloc(v->mem, (size_t)hl);
+        if (mem)
+                v->mem = mem;
         v->mem_len = (size_t)hl;
         push_extent(v, v->mem, (uint64_t)hl, -1);
         push_extent(v, m->shards[t->shard].map + t->begin, t->size, (int32_t)t->shard);
