@@ -354,7 +354,8 @@ int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_
         ret = collect(t, dir, &idx, &n, &cap);
         if (ret)
                 goto out;
-        qsort_r(idx, n, sizeof(*idx), cmp_layout, (void *)m);
+        if (n)
+                qsort_r(idx, n, sizeof(*idx), cmp_layout, (void *)m);
         pos = malloc((n + 1) * sizeof(*pos));
         if (!pos) {
                 ret = -ENOMEM;
