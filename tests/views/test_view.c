@@ -704,16 +704,33 @@ static void write_st(const char *dir, const char *file, const struct tspec *t, s
         free(hdr);
 }
 
-static char tmpdir[] = "/tmp/stf-test-view-XXXXXX";
+/*
+ * One directory per test case (made and removed in the runner's process,
+ * so a failed test, whose forked child exits at once, leaves nothing
+ * behind), and in it a fresh directory per test.
+ */
+static char basedir[] = "/tmp/stf-test-view-XXXXXX";
+static char tmpdir[sizeof(basedir) + 16];
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
         return remove(path);
 }
 
+static void base_setup(void)
+{
+        strcpy(basedir + strlen(basedir) - 6, "XXXXXX");
+        ck_assert_ptr_nonnull(mkdtemp(basedir));
+}
+
+static void base_teardown(void)
+{
+        nftw(basedir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void tmp_setup(void)
 {
-        strcpy(tmpdir + strlen(tmpdir) - 6, "XXXXXX");
+        snprintf(tmpdir, sizeof(tmpdir), "%s/XXXXXX", basedir);
         ck_assert_ptr_nonnull(mkdtemp(tmpdir));
 }
 
@@ -1256,6 +1273,7 @@ static Suite *view_suite(void)
 
         tc = tcase_create("model");
         tcase_set_timeout(tc, 60);
+        tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
         tcase_add_checked_fixture(tc, tmp_setup, tmp_teardown);
         tcase_add_test(tc, test_subset_sharded);
         tcase_add_test(tc, test_subset_npy_straddle);
