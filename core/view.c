@@ -437,17 +437,11 @@ void stf_view_free(struct stf_view *v)
         free(v);
 }
 
-size_t stf_view_iov(const struct stf_view *v, uint64_t off, size_t len, struct iovec *iov,
-                    size_t max, size_t *bytes)
+/* The last extent starting at or before @off (binary search; @v->n > 0). */
+static size_t find_extent(const struct stf_view *v, uint64_t off)
 {
-        size_t lo = 0, hi = v->n, k = 0, got = 0;
+        size_t lo = 0, hi = v->n;
 
-        *bytes = 0;
-        if (off >= v->size || len == 0 || v->n == 0)
-                return 0;
-        if (len > v->size - off)
-                len = (size_t)(v->size - off);
-        /* the last extent starting at or before off */
         while (hi - lo > 1) {
                 size_t mid = lo + (hi - lo) / 2;
 
@@ -456,7 +450,20 @@ size_t stf_view_iov(const struct stf_view *v, uint64_t off, size_t len, struct i
                 else
                         hi = mid;
         }
-        for (size_t i = lo; i < v->n && got < len && k < max; i++) {
+        return lo;
+}
+
+size_t stf_view_iov(const struct stf_view *v, uint64_t off, size_t len, struct iovec *iov,
+                    size_t max, size_t *bytes)
+{
+        size_t k = 0, got = 0;
+
+        *bytes = 0;
+        if (off >= v->size || len == 0 || v->n == 0)
+                return 0;
+        if (len > v->size - off)
+                len = (size_t)(v->size - off);
+        for (size_t i = find_extent(v, off); i < v->n && got < len && k < max; i++) {
                 const struct stf_extent *e = &v->ext[i];
                 uint64_t skip = off + got - e->off;
                 size_t take = e->len - skip < len - got ? (size_t)(e->len - skip) : len - got;
@@ -473,19 +480,11 @@ size_t stf_view_iov(const struct stf_view *v, uint64_t off, size_t len, struct i
 int stf_view_pread(const struct stf_view *v, const struct stf_model *m, uint64_t off, size_t len,
                    void *dst)
 {
-        size_t lo = 0, hi = v->n, done = 0;
+        size_t done = 0;
 
         if (off >= v->size || len > v->size - off)
                 return -EINVAL;
-        while (hi - lo > 1) {
-                size_t mid = lo + (hi - lo) / 2;
-
-                if (v->ext[mid].off <= off)
-                        lo = mid;
-                else
-                        hi = mid;
-        }
-        for (size_t i = lo; i < v->n && done < len; i++) {
+        for (size_t i = find_extent(v, off); i < v->n && done < len; i++) {
                 const struct stf_extent *e = &v->ext[i];
                 uint64_t skip = off + done - e->off;
                 size_t take = e->len - skip < len - done ? (size_t)(e->len - skip) : len - done;
