@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <syslog.h>
@@ -68,21 +69,30 @@ static int cached_view(struct stfs *fs, struct stf_view **slot, enum file_kind k
         return ret;
 }
 
-/* Generate a /.stfs document once; 0 or -errno. */
-static int special_get(struct stfs *fs, unsigned id, const char **text, size_t *len)
+/* Generate a /.stfs document (header.json, metadata.json): new text. */
+static int special_gen(struct stfs *fs, unsigned id, char **text, size_t *len)
 {
+        if (id == STF_SPECIAL_HEADER_JSON)
+                return stf_describe_header(fs->model, fs->tree, text, len);
+        return stf_describe_metadata(fs->model, text, len);
+}
+
+/*
+ * The size of a /.stfs document. It is generated once to learn its size
+ * and dropped: header.json of a 100k-tensor model is ~25 MB that stat
+ * should not keep alive. Opens generate it again, held by the open file.
+ */
+static int special_size(struct stfs *fs, unsigned id, size_t *len)
+{
+        char *text = NULL;
         int ret = 0;
 
         pthread_mutex_lock(&fs->lock);
-        if (!fs->special[id]) {
-                if (id == STF_SPECIAL_HEADER_JSON)
-                        ret = stf_describe_header(fs->model, fs->tree, &fs->special[id],
-                                                  &fs->special_len[id]);
-                else
-                        ret = stf_describe_metadata(fs->model, &fs->special[id],
-                                                    &fs->special_len[id]);
+        if (!fs->special_known[id]) {
+                ret = special_gen(fs, id, &text, &fs->special_len[id]);
+                fs->special_known[id] = !ret;
+                free(text);
         }
-        *text = fs->special[id];
         *len = fs->special_len[id];
         pthread_mutex_unlock(&fs->lock);
         return ret;
@@ -97,9 +107,6 @@ static int view_of(struct stfs *fs, fuse_ino_t ino, struct stf_view *tmp,
 {
         enum file_kind kind;
         const struct stf_node *n = classify(fs, ino, &kind);
-        const char *text;
-        size_t len;
-        int ret;
 
         if (!n)
                 return -ENOENT;
@@ -111,18 +118,10 @@ static int view_of(struct stfs *fs, fuse_ino_t ino, struct stf_view *tmp,
                 *out = tmp;
                 return 0;
         case FK_SPECIAL:
-                if (n->index == STF_SPECIAL_CONTROL || n->index == STF_SPECIAL_STATUS) {
-                        /* size 0; their bytes come from the open file (see op_open) */
-                        stf_view_init_mem(tmp, "", 0);
-                        *out = tmp;
-                        return 0;
-                }
                 if (n->index == STF_SPECIAL_MODEL_SAFETENSORS)
                         return cached_view(fs, &fs->model_view, FK_SPECIAL, STF_ROOT_INO, out);
-                ret = special_get(fs, n->index, &text, &len);
-                if (ret)
-                        return ret;
-                stf_view_init_mem(tmp, text, len);
+                /* the others: bytes held by the open file (see op_open) */
+                stf_view_init_mem(tmp, "", 0);
                 *out = tmp;
                 return 0;
         case FK_NPY:
@@ -137,8 +136,6 @@ static int view_of(struct stfs *fs, fuse_ino_t ino, struct stf_view *tmp,
 
 void stfs_free_cache(struct stfs *fs)
 {
-        for (unsigned i = 0; i < STF_SPECIAL_COUNT; i++)
-                free(fs->special[i]);
         stf_view_free(fs->model_view);
         for (uint64_t i = 0; fs->views && i < 2 * fs->nnodes; i++)
                 stf_view_free(fs->views[i]);
@@ -159,7 +156,9 @@ static int fill_attr(struct stfs *fs, fuse_ino_t ino, struct stat *st)
         st->st_ino = ino;
         st->st_uid = fs->uid;
         st->st_gid = fs->gid;
-        st->st_blksize = 1 << 20;
+        /* 4 KiB like ext4: stdio sizes its buffer by this, and numpy.load
+         * seeks back over a 1 MiB read-ahead of its own */
+        st->st_blksize = 4096;
         st->st_mtim = st->st_ctim = st->st_atim = fs->dir_mtime;
         if (kind == FK_DIR) {
                 st->st_mode = S_IFDIR | 0555;
@@ -174,6 +173,15 @@ static int fill_attr(struct stfs *fs, fuse_ino_t ino, struct stat *st)
                 st->st_mode = S_IFREG | 0600; /* the mounting user (and root) only */
         st->st_nlink = 1;
         st->st_size = (off_t)v->size;
+        if (kind == FK_SPECIAL &&
+            (n->index == STF_SPECIAL_HEADER_JSON || n->index == STF_SPECIAL_METADATA_JSON)) {
+                size_t len;
+
+                ret = special_size(fs, n->index, &len);
+                if (ret)
+                        return ret;
+                st->st_size = (off_t)len;
+        }
         st->st_blocks = (st->st_size + 511) / 512;
         if (kind == FK_TENSOR || kind == FK_NPY) {
                 const struct stf_tensor *t = &fs->model->tensors[n->index];
@@ -208,6 +216,17 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
                 conn->want |= FUSE_CAP_READDIRPLUS;
         conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
         conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+        /*
+         * No OPENDIR/RELEASEDIR round trips (listings are cached anyway), and
+         * the kernel caches the ACL answers ("none") instead of asking on
+         * every ls -l.
+         */
+        if (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) {
+                conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT;
+                fs->no_opendir = true;
+        }
+        if (conn->capable & FUSE_CAP_POSIX_ACL)
+                conn->want |= FUSE_CAP_POSIX_ACL;
         if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
                 conn->want |= FUSE_CAP_PARALLEL_DIROPS;
         conn->want &=
@@ -320,6 +339,24 @@ static void open_live(fuse_req_t req, struct stfs *fs, unsigned id, struct fuse_
                         return;
                 }
         }
+        if (id == STF_SPECIAL_HEADER_JSON || id == STF_SPECIAL_METADATA_JSON) {
+                /* fixed content: page-cached like any file; the text lives
+                 * while the file is open */
+                int ret = special_gen(fs, id, &lv->text, &lv->len);
+
+                if (ret) {
+                        free(lv);
+                        fuse_reply_err(req, -ret);
+                        return;
+                }
+                fi->fh = (uint64_t)(uintptr_t)lv;
+                fi->keep_cache = 1;
+                if (fuse_reply_open(req, fi) == -ENOENT) {
+                        free(lv->text);
+                        free(lv);
+                }
+                return;
+        }
         fi->fh = (uint64_t)(uintptr_t)lv;
         fi->direct_io = 1;
         fi->nonseekable = 0;
@@ -354,8 +391,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
                 fuse_reply_err(req, EISDIR);
                 return;
         }
-        if (kind == FK_SPECIAL &&
-            (n->index == STF_SPECIAL_CONTROL || n->index == STF_SPECIAL_STATUS)) {
+        if (kind == FK_SPECIAL && n->index != STF_SPECIAL_MODEL_SAFETENSORS) {
+                if ((fi->flags & O_ACCMODE) != O_RDONLY && n->index != STF_SPECIAL_CONTROL) {
+                        fuse_reply_err(req, EROFS);
+                        return;
+                }
                 open_live(req, fs, n->index, fi);
                 return;
         }
@@ -369,6 +409,24 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 #define READ_IOVS 256
+
+/*
+ * Ask for the pages a reply is about to copy from the mappings. Without
+ * it the kernel's copy faults them in one by one with mmap read-around
+ * sized by the source disk's readahead (MiBs per 4 KiB read, measured);
+ * with it a cold random read costs what a pread of the source does.
+ */
+static void prefault(const struct iovec *iov, size_t n)
+{
+        const uintptr_t page = 4096;
+
+        for (size_t i = 0; i < n; i++) {
+                uintptr_t a = (uintptr_t)iov[i].iov_base & ~(page - 1);
+                uintptr_t e = (uintptr_t)iov[i].iov_base + iov[i].iov_len;
+
+                madvise((void *)a, e - a, MADV_WILLNEED);
+        }
+}
 
 /*
  * Shard watcher: a source truncated while mounted must not be served as
@@ -449,30 +507,52 @@ static bool range_intact(struct stfs *fs, const struct stf_view *v, uint64_t off
         return true;
 }
 
+bool stfs_shard_covers(struct stfs *fs, uint32_t shard, uint64_t end)
+{
+        return !fs->shard_size || end <= __atomic_load_n(&fs->shard_size[shard], __ATOMIC_RELAXED);
+}
+
+void stfs_report_truncated(struct stfs *fs, uint32_t shard)
+{
+        static uint8_t said[4096];
+        const struct stf_shard *s = &fs->model->shards[shard];
+
+        if (__atomic_exchange_n(&said[shard % sizeof(said)], 1, __ATOMIC_RELAXED))
+                return;
+        stfs_log(LOG_ERR,
+                 "%s: reading its bytes failed: the file was truncated or changed while "
+                 "mounted (%" PRIu64 " bytes at mount); reads of the lost range get EIO",
+                 s->path, s->size);
+}
+
 /*
- * A source shrank under us: the kernel's copy from the mapping failed
- * (EFAULT to us; the reader gets EIO from the kernel) or a pread came up
- * short. Say so once per shard.
+ * A source shrank under us: the watcher's size says so, the kernel's copy
+ * from the mapping failed (EFAULT to us; the reader gets EIO from the
+ * kernel) or a pread came up short. Name the shards that are short now -
+ * not merely the first one under the range, which a view spanning two
+ * shards may hold intact - each once. The file itself is asked (fstat):
+ * this is the slow path, and the watcher may not have run yet.
  */
 static void report_fault(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len)
 {
-        static uint8_t said[4096];
-
         for (size_t i = 0; i < v->n; i++) {
                 const struct stf_extent *e = &v->ext[i];
                 const struct stf_shard *s;
+                struct stat st;
+                uint64_t end;
 
                 if (e->shard < 0 || e->off + e->len <= off || e->off >= off + len)
                         continue;
                 s = &fs->model->shards[e->shard];
-                if (__atomic_exchange_n(&said[(uint32_t)e->shard % sizeof(said)], 1,
-                                        __ATOMIC_RELAXED))
-                        return;
-                stfs_log(LOG_ERR,
-                         "%s: reading its bytes failed: the file was truncated or changed while "
-                         "mounted (%" PRIu64 " bytes at mount); reads of the lost range get EIO",
-                         s->path, s->size);
-                return;
+                end = (uint64_t)(e->ptr - s->map) + e->len;
+                if (!fstat(s->fd, &st)) {
+                        if ((uint64_t)st.st_size >= end)
+                                continue;
+                        if (fs->shard_size)
+                                __atomic_store_n(&fs->shard_size[e->shard], (uint64_t)st.st_size,
+                                                 __ATOMIC_RELAXED);
+                }
+                stfs_report_truncated(fs, (uint32_t)e->shard);
         }
 }
 
@@ -515,6 +595,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         /* Pointers into the mappings and headers: the kernel copies once. */
         n = stf_view_iov(v, (uint64_t)off, want, iov, READ_IOVS, &got);
         if (got == want) {
+                prefault(iov, n);
                 ret = fuse_reply_iov(req, iov, (int)n);
                 if (ret == -EFAULT)
                         report_fault(fs, v, (uint64_t)off, want);
@@ -544,6 +625,11 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
         const struct stf_node *n = stf_tree_node(fs_of(req)->tree, ino);
 
+        if (fs_of(req)->no_opendir && n && n->kind == STF_NODE_DIR) {
+                /* with NO_OPENDIR_SUPPORT: ENOSYS once, then never asked again */
+                fuse_reply_err(req, ENOSYS);
+                return;
+        }
         if (!n) {
                 fuse_reply_err(req, ENOENT);
                 return;

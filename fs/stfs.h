@@ -25,6 +25,7 @@ struct stfs {
         struct timespec dir_mtime; /* newest shard mtime */
         double timeout;            /* entry/attr timeout, seconds */
         bool debug;
+        bool no_opendir;       /* kernel needs no OPENDIR (set in init) */
         unsigned readahead_kb; /* 0: kernel default */
 
         bool listviews; /* list T.npy and D.safetensors too */
@@ -38,8 +39,8 @@ struct stfs {
         uint64_t nnodes;
         uint64_t stfs_dir; /* inode of /.stfs */
         pthread_mutex_t lock;
-        char *special[STF_SPECIAL_COUNT];
         size_t special_len[STF_SPECIAL_COUNT];
+        bool special_known[STF_SPECIAL_COUNT];
         struct stf_view *model_view; /* /.stfs/model.safetensors */
         struct stf_view **views;     /* [2N]: npy views, then subset views */
 
@@ -65,6 +66,11 @@ void stfs_free_cache(struct stfs *fs);
  * size then fail with EIO instead of serving zeros. 0 or -errno. */
 int stfs_watch_start(struct stfs *fs);
 void stfs_watch_stop(struct stfs *fs);
+
+/* Does shard @shard still hold its bytes below @end (per the watcher)? */
+bool stfs_shard_covers(struct stfs *fs, uint32_t shard, uint64_t end);
+/* Log, once per shard, that @shard lost bytes while mounted. */
+void stfs_report_truncated(struct stfs *fs, uint32_t shard);
 
 extern const struct fuse_lowlevel_ops stfs_ops;
 
