@@ -1,0 +1,94 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# Run every stfs benchmark row and print a Markdown summary.
+#
+# usage: tools/bench/run.sh [--quick] [--keep] [--workdir DIR] [--stfs PATH]
+#                           [--rows 1,2,3,4,5,7]
+#
+#   --quick     tiny models, one run each: a smoke test for CI (no figure
+#               means anything; nothing is asserted)
+#   --keep      keep the generated models (in --workdir) for the next run
+#   --workdir   where models are generated (default: a new directory in
+#               /var/tmp, removed at the end unless --keep). It must be on
+#               a real disk, or the cold rows are not cold.
+#   --stfs      the daemon (default: $STFS or build/fs/stfs)
+#   --rows      which rows to run
+#
+# Run as root for the cold rows (they drop the page cache with
+# `echo 3 > /proc/sys/vm/drop_caches`) and for row 7. Exit status is 0 unless
+# a script fails; missed targets do not fail the run.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cmdline="tools/bench/run.sh${*:+ $*}"
+quick=()
+keep=0
+workdir=
+stfs=${STFS:-$root/build/fs/stfs}
+rows=1,2,3,4,5,7
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) quick=(--quick) ;;
+	--keep) keep=1 ;;
+	--workdir) workdir=$2; shift ;;
+	--stfs) stfs=$2; shift ;;
+	--rows) rows=$2; shift ;;
+	-h | --help) sed -n '4,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+	esac
+	shift
+done
+
+if [ ! -x "$stfs" ]; then
+	echo "run.sh: no daemon at $stfs: build first (meson setup build && ninja -C build) or pass --stfs" >&2
+	exit 1
+fi
+if ! command -v fusermount3 >/dev/null || [ ! -e /dev/fuse ]; then
+	echo "run.sh: needs fusermount3 and /dev/fuse" >&2
+	exit 1
+fi
+[ "$(id -u)" = 0 ] || echo "run.sh: not root: cold figures and row 7 are skipped" >&2
+
+own=0
+if [ -z "$workdir" ]; then
+	workdir=$(mktemp -d /var/tmp/stfs-bench-XXXXXX)
+	own=1
+fi
+mkdir -p "$workdir"
+results=$(mktemp /tmp/stfs-bench-results-XXXXXX)
+cleanup() {
+	rm -f "$results"
+	if [ "$own" = 1 ] && [ "$keep" = 0 ]; then rm -rf "$workdir"; fi
+}
+trap cleanup EXIT
+
+common=(--stfs "$stfs" --workdir "$workdir" --json "$results" "${quick[@]}")
+start=$SECONDS
+run_row() {
+	local t0=$SECONDS
+	echo "--- row $1: $2" >&2
+	python3 "$here/$2" "${common[@]}"
+	echo "--- row $1: $((SECONDS - t0)) s" >&2
+}
+for r in ${rows//,/ }; do
+	case $r in
+	1) run_row 1 row1_seq.py ;;
+	2) run_row 2 row2_random.py ;;
+	3) run_row 3 row3_mmap.py ;;
+	4) run_row 4 row4_numpy.py ;;
+	5) run_row 5 row5_meta.py ;;
+	7) run_row 7 row7_shared.py ;;
+	6 | 8) ;;
+	*) echo "run.sh: no row $r" >&2; exit 2 ;;
+	esac
+done
+echo
+echo "row 6/8: not available (needs prefetch)"
+python3 "$here/summary.py" "$results" "$cmdline"
+echo
+echo "total: $((SECONDS - start)) s"
+[ "$keep" = 1 ] && echo "models kept in $workdir" >&2
+exit 0
