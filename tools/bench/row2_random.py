@@ -85,7 +85,6 @@ def run(ops, size, threads, stfs_side):
 
 def warm_all(tensors, mp_side):
     buf = bytearray(1 << 20)
-    mv = [memoryview(buf)]
     srcs = set()
     for t in tensors:
         if mp_side:

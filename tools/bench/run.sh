@@ -4,7 +4,7 @@
 # Run every stfs benchmark row and print a Markdown summary.
 #
 # usage: tools/bench/run.sh [--quick] [--keep] [--workdir DIR] [--stfs PATH]
-#                           [--rows 1,2,3,4,5,7]
+#                           [--rows 1,2,3,4,5,6,7,8]
 #
 #   --quick     tiny models, one run each: a smoke test for CI (no figure
 #               means anything; nothing is asserted)
@@ -13,7 +13,8 @@
 #               /var/tmp, removed at the end unless --keep). It must be on
 #               a real disk, or the cold rows are not cold.
 #   --stfs      the daemon (default: $STFS or build/fs/stfs)
-#   --rows      which rows to run
+#   --rows      which rows to run (default all: 1,2,3,4,5,6,7,8; row 8
+#               prints "no GPU on this machine (skipped)" where there is none)
 #
 # Run as root for the cold rows (they drop the page cache with
 # `echo 3 > /proc/sys/vm/drop_caches`) and for row 7. Exit status is 0 unless
@@ -27,7 +28,7 @@ quick=()
 keep=0
 workdir=
 stfs=${STFS:-$root/build/fs/stfs}
-rows=1,2,3,4,5,7
+rows=1,2,3,4,5,6,7,8
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
 	--workdir) workdir=$2; shift ;;
 	--stfs) stfs=$2; shift ;;
 	--rows) rows=$2; shift ;;
-	-h | --help) sed -n '4,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '4,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -80,13 +81,12 @@ for r in ${rows//,/ }; do
 	3) run_row 3 row3_mmap.py ;;
 	4) run_row 4 row4_numpy.py ;;
 	5) run_row 5 row5_meta.py ;;
+	6) run_row 6 row6_prefetch.py ;;
 	7) run_row 7 row7_shared.py ;;
-	6 | 8) ;;
+	8) run_row 8 row8_gpu.py ;;
 	*) echo "run.sh: no row $r" >&2; exit 2 ;;
 	esac
 done
-echo
-echo "row 6/8: not available (needs prefetch)"
 python3 "$here/summary.py" "$results" "$cmdline"
 echo
 echo "total: $((SECONDS - start)) s"
