@@ -30,3 +30,7 @@ UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 # The unit suite under valgrind (no fork, so leaks are seen in-process).
 CK_FORK=no meson test -C build --print-errorlogs --suite unit --timeout-multiplier 10 \
 	--wrap='valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1'
+
+# Benchmarks as a smoke test only: tiny sizes, no assertion on speed.
+tools/bench/run.sh --quick --stfs build/fs/stfs >/dev/null
+echo "bench smoke: ok"
