@@ -10,12 +10,50 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "format.h"
 
 #define QMAX 400
+
+/* See stf_json_load: set when jansson's allocator failed on this thread. */
+static __thread bool json_oom;
+static json_malloc_t json_next_malloc;
+static pthread_once_t json_once = PTHREAD_ONCE_INIT;
+
+static void *json_watch_malloc(size_t n)
+{
+        void *p = json_next_malloc(n);
+
+        if (!p)
+                json_oom = true;
+        return p;
+}
+
+static void json_watch_install(void)
+{
+        json_free_t next_free;
+
+        json_get_alloc_funcs(&json_next_malloc, &next_free);
+        json_set_alloc_funcs(json_watch_malloc, next_free);
+}
+
+int stf_json_load(const char *text, size_t len, size_t flags, json_t **out, json_error_t *err)
+{
+        json_t *root;
+
+        pthread_once(&json_once, json_watch_install);
+        json_oom = false;
+        root = json_loadb(text, len, flags, err);
+        if (json_oom) {
+                json_decref(root);
+                return -ENOMEM;
+        }
+        *out = root;
+        return root ? 0 : -EINVAL;
+}
 
 static uint64_t le64(const uint8_t *p)
 {
@@ -301,8 +339,10 @@ int stf_header_validate(const char *file, const uint8_t *buf, uint64_t avail, ui
                 return -EINVAL;
         }
 
-        root = json_loadb((const char *)buf + 8, n, JSON_REJECT_DUPLICATES, &jerr);
-        if (!root) {
+        ret = stf_json_load((const char *)buf + 8, n, JSON_REJECT_DUPLICATES, &root, &jerr);
+        if (ret == -ENOMEM)
+                return ret;
+        if (ret) {
                 uint64_t at = (uint64_t)8 + (uint64_t)(jerr.position > 0 ? jerr.position : 0);
 
                 stf_sink_report(sink, file, NULL, (int64_t)at,

@@ -98,6 +98,21 @@ int stf_header_check(const char *file, const uint8_t *buf, uint64_t avail, uint6
 int stf_header_validate(const char *file, const uint8_t *buf, uint64_t avail, uint64_t file_size,
                         struct stf_sink *sink, struct stf_header **out);
 
+/*
+ * json_loadb for the parsers (format.c, model.c) that tells a malformed
+ * text from a failed allocation. jansson (2.14) reports most allocation
+ * failures while parsing as syntax errors ("invalid token", or no text at
+ * all), and when its lexer cannot grow its token buffer it drops the byte
+ * and goes on (akheron/jansson#362): a tensor name can lose a character and
+ * still parse. So jansson's allocator is wrapped, once, chaining the one in
+ * place (json_get_alloc_funcs), to note a failed allocation on the calling
+ * thread; a parse that saw one is -ENOMEM, whatever jansson returned. A
+ * program that calls json_set_alloc_funcs after the first parse replaces
+ * the wrapper and gets jansson's own behaviour back.
+ * Returns 0 and *@out (a new reference), -EINVAL (@err says why), -ENOMEM.
+ */
+int stf_json_load(const char *text, size_t len, size_t flags, json_t **out, json_error_t *err);
+
 /* Free a header; accepts NULL. */
 void stf_header_free(struct stf_header *h);
 

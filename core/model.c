@@ -136,15 +136,18 @@ static int index_parse(const char *index_file, const char *text, size_t len,
         const char *key;
         char q[QMAX], q2[QMAX];
         size_t i, n, count0 = sink->count;
-        int ret = -EINVAL;
+        int ret;
 
-        root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-        if (!root) {
+        ret = stf_json_load(text, len, JSON_REJECT_DUPLICATES, &root, &jerr);
+        if (ret == -ENOMEM)
+                return ret;
+        if (ret) {
                 stf_sink_report(sink, index_file, NULL, jerr.position,
                                 "%s: byte %d: index is not valid JSON: %s", index_file,
                                 jerr.position, jerr.text);
                 return -EINVAL;
         }
+        ret = -EINVAL;
         wm = json_object_get(root, "weight_map");
         if (!json_is_object(root) || !json_is_object(wm)) {
                 stf_sink_report(sink, index_file, NULL, -1,
@@ -239,7 +242,7 @@ int stf_index_parse(const char *index_file, const char *text, size_t len, json_t
  */
 static int settle(const struct stf_sink *sink, size_t count0, int ret)
 {
-        return ret && stf_sink_all(sink) && sink->count != count0 ? 0 : ret;
+        return ret && ret != -ENOMEM && stf_sink_all(sink) && sink->count != count0 ? 0 : ret;
 }
 
 static int shard_open(const char *path, struct stf_shard *s, struct stf_sink *sink)
@@ -544,7 +547,7 @@ static int dir_of(const char *path, char **out)
 {
         const char *slash = strrchr(path, '/');
 
-        *out = slash ? strndup(path, (size_t)(slash - path ? slash - path : 1)) : strdup(".");
+        *out = slash ? strndup(path, (size_t)(slash > path ? slash - path : 1)) : strdup(".");
         return *out ? 0 : -ENOMEM;
 }
 

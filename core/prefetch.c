@@ -113,7 +113,8 @@ int stf_plan_build(const struct stf_model *m, const uint32_t *tensors, size_t n,
                 ret = -ENOMEM;
                 goto fail;
         }
-        memcpy(p->tensors, tensors, n * sizeof(*tensors));
+        if (n) /* @tensors may be NULL then */
+                memcpy(p->tensors, tensors, n * sizeof(*tensors));
         for (size_t i = 0; i < n; i++) {
                 const struct stf_tensor *t = &m->tensors[tensors[i]];
                 uint64_t first, width, height, pitch, rows_per;
@@ -246,6 +247,14 @@ static void *job_run(void *arg)
                 if (ret)
                         set_error(job, ret, msg);
         }
+        /*
+         * The chunk list is the bulk of a plan (64 bytes per chunk: 4 MiB
+         * for 300 MB in 4 KiB chunks) and nothing reads it once the workers
+         * are gone, while jobs are kept until unmount for their status:
+         * free it now, or every prefetch would hold on to it. nchunks stays.
+         */
+        free(job->plan->chunks);
+        job->plan->chunks = NULL;
         pthread_mutex_lock(&job->lock);
         job->t_end_ns = stf_now_ns();
         if (job->error)
@@ -318,6 +327,16 @@ void stf_job_wait(struct stf_job *job)
 
 void stf_job_status(struct stf_job *job, struct stfs_status_req *st)
 {
+        uint64_t bytes = 0;
+
+        /*
+         * Progress counts tensor bytes; plan->total also counts the padding
+         * that aligns each tensor in the destination, which no chunk moves,
+         * so a finished job would never reach it. (ntensors and tensor_size
+         * never change once the job runs.)
+         */
+        for (size_t i = 0; i < job->plan->ntensors; i++)
+                bytes += job->plan->tensor_size[i];
         pthread_mutex_lock(&job->lock);
         st->version = STFS_IOC_VERSION;
         st->job = job->id;
@@ -326,7 +345,7 @@ void stf_job_status(struct stf_job *job, struct stfs_status_req *st)
         st->target = job->target;
         st->device = job->device;
         st->tensors = (uint32_t)job->plan->ntensors;
-        st->bytes_total = job->plan->total;
+        st->bytes_total = bytes;
         st->bytes_done = job->bytes_done;
         st->elapsed_ns = (job->t_end_ns ? job->t_end_ns : stf_now_ns()) - job->t_start_ns;
         snprintf(st->message, sizeof(st->message), "%s", job->message);

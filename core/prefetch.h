@@ -49,7 +49,7 @@ struct stf_chunk {
 
 struct stf_plan {
         size_t nchunks;
-        struct stf_chunk *chunks;
+        struct stf_chunk *chunks; /* freed (NULL) once a job of the plan has ended */
         size_t ntensors;
         uint32_t *tensors;     /* selected tensors, layout order */
         uint64_t *tensor_dst;  /* offset of each in the destination */

@@ -51,9 +51,10 @@ static inline bool stf_sink_all(const struct stf_sink *s)
 }
 
 /*
- * Report one problem: format the message, count it, then set the diag
- * (first problem mode) or call the callback. Returns true when the caller
- * must stop (first problem mode), false when it should go on.
+ * Report one problem: format the message (control bytes written as \xHH:
+ * jansson's error text echoes bytes of a hostile file), count it, then set
+ * the diag (first problem mode) or call the callback. Returns true when the
+ * caller must stop (first problem mode), false when it should go on.
  */
 bool stf_sink_report(struct stf_sink *s, const char *file, const char *tensor, int64_t offset,
                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));

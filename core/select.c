@@ -130,7 +130,7 @@ int stf_select(const struct stf_model *m, const struct stf_tree *t, const char *
                 goto out;
         }
         for (size_t i = 0; i < len;) {
-                size_t j = i, nt;
+                size_t j = i, b, e, nt;
                 bool is_path;
 
                 while (j < len && text[j] != '\n' && text[j] != ' ' && text[j] != '\t')
@@ -145,7 +145,24 @@ int stf_select(const struct stf_model *m, const struct stf_tree *t, const char *
                 }
                 npat++;
                 is_path = memchr(text + i, '/', j - i) != NULL;
-                nt = tokenize(text + i, j - i, tok);
+                /*
+                 * Tree paths neither start nor end with '/': a leading one
+                 * means the mount's root, a trailing one a directory
+                 * ("model/layers/3/", as shell completion writes it), and
+                 * "/" alone is the root, which selects everything.
+                 */
+                b = i;
+                e = j;
+                while (is_path && b < e && text[b] == '/')
+                        b++;
+                while (is_path && e > b && text[e - 1] == '/')
+                        e--;
+                if (b == e) {
+                        memset(hit, 1, m->ntensors * sizeof(*hit));
+                        i = j;
+                        continue;
+                }
+                nt = tokenize(text + b, e - b, tok);
                 for (size_t x = 0; x < m->ntensors; x++) {
                         const char *s = m->tensors[x].name;
                         size_t sl = m->tensors[x].name_len;

@@ -11,11 +11,14 @@
  * the kernel without a READ to the daemon.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
 
 #include "control.h"
 #include "gpu.h"
@@ -52,29 +55,78 @@ static int make_known(struct stfs *fs, uint64_t ino)
         return ret;
 }
 
+/*
+ * Push bytes [@off, @end) of the tensor file @ino (its data at @data, byte
+ * @begin of shard @shard). A shard truncated while mounted is refused like
+ * a read (EIO): the kernel would copy the zeros of a partial last page of
+ * the mapping into the page cache, and every later read would get them.
+ */
+static int push_range(struct stfs *fs, uint64_t ino, uint32_t shard, uint64_t begin,
+                      const uint8_t *data, uint64_t off, uint64_t end, char *msg, size_t cap)
+{
+        struct fuse_bufvec bv = FUSE_BUFVEC_INIT(end - off);
+        int ret;
+
+        if (!stfs_shard_covers(fs, shard, begin + end)) {
+                stfs_report_truncated(fs, shard);
+                snprintf(msg, cap, "host: %s was truncated while mounted",
+                         fs->model->shards[shard].name);
+                return -EIO;
+        }
+        bv.buf[0].mem = (void *)(data + off);
+        ret = fuse_lowlevel_notify_store(fs->se, ino, (off_t)off, &bv, 0);
+        if (ret == -ENOENT && make_known(fs, ino) == 0)
+                ret = fuse_lowlevel_notify_store(fs->se, ino, (off_t)off, &bv, 0);
+        if (ret) {
+                snprintf(msg, cap, "host: pushing into the page cache failed: %s", strerror(-ret));
+                return ret;
+        }
+        __atomic_add_fetch(&fs->pushed_bytes, end - off, __ATOMIC_RELAXED);
+        return 0;
+}
+
+/*
+ * The kernel marks a page it is given by notify_store up to date only when
+ * the store starts at the page's first byte and covers the page (or reaches
+ * the end of the file); a page stored in pieces stays not up to date and
+ * reads of it still come to the daemon. So each row is widened to whole
+ * pages of the tensor file (clipped at its end), and rows whose pages touch
+ * are pushed as one range. With page-multiple chunks nothing is widened; a
+ * chunk size that is not one, or a slice, pushes a little more than asked.
+ */
 static int host_chunk(void *ctx, struct stf_job *job, unsigned worker, const struct stf_chunk *c,
                       char *msg, size_t cap)
 {
         struct stfs *fs = ((struct target *)ctx)->fs;
-        const uint8_t *map = job->model->shards[c->shard].map;
+        const struct stf_tensor *t = &job->model->tensors[c->tensor];
+        const uint8_t *data = job->model->shards[c->shard].map + t->begin;
         uint64_t ino = stf_tree_tensor_ino(fs->tree, c->tensor);
+        uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), a = 0, b = 0;
+        int ret;
 
         for (uint64_t r = 0; r < c->height; r++) {
-                struct fuse_bufvec bv = FUSE_BUFVEC_INIT(c->width);
-                off_t off = (off_t)(c->file_off + r * c->src_pitch);
-                int ret;
+                uint64_t s = c->file_off + r * c->src_pitch, e = s + c->width;
 
-                bv.buf[0].mem = (void *)(map + c->src + r * c->src_pitch);
-                ret = fuse_lowlevel_notify_store(fs->se, ino, off, &bv, 0);
-                if (ret == -ENOENT && make_known(fs, ino) == 0)
-                        ret = fuse_lowlevel_notify_store(fs->se, ino, off, &bv, 0);
-                if (ret) {
-                        snprintf(msg, cap, "host: pushing into the page cache failed: %s",
-                                 strerror(-ret));
-                        return ret;
+                s -= s % page;
+                if (e % page)
+                        e = e - e % page + page < t->size ? e - e % page + page : t->size;
+                if (b > a && s <= b) {
+                        b = e > b ? e : b;
+                        continue;
                 }
+                if (b > a) {
+                        ret = push_range(fs, ino, c->shard, t->begin, data, a, b, msg, cap);
+                        if (ret)
+                                return ret;
+                }
+                a = s;
+                b = e;
         }
-        __atomic_add_fetch(&fs->pushed_bytes, c->width * c->height, __ATOMIC_RELAXED);
+        if (b > a) {
+                ret = push_range(fs, ino, c->shard, t->begin, data, a, b, msg, cap);
+                if (ret)
+                        return ret;
+        }
         __atomic_add_fetch(&fs->pushed_chunks, 1, __ATOMIC_RELAXED);
         return 0;
 }
@@ -125,8 +177,10 @@ static int fwd_end(void *ctx, struct stf_job *job, int status, char *msg, size_t
         for (size_t i = 0; i < job->plan->ntensors; i++) {
                 uint32_t t = job->plan->tensors[i];
 
+                /* a slice pushed part of the file only: not resident */
                 if (job->target == STFS_TARGET_HOST)
-                        fs->host_resident[t] = 1;
+                        fs->host_resident[t] |=
+                            job->plan->tensor_size[i] == fs->model->tensors[t].size;
                 else
                         fs->cuda_job[t] = job;
         }
@@ -150,10 +204,60 @@ int stfs_control_init(struct stfs *fs)
         return fs->host_resident && fs->cuda_job ? 0 : -ENOMEM;
 }
 
+/* Cancel every job; is any still running? */
+static bool cancel_all(struct stfs *fs)
+{
+        bool running = false;
+
+        pthread_mutex_lock(&fs->jobs_lock);
+        for (size_t i = 0; i < fs->njobs; i++) {
+                struct stf_job *job = fs->jobs[i];
+
+                stf_job_cancel(job);
+                pthread_mutex_lock(&job->lock);
+                running = running || job->state == STFS_JOB_RUNNING;
+                pthread_mutex_unlock(&job->lock);
+        }
+        pthread_mutex_unlock(&fs->jobs_lock);
+        return running;
+}
+
+/*
+ * Cancel every job and wait until none runs. This runs after the session
+ * loop has ended, and a host job may be blocked in a lookup through the
+ * mount (make_known) that nobody will answer: after a signal the mount is
+ * still there, and libfuse drops (never answers) requests its workers read
+ * once the session has exited. Waiting for such a job would hang the
+ * daemon for ever. So after a grace period the connection is cut: the
+ * session's /dev/fuse descriptor is replaced with /dev/null (the number
+ * stays valid for libfuse's unmount and close), the kernel aborts the
+ * connection, every pending request fails with ENOTCONN and the jobs end.
+ */
+static void stop_jobs(struct stfs *fs)
+{
+        uint64_t t0 = stf_now_ns();
+        bool cut = false;
+
+        while (cancel_all(fs)) {
+                if (!cut && fs->se && stf_now_ns() - t0 > 500000000ull) {
+                        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+                        cut = true;
+                        stfs_log(LOG_WARNING, "prefetch jobs still running at exit: disconnecting");
+                        if (null >= 0) {
+                                dup3(null, fuse_session_fd(fs->se), O_CLOEXEC);
+                                close(null);
+                        }
+                }
+                usleep(2000);
+        }
+}
+
 void stfs_control_destroy(struct stfs *fs)
 {
         if (!fs->host_resident && !fs->cuda_job && !fs->jobs)
                 return; /* not initialized, or already destroyed */
+        stop_jobs(fs);
         for (size_t i = 0; i < fs->njobs; i++) {
                 struct stf_job *job = fs->jobs[i];
                 void *tg = job->backend_ctx;
@@ -175,11 +279,43 @@ void stfs_control_destroy(struct stfs *fs)
         pthread_mutex_destroy(&fs->jobs_lock);
 }
 
+/*
+ * Does @job hold tensor @t whole (not a slice of it)? Its tensors are in
+ * layout order (shard, offset): a binary search, then the run of tensors at
+ * that offset (zero-size ones share it with the next).
+ */
+static bool holds_whole(const struct stfs *fs, const struct stf_job *job, uint32_t t)
+{
+        const struct stf_tensor *ts = fs->model->tensors, *want = &ts[t];
+        const struct stf_plan *p = job->plan;
+        size_t lo = 0, hi = p->ntensors;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                const struct stf_tensor *x = &ts[p->tensors[mid]];
+
+                if (x->shard < want->shard || (x->shard == want->shard && x->begin < want->begin))
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        for (; lo < p->ntensors; lo++) {
+                const struct stf_tensor *x = &ts[p->tensors[lo]];
+
+                if (x->shard != want->shard || x->begin != want->begin)
+                        break;
+                if (p->tensors[lo] == t)
+                        return p->tensor_size[lo] == want->size;
+        }
+        return false;
+}
+
 /* Start a job. 0 and *@id, or -errno with @msg. */
 static int start_job(struct stfs *fs, const struct stfs_prefetch_req *rq, uint64_t *id, char *msg,
                      size_t cap)
 {
         struct stf_slice slice = {rq->slice_dim, rq->slice_rank, rq->slice_world};
+        uint64_t chunk, page = (uint64_t)sysconf(_SC_PAGESIZE);
         struct stf_plan *plan = NULL;
         struct target *tg;
         struct stf_job *job;
@@ -200,19 +336,36 @@ static int start_job(struct stfs *fs, const struct stfs_prefetch_req *rq, uint64
                                         : "malformed selection");
                 return ret;
         }
+        /*
+         * A slice that does not fit a selected tensor is malformed whether
+         * or not that tensor is resident: check the whole selection first.
+         */
+        if (rq->slice_dim >= 0) {
+                ret = stf_plan_build(fs->model, sel, n, &slice, UINT64_MAX, &plan, msg, cap);
+                stf_plan_free(plan);
+                plan = NULL;
+                if (ret) {
+                        free(sel);
+                        return ret;
+                }
+        }
         /* idempotent: what is already resident is skipped */
         pthread_mutex_lock(&fs->jobs_lock);
         for (size_t i = 0; i < n; i++) {
-                bool have = rq->target == STFS_TARGET_HOST
-                                ? fs->host_resident[sel[i]]
-                                : fs->cuda_job[sel[i]] &&
-                                      fs->cuda_job[sel[i]]->device == rq->device &&
-                                      rq->slice_dim < 0;
+                bool have =
+                    rq->target == STFS_TARGET_HOST
+                        ? fs->host_resident[sel[i]]
+                        : fs->cuda_job[sel[i]] && fs->cuda_job[sel[i]]->device == rq->device &&
+                              rq->slice_dim < 0 && holds_whole(fs, fs->cuda_job[sel[i]], sel[i]);
                 if (!have)
                         sel[k++] = sel[i];
         }
         pthread_mutex_unlock(&fs->jobs_lock);
-        ret = stf_plan_build(fs->model, sel, k, &slice, rq->chunk, &plan, msg, cap);
+        /* host pushes whole pages (host_chunk): whole-page chunks push no byte twice */
+        chunk = rq->chunk;
+        if (rq->target == STFS_TARGET_HOST && chunk % page && chunk < UINT64_MAX - page)
+                chunk += page - chunk % page;
+        ret = stf_plan_build(fs->model, sel, k, &slice, chunk, &plan, msg, cap);
         free(sel);
         if (ret)
                 return ret;
@@ -332,6 +485,17 @@ void stfs_control_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *
         }
         if (flags & FUSE_IOCTL_COMPAT) {
                 fuse_reply_err(req, ENOSYS);
+                return;
+        }
+        /*
+         * One of our requests, but with another struct size or direction
+         * in the number (a client built against another layout): that is
+         * a malformed request, not an unknown one.
+         */
+        if (_IOC_TYPE(cmd) == STFS_IOC_MAGIC && _IOC_NR(cmd) >= _IOC_NR(STFS_IOC_PREFETCH) &&
+            _IOC_NR(cmd) <= _IOC_NR(STFS_IOC_EVICT) && cmd != STFS_IOC_PREFETCH &&
+            cmd != STFS_IOC_STATUS && cmd != STFS_IOC_CANCEL && cmd != STFS_IOC_EVICT) {
+                fuse_reply_err(req, EINVAL);
                 return;
         }
         switch (cmd) {
@@ -508,6 +672,28 @@ static bool parse_target(const char *s, struct stfs_prefetch_req *rq)
         return true;
 }
 
+/* A whole decimal number <= @max (no sign, no trailing bytes). */
+static bool parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+        char *end;
+        unsigned long long v;
+
+        if (*s < '0' || *s > '9')
+                return false;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno || *end || v > max)
+                return false;
+        *out = v;
+        return true;
+}
+
+static int bad_option(const char *tok, char *msg, size_t cap)
+{
+        snprintf(msg, cap, "bad option '%.60s'", tok);
+        return -EINVAL;
+}
+
 /* One text command; appends its reply line to @sb. */
 static void text_command(struct stfs *fs, char *line, struct stf_strbuf *sb)
 {
@@ -521,6 +707,7 @@ static void text_command(struct stfs *fs, char *line, struct stf_strbuf *sb)
                 static struct stfs_prefetch_req zero;
                 struct stfs_prefetch_req *rq = malloc(sizeof(*rq));
                 size_t used = 0;
+                uint64_t v = 0;
 
                 if (!rq) {
                         stf_strbuf_puts(sb, "error: out of memory\n");
@@ -534,20 +721,30 @@ static void text_command(struct stfs *fs, char *line, struct stf_strbuf *sb)
 
                         if (parse_target(tok, rq))
                                 continue;
-                        if (!strncmp(tok, "threads=", 8)) {
-                                rq->threads = (uint32_t)strtoul(tok + 8, NULL, 10);
+                        if (!strncmp(tok, "cuda:", 5)) {
+                                /* a mistyped target must not become a host job */
+                                ret = bad_option(tok, msg, sizeof(msg));
+                        } else if (!strncmp(tok, "threads=", 8)) {
+                                if (!parse_u64(tok + 8, UINT32_MAX, &v))
+                                        ret = bad_option(tok, msg, sizeof(msg));
+                                rq->threads = (uint32_t)v;
                         } else if (!strncmp(tok, "chunk=", 6)) {
-                                rq->chunk = strtoull(tok + 6, NULL, 10);
+                                if (!parse_u64(tok + 6, UINT64_MAX, &rq->chunk))
+                                        ret = bad_option(tok, msg, sizeof(msg));
                         } else if (!strncmp(tok, "slice=", 6)) {
-                                if (sscanf(tok + 6, "%d:%u/%u", &rq->slice_dim, &rq->slice_rank,
-                                           &rq->slice_world) != 3)
-                                        ret = -EINVAL;
+                                int end = 0;
+
+                                if (sscanf(tok + 6, "%d:%u/%u%n", &rq->slice_dim, &rq->slice_rank,
+                                           &rq->slice_world, &end) != 3 ||
+                                    tok[6 + end] || strchr(tok + 6, '-') || strchr(tok + 6, '+'))
+                                        ret = bad_option(tok, msg, sizeof(msg));
                         } else if (used + tl + 2 < sizeof(rq->selection)) {
                                 memcpy(rq->selection + used, tok, tl);
                                 used += tl;
                                 rq->selection[used++] = '\n';
                         } else {
                                 ret = -EINVAL;
+                                snprintf(msg, sizeof(msg), "selection too long");
                         }
                 }
                 if (!ret && !strcmp(cmd, "prefetch")) {
