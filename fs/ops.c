@@ -314,9 +314,35 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
  * last text command written through this open file.
  */
 struct live {
+        pthread_mutex_t lock; /* a write replaces text while reads copy it */
         char *text;
         size_t len;
 };
+
+/*
+ * Reply to a read of an open live file from a copy taken under its lock:
+ * a text command written on another thread may replace the text, and
+ * RELEASE may free it as soon as the reply is out.
+ */
+static void read_live(fuse_req_t req, struct live *lv, size_t size, off_t off)
+{
+        char *buf = NULL;
+        size_t n = 0;
+
+        pthread_mutex_lock(&lv->lock);
+        if (lv->text && off >= 0 && (uint64_t)off < lv->len) {
+                n = lv->len - (size_t)off < size ? lv->len - (size_t)off : size;
+                buf = malloc(n);
+                if (buf)
+                        memcpy(buf, lv->text + off, n);
+        }
+        pthread_mutex_unlock(&lv->lock);
+        if (n && !buf)
+                fuse_reply_err(req, ENOMEM);
+        else
+                fuse_reply_buf(req, buf, n);
+        free(buf);
+}
 
 static void open_live(fuse_req_t req, struct stfs *fs, unsigned id, struct fuse_file_info *fi)
 {
@@ -331,6 +357,7 @@ static void open_live(fuse_req_t req, struct stfs *fs, unsigned id, struct fuse_
                 fuse_reply_err(req, ENOMEM);
                 return;
         }
+        pthread_mutex_init(&lv->lock, NULL);
         if (id == STF_SPECIAL_STATUS) {
                 lv->text = stfs_status_json(fs, &lv->len);
                 if (!lv->text) {
@@ -371,6 +398,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         struct live *lv = (struct live *)(uintptr_t)fi->fh;
 
         if (lv) {
+                pthread_mutex_destroy(&lv->lock);
                 free(lv->text);
                 free(lv);
         }
@@ -568,10 +596,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         int ret;
 
         if (fi->fh) {
-                struct live *lv = (struct live *)(uintptr_t)fi->fh;
-
-                stf_view_init_mem(&tmp, lv->text, lv->text ? lv->len : 0);
-                v = &tmp;
+                read_live(req, (struct live *)(uintptr_t)fi->fh, size, off);
+                return;
         } else {
                 ret = view_of(fs, ino, &tmp, &v);
                 if (ret) {
@@ -913,9 +939,11 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
                 fuse_reply_err(req, ENOMEM);
                 return;
         }
+        pthread_mutex_lock(&lv->lock);
         free(lv->text);
         lv->text = reply;
         lv->len = strlen(reply);
+        pthread_mutex_unlock(&lv->lock);
         fuse_reply_write(req, size);
 }
 

@@ -5,7 +5,11 @@ The mount and unmount pattern is the one of tests/mount/test_mount.py,
 copied rather than imported so that the suites do not break when that file
 changes: a unique mkdtemp mount point per mount, the daemon started with -f
 and its stderr captured to a file, mountinfo polled with a deadline, and an
-unmount in addCleanup that ends in kill + ``fusermount3 -uz``.
+unmount in addCleanup that ends in kill + ``fusermount3 -uz``. Because these
+suites provoke hangs on purpose, no wait is unbounded: descriptors of the
+mount are closed with a deadline, and a daemon that will not die even of
+SIGKILL (a thread of it waiting on its own mount) has its connection
+aborted through /sys/fs/fuse/connections where fusectl is mounted.
 
 The reference reader is independent of stfs: shards are parsed here (8-byte
 length, JSON header) and every tensor's bytes cut out of the file.
