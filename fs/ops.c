@@ -134,8 +134,13 @@ static int view_of(struct stfs *fs, fuse_ino_t ino, struct stf_view *tmp,
         return -ENOENT;
 }
 
+static void live_free(struct stfs *fs, struct live *lv);
+
 void stfs_free_cache(struct stfs *fs)
 {
+        /* open files the kernel never released (connection aborted at exit) */
+        while (fs->lives)
+                live_free(fs, fs->lives);
         stf_view_free(fs->model_view);
         for (uint64_t i = 0; fs->views && i < 2 * fs->nnodes; i++)
                 stf_view_free(fs->views[i]);
@@ -317,7 +322,33 @@ struct live {
         pthread_mutex_t lock; /* a write replaces text while reads copy it */
         char *text;
         size_t len;
+        struct live *prev, *next; /* fs->lives: freed at exit if never released */
 };
+
+static void live_link(struct stfs *fs, struct live *lv)
+{
+        pthread_mutex_lock(&fs->lock);
+        lv->next = fs->lives;
+        if (lv->next)
+                lv->next->prev = lv;
+        fs->lives = lv;
+        pthread_mutex_unlock(&fs->lock);
+}
+
+static void live_free(struct stfs *fs, struct live *lv)
+{
+        pthread_mutex_lock(&fs->lock);
+        if (lv->prev)
+                lv->prev->next = lv->next;
+        else
+                fs->lives = lv->next;
+        if (lv->next)
+                lv->next->prev = lv->prev;
+        pthread_mutex_unlock(&fs->lock);
+        pthread_mutex_destroy(&lv->lock);
+        free(lv->text);
+        free(lv);
+}
 
 /*
  * Reply to a read of an open live file from a copy taken under its lock:
@@ -378,30 +409,25 @@ static void open_live(fuse_req_t req, struct stfs *fs, unsigned id, struct fuse_
                 }
                 fi->fh = (uint64_t)(uintptr_t)lv;
                 fi->keep_cache = 1;
-                if (fuse_reply_open(req, fi) == -ENOENT) {
-                        free(lv->text);
-                        free(lv);
-                }
+                live_link(fs, lv);
+                if (fuse_reply_open(req, fi) == -ENOENT)
+                        live_free(fs, lv);
                 return;
         }
         fi->fh = (uint64_t)(uintptr_t)lv;
         fi->direct_io = 1;
         fi->nonseekable = 0;
-        if (fuse_reply_open(req, fi) == -ENOENT) {
-                free(lv->text);
-                free(lv);
-        }
+        live_link(fs, lv);
+        if (fuse_reply_open(req, fi) == -ENOENT)
+                live_free(fs, lv);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
         struct live *lv = (struct live *)(uintptr_t)fi->fh;
 
-        if (lv) {
-                pthread_mutex_destroy(&lv->lock);
-                free(lv->text);
-                free(lv);
-        }
+        if (lv)
+                live_free(fs_of(req), lv);
         fuse_reply_err(req, 0);
 }
 

@@ -41,6 +41,7 @@ struct stfs {
         pthread_mutex_t lock;
         size_t special_len[STF_SPECIAL_COUNT];
         bool special_known[STF_SPECIAL_COUNT];
+        struct live *lives;          /* open live files (ops.c) */
         struct stf_view *model_view; /* /.stfs/model.safetensors */
         struct stf_view **views;     /* [2N]: npy views, then subset views */
 

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz_helpers.h"
+
+void fuzz_fail(const char *file, int line, const char *cond, const char *fmt, ...)
+{
+        va_list ap;
+
+        fprintf(stderr, "%s:%d: invariant '%s' violated", file, line, cond);
+        if (fmt) {
+                fputs(": ", stderr);
+                va_start(ap, fmt);
+                vfprintf(stderr, fmt, ap);
+                va_end(ap);
+        }
+        fputc('\n', stderr);
+        abort();
+}
+
+bool fuzz_utf8_valid(const char *str, size_t len)
+{
+        const unsigned char *s = (const unsigned char *)str;
+        size_t i = 0;
+
+        while (i < len) {
+                unsigned c = s[i], n, cp;
+
+                if (c < 0x80) {
+                        i++;
+                        continue;
+                }
+                if (c >= 0xC2 && c <= 0xDF) {
+                        n = 1;
+                        cp = c & 0x1F;
+                } else if (c >= 0xE0 && c <= 0xEF) {
+                        n = 2;
+                        cp = c & 0x0F;
+                } else if (c >= 0xF0 && c <= 0xF4) {
+                        n = 3;
+                        cp = c & 0x07;
+                } else {
+                        return false;
+                }
+                if (len - i <= n)
+                        return false;
+                for (unsigned k = 1; k <= n; k++) {
+                        if ((s[i + k] & 0xC0) != 0x80)
+                                return false;
+                        cp = (cp << 6) | (s[i + k] & 0x3F);
+                }
+                if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
+                    (cp >= 0xD800 && cp <= 0xDFFF))
+                        return false;
+                i += n + 1;
+        }
+        return true;
+}
+
+bool fuzz_has_control(const char *s)
+{
+        for (; *s; s++)
+                if ((unsigned char)*s < 0x20 || *s == 0x7f)
+                        return true;
+        return false;
+}
+
+uint64_t fuzz_le64(const uint8_t *p)
+{
+        uint64_t v = 0;
+
+        for (int i = 7; i >= 0; i--)
+                v = (v << 8) | p[i];
+        return v;
+}
+
+uint8_t *fuzz_st_build(const char *const *names, const size_t *sizes, size_t n, size_t *len)
+{
+        size_t jcap = 64, jlen, dlen = 0, off = 0;
+        char *json, *p;
+        uint8_t *buf;
+
+        for (size_t i = 0; i < n; i++) {
+                jcap += strlen(names[i]) + 96;
+                dlen += sizes[i];
+        }
+        json = malloc(jcap);
+        if (!json)
+                return NULL;
+        p = json;
+        p += sprintf(p, "{\"__metadata__\":{\"format\":\"pt\"}");
+        for (size_t i = 0; i < n; i++) {
+                p += sprintf(
+                    p, ",\"%s\":{\"dtype\":\"U8\",\"shape\":[%zu],\"data_offsets\":[%zu,%zu]}",
+                    names[i], sizes[i], off, off + sizes[i]);
+                off += sizes[i];
+        }
+        p += sprintf(p, "}");
+        jlen = (size_t)(p - json);
+        buf = malloc(8 + jlen + dlen);
+        if (!buf) {
+                free(json);
+                return NULL;
+        }
+        for (int i = 0; i < 8; i++)
+                buf[i] = (uint8_t)((uint64_t)jlen >> (8 * i));
+        memcpy(buf + 8, json, jlen);
+        for (size_t i = 0; i < dlen; i++)
+                buf[8 + jlen + i] = (uint8_t)i;
+        free(json);
+        *len = 8 + jlen + dlen;
+        return buf;
+}
