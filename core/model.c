@@ -992,3 +992,22 @@ void stf_model_close(struct stf_model *m)
         free(m->tensors);
         free(m);
 }
+
+static int cmp_layout(const void *a, const void *b, void *model)
+{
+        const struct stf_model *m = model;
+        const struct stf_tensor *x = &m->tensors[*(const uint32_t *)a];
+        const struct stf_tensor *y = &m->tensors[*(const uint32_t *)b];
+
+        if (x->shard != y->shard)
+                return x->shard < y->shard ? -1 : 1;
+        if (x->begin != y->begin)
+                return x->begin < y->begin ? -1 : 1;
+        return x->size < y->size ? -1 : x->size > y->size;
+}
+
+void stf_model_sort_layout(const struct stf_model *m, uint32_t *idx, size_t n)
+{
+        if (n)
+                qsort_r(idx, n, sizeof(*idx), cmp_layout, (void *)m);
+}

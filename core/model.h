@@ -101,6 +101,12 @@ int stf_model_check(const char *source, stf_report_fn report, void *ctx, struct 
 int stf_index_parse(const char *index_file, const char *text, size_t len, json_t **weight_map_out,
                     json_t **shard_names_out, json_t **metadata_out, struct stf_diag *diag);
 
+/*
+ * Sort @n tensor indices of @m into layout order: shard, then offset, then
+ * size (a zero-size tensor before the one starting at the same offset).
+ */
+void stf_model_sort_layout(const struct stf_model *m, uint32_t *idx, size_t n);
+
 /* Close everything; accepts NULL and half-built models. */
 void stf_model_close(struct stf_model *m);
 

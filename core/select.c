@@ -97,17 +97,6 @@ bool stf_glob(const char *pat, size_t plen, const char *s, size_t slen, bool cro
         return r;
 }
 
-static int cmp_layout(const void *a, const void *b, void *model)
-{
-        const struct stf_model *m = model;
-        const struct stf_tensor *x = &m->tensors[*(const uint32_t *)a];
-        const struct stf_tensor *y = &m->tensors[*(const uint32_t *)b];
-
-        if (x->shard != y->shard)
-                return x->shard < y->shard ? -1 : 1;
-        return x->begin < y->begin ? -1 : x->begin > y->begin;
-}
-
 int stf_select(const struct stf_model *m, const struct stf_tree *t, const char *text, size_t cap,
                uint32_t **out, size_t *n)
 {
@@ -194,7 +183,7 @@ int stf_select(const struct stf_model *m, const struct stf_tree *t, const char *
                 ret = -ENOENT;
                 goto out;
         }
-        qsort_r(v, k, sizeof(*v), cmp_layout, (void *)m);
+        stf_model_sort_layout(m, v, k);
         *out = v;
         *n = k;
         v = NULL;

@@ -185,19 +185,6 @@ static int collect(const struct stf_tree *t, uint64_t dir, uint32_t **v, size_t 
         return 0;
 }
 
-static int cmp_layout(const void *a, const void *b, void *model)
-{
-        const struct stf_model *m = model;
-        const struct stf_tensor *x = &m->tensors[*(const uint32_t *)a];
-        const struct stf_tensor *y = &m->tensors[*(const uint32_t *)b];
-
-        if (x->shard != y->shard)
-                return x->shard < y->shard ? -1 : 1;
-        if (x->begin != y->begin)
-                return x->begin < y->begin ? -1 : 1;
-        return x->size < y->size ? -1 : x->size > y->size;
-}
-
 static uint32_t count_parts(const char *s, char sep)
 {
         uint32_t n = *s ? 1 : 0;
@@ -354,8 +341,7 @@ int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_
         ret = collect(t, dir, &idx, &n, &cap);
         if (ret)
                 goto out;
-        if (n)
-                qsort_r(idx, n, sizeof(*idx), cmp_layout, (void *)m);
+        stf_model_sort_layout(m, idx, n);
         pos = malloc((n + 1) * sizeof(*pos));
         if (!pos) {
                 ret = -ENOMEM;
