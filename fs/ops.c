@@ -695,6 +695,13 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_open(req, fi);
 }
 
+static bool hidden_special(struct stfs *fs, uint64_t ino)
+{
+        const struct stf_node *n = stf_tree_node(fs->tree, ino);
+
+        return n->kind == STF_NODE_SPECIAL && n->index == STF_SPECIAL_MODEL_SAFETENSORS;
+}
+
 /* Offsets: 1 is ".", 2 is "..", 3 + i the i-th child. */
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
@@ -726,6 +733,12 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
                                : i == 1 ? d->parent
                                         : d->first_child + (fuse_ino_t)(i - 2);
                         name = i == 0 ? "." : i == 1 ? ".." : stf_tree_node(fs->tree, cino)->name;
+                        /*
+                         * .stfs/model.safetensors is a view of the whole model:
+                         * listed, it would make du count and cp -r copy it twice
+                         */
+                        if (i >= 2 && !fs->listviews && hidden_special(fs, cino))
+                                continue;
                 } else {
                         /* -o listviews: the views of the children, after them */
                         uint64_t c = d->first_child + (uint64_t)(i - 2 - (off_t)d->nchildren);

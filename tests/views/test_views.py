@@ -529,6 +529,9 @@ class DtypesViews(ViewsCase):
                 self.assertIn(".stfs", got)
                 got.discard(".stfs")
                 self.assertNotIn(".stfs.safetensors", got)
+                # the whole-model view is listed only with -o listviews
+                self.assertEqual("model.safetensors" in os.listdir(m.p(".stfs")), views)
+                self.assertTrue(os.path.isfile(m.p(".stfs", "model.safetensors")))
             self.assertEqual(got, want, "listing of %r with%s -o listviews"
                              % (d, "" if views else "out"))
             # views are there to look up either way
