@@ -33,6 +33,14 @@ import tempfile
 import time
 import unittest
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import stfstest  # noqa: E402
+from stfstest import fusermount, mounted  # noqa: E402,F401
+
+
+def run_gen(preset, outdir, *args):
+    stfstest.run_gen(GEN, preset, outdir, *args)
+
 try:
     import numpy as np
 except ImportError:  # pragma: no cover
@@ -129,30 +137,6 @@ class Control:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def mounted(path):
-    """Is @path in /proc/self/mountinfo? (Never touches the mount itself.)"""
-    want = os.path.realpath(path)
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            mp = line.split(b" ")[4]
-            mp = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), mp)
-            if os.fsdecode(mp) == want:
-                return True
-    return False
-
-
-def fusermount(*args):
-    return subprocess.run(["fusermount3", *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT)
-
-
-def run_gen(preset, outdir, *args):
-    r = subprocess.run([sys.executable, GEN, preset, outdir, *map(str, args)],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
-        raise RuntimeError("gen_model.py %s failed: %s" % (preset, r.stdout.decode()))
 
 
 def read_reference(model_dir):
@@ -779,11 +763,9 @@ def main():
     args, rest = ap.parse_known_args()
     globals()["STFS"] = os.path.abspath(args.stfs)
     globals()["GEN"] = os.path.abspath(args.gen)
-    if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
-        print("SKIP: /dev/fuse or fusermount3 missing", file=sys.stderr)
-        return 77
-    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        print("SKIP: /dev/fuse not usable", file=sys.stderr)
+    why = stfstest.fuse_skip_reason()
+    if why:
+        print("SKIP: " + why, file=sys.stderr)
         return 77
     prog = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
     return 0 if prog.result.wasSuccessful() else 1

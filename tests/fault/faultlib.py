@@ -33,6 +33,14 @@ import threading
 import time
 import unittest
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import stfstest  # noqa: E402
+from stfstest import fusermount, mounted  # noqa: E402,F401
+
+
+def run_gen(preset, outdir, *args):
+    stfstest.run_gen(GEN, preset, outdir, *args)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 
@@ -110,32 +118,6 @@ class Control:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def mounted(path):
-    """True when @path is a mount point in /proc/self/mountinfo (never
-    touches the mount, so it neither blocks on a hung daemon nor fails on a
-    dead one)."""
-    want = os.path.realpath(path)
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            mp = line.split(b" ")[4]
-            mp = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), mp)
-            if os.fsdecode(mp) == want:
-                return True
-    return False
-
-
-def fusermount(*args):
-    return subprocess.run(["fusermount3", *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, timeout=60)
-
-
-def run_gen(preset, outdir, *args):
-    r = subprocess.run([sys.executable, GEN, preset, outdir, *map(str, args)],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
-        raise RuntimeError("gen_model.py %s failed: %s" % (preset, r.stdout.decode()))
 
 
 def mount_dev(path):
@@ -495,14 +477,9 @@ def main():
     STFS = os.path.abspath(args.stfs or STFS)
     GEN = os.path.abspath(args.gen or GEN)
 
-    if not os.path.exists("/dev/fuse"):
-        print("SKIP: /dev/fuse is missing")
-        return 77
-    if shutil.which("fusermount3") is None:
-        print("SKIP: fusermount3 is not installed")
-        return 77
-    if os.geteuid() != 0 and not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        print("SKIP: /dev/fuse is not accessible to uid %d" % os.geteuid())
+    why = stfstest.fuse_skip_reason()
+    if why:
+        print("SKIP: " + why)
         return 77
     if importlib.util.find_spec("numpy") is None:    # the generator needs it
         print("SKIP: python3 module numpy is needed")

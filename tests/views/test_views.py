@@ -23,13 +23,20 @@ import json
 import mmap
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import stfstest  # noqa: E402
+from stfstest import fusermount, mounted  # noqa: E402,F401
+
+
+def run_gen(preset, outdir, *args):
+    stfstest.run_gen(GEN, preset, outdir, *args)
 
 try:
     import numpy as np
@@ -74,31 +81,6 @@ SAFE_OPEN_NUMPY = set(NPY_EXACT)
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def mounted(path):
-    """@path is a mount point (from /proc/self/mountinfo: never blocks on the
-    FUSE daemon, never says False for a dead one)."""
-    want = os.path.realpath(path)
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            mp = line.split(b" ")[4]
-            mp = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), mp)
-            if os.fsdecode(mp) == want:
-                return True
-    return False
-
-
-def fusermount(*args):
-    return subprocess.run(["fusermount3", *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT)
-
-
-def run_gen(preset, outdir, *args):
-    r = subprocess.run([sys.executable, GEN, preset, outdir, *map(str, args)],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
-        raise RuntimeError("gen_model.py %s failed: %s" % (preset, r.stdout.decode()))
 
 
 def prod(xs):
@@ -809,11 +791,9 @@ def main():
     STFS = os.path.abspath(args.stfs or STFS)
     GEN = os.path.abspath(args.gen or GEN)
 
-    if not os.path.exists("/dev/fuse"):
-        print("SKIP: /dev/fuse is missing")
-        return 77
-    if shutil.which("fusermount3") is None:
-        print("SKIP: fusermount3 is not installed")
+    why = stfstest.fuse_skip_reason()
+    if why:
+        print("SKIP: " + why)
         return 77
     if np is None or safetensors is None:
         print("SKIP: python3 modules numpy and safetensors are needed")

@@ -1,0 +1,52 @@
+"""Helpers shared by the Python suites that mount (tests/*/test_*.py).
+
+Import after putting tests/ on sys.path:
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+
+def mounted(path):
+    """True when @path is a mount point in /proc/self/mountinfo.
+
+    Unlike os.path.ismount this never touches the FUSE mount itself, so it
+    neither blocks on a hung daemon nor says False for a dead one
+    (ENOTCONN)."""
+    want = os.path.realpath(path)
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            mp = line.split(b" ")[4]
+            mp = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), mp)
+            if os.fsdecode(mp) == want:
+                return True
+    return False
+
+
+def fusermount(*args):
+    return subprocess.run(["fusermount3", *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT)
+
+
+def run_gen(gen, preset, outdir, *args):
+    """Run tools/gen_model.py (@gen) PRESET OUTDIR ARGS...; raise on failure."""
+    r = subprocess.run([sys.executable, gen, preset, outdir, *map(str, args)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise RuntimeError("gen_model.py %s failed: %s" % (preset, r.stdout.decode()))
+
+
+def fuse_skip_reason():
+    """Why real mounts cannot run here (the caller exits 77), or None."""
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is missing"
+    if shutil.which("fusermount3") is None:
+        return "fusermount3 is not installed"
+    if os.geteuid() != 0 and not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        # libfuse opens /dev/fuse itself before it would try fusermount3
+        return "/dev/fuse is not accessible to uid %d" % os.geteuid()
+    return None
