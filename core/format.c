@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "format.h"
 
 #define QMAX 400
@@ -53,15 +54,6 @@ int stf_json_load(const char *text, size_t len, size_t flags, json_t **out, json
         }
         *out = root;
         return root ? 0 : -EINVAL;
-}
-
-static uint64_t le64(const uint8_t *p)
-{
-        uint64_t v = 0;
-
-        for (int i = 7; i >= 0; i--)
-                v = (v << 8) | p[i];
-        return v;
 }
 
 static int cmp_begin(const void *a, const void *b)
@@ -317,7 +309,7 @@ int stf_header_validate(const char *file, const uint8_t *buf, uint64_t avail, ui
                                 file, file_size);
                 return -EINVAL;
         }
-        n = le64(buf);
+        n = stf_le64(buf);
         if (n > STF_HEADER_MAX) {
                 stf_sink_report(sink, file, NULL, 0,
                                 "%s: byte 0: header size %" PRIu64

@@ -21,7 +21,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +29,7 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "pool.h"
 
 #define QMAX 400
 #define INDEX_SUFFIX ".safetensors.index.json"
@@ -375,41 +375,36 @@ static void held_free(struct held *h)
  */
 struct opener {
         struct stf_model *m;
-        uint32_t next, end;
+        uint32_t first;
         int *rets;
         struct stf_sink *sinks;
-        pthread_mutex_t lock;
 };
 
-static void *opener_run(void *arg)
+static int open_one(void *ctx, unsigned worker, size_t k)
 {
-        struct opener *o = arg;
+        struct opener *o = ctx;
+        uint32_t i = o->first + (uint32_t)k;
 
-        for (;;) {
-                uint32_t i;
-
-                pthread_mutex_lock(&o->lock);
-                i = o->next++;
-                pthread_mutex_unlock(&o->lock);
-                if (i >= o->end)
-                        return NULL;
-                o->rets[i] = shard_open(o->m->shards[i].path, &o->m->shards[i], &o->sinks[i]);
-        }
+        o->rets[i] = shard_open(o->m->shards[i].path, &o->m->shards[i], &o->sinks[i]);
+        return o->rets[i];
 }
 
 static int open_shards(struct stf_model *m, uint32_t first, struct stf_sink *sink)
 {
-        struct opener o = {
-            .m = m, .next = first, .end = m->nshards, .lock = PTHREAD_MUTEX_INITIALIZER};
-        uint32_t n = m->nshards - first, nthreads;
-        pthread_t th[OPEN_THREADS];
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        struct opener o = {.m = m, .first = first};
+        struct stf_pool pool = {.ntasks = m->nshards - first,
+                                .threads = OPEN_THREADS,
+                                .task = open_one,
+                                .keep_going = stf_sink_all(sink),
+                                .ctx = &o};
         struct stf_diag *diags = NULL;
         struct held *held = NULL;
         int ret = 0;
 
-        if (n == 0)
+        if (pool.ntasks == 0)
                 return 0;
+        if (pool.threads > stf_pool_threads(0))
+                pool.threads = stf_pool_threads(0);
         o.rets = calloc(m->nshards, sizeof(*o.rets));
         o.sinks = calloc(m->nshards, sizeof(*o.sinks));
         if (stf_sink_all(sink))
@@ -423,18 +418,8 @@ static int open_shards(struct stf_model *m, uint32_t first, struct stf_sink *sin
         for (uint32_t i = first; i < m->nshards; i++)
                 o.sinks[i] = held ? (struct stf_sink){.report = hold, .ctx = &held[i]}
                                   : (struct stf_sink){.diag = &diags[i]};
-        nthreads = ncpu > 1 ? (uint32_t)ncpu : 1;
-        if (nthreads > OPEN_THREADS)
-                nthreads = OPEN_THREADS;
-        if (nthreads > n)
-                nthreads = n;
-        /* Thread 0 is this one; a failed pthread_create just means fewer. */
-        for (uint32_t t = 1; t < nthreads; t++)
-                if (pthread_create(&th[t], NULL, opener_run, &o))
-                        nthreads = t;
-        opener_run(&o);
-        for (uint32_t t = 1; t < nthreads; t++)
-                pthread_join(th[t], NULL);
+        /* The first failure stops the opening (no later shard is needed). */
+        stf_pool_run(&pool);
         for (uint32_t i = first; i < m->nshards; i++) {
                 if (held) {
                         for (size_t k = 0; k < held[i].n; k++)

@@ -13,33 +13,17 @@
  * still reads a shared page just faults it in again from the page cache).
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bytes.h"
+#include "pool.h"
 #include "scan.h"
 
 #define DEFAULT_CHUNK (8u << 20)
 #define BLOCK (64u << 10)
-#define MAX_THREADS 256
-
-static uint16_t le16(const uint8_t *p)
-{
-        return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t le32(const uint8_t *p)
-{
-        return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t le64(const uint8_t *p)
-{
-        return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
-}
 
 bool stf_scan_applies(unsigned dt)
 {
@@ -88,7 +72,7 @@ void stf_scan_buffer(unsigned dt, const uint8_t *p, size_t len, uint64_t *nan, u
                 uint16_t e = dt == STF_DT_F16 ? 0x7c00 : 0x7f80;
 
                 for (i = 0; i + 2 <= len; i += 2) {
-                        uint16_t a = le16(p + i) & 0x7fff;
+                        uint16_t a = stf_le16(p + i) & 0x7fff;
 
                         n += a > e;
                         f += a == e;
@@ -97,7 +81,7 @@ void stf_scan_buffer(unsigned dt, const uint8_t *p, size_t len, uint64_t *nan, u
         }
         case STF_DT_F32:
                 for (i = 0; i + 4 <= len; i += 4) {
-                        uint32_t a = le32(p + i) & 0x7fffffffu;
+                        uint32_t a = stf_le32(p + i) & 0x7fffffffu;
 
                         n += a > 0x7f800000u;
                         f += a == 0x7f800000u;
@@ -105,7 +89,7 @@ void stf_scan_buffer(unsigned dt, const uint8_t *p, size_t len, uint64_t *nan, u
                 break;
         case STF_DT_F64:
                 for (i = 0; i + 8 <= len; i += 8) {
-                        uint64_t a = le64(p + i) & 0x7fffffffffffffffull;
+                        uint64_t a = stf_le64(p + i) & 0x7fffffffffffffffull;
 
                         n += a > 0x7ff0000000000000ull;
                         f += a == 0x7ff0000000000000ull;
@@ -113,7 +97,8 @@ void stf_scan_buffer(unsigned dt, const uint8_t *p, size_t len, uint64_t *nan, u
                 break;
         case STF_DT_C64:
                 for (i = 0; i + 8 <= len; i += 8) {
-                        uint32_t re = le32(p + i) & 0x7fffffffu, im = le32(p + i + 4) & 0x7fffffffu;
+                        uint32_t re = stf_le32(p + i) & 0x7fffffffu,
+                                 im = stf_le32(p + i + 4) & 0x7fffffffu;
 
                         n += (re > 0x7f800000u) | (im > 0x7f800000u);
                         f += (re == 0x7f800000u) | (im == 0x7f800000u);
@@ -156,23 +141,23 @@ struct piece {
         uint64_t lo, hi;
 };
 
-struct pool {
+struct scan {
         const struct stf_model *m;
-        const size_t *order; /* tensor indices by shard, then offset */
+        const uint32_t *order; /* tensor indices in layout order */
         struct piece *pieces;
         size_t npieces;
-        size_t next;   /* atomic: the next piece to take */
         uint64_t done; /* atomic: bytes scanned */
+        uint64_t total;
         uint64_t *nan, *inf;
         uint8_t *nonzero;
         uintptr_t page;
-        pthread_mutex_t lock;
-        pthread_cond_t cond;
-        unsigned running; /* under lock */
+        const struct stf_scan_opts *opts;
 };
 
-static void scan_piece(struct pool *pl, const struct piece *pc)
+static int scan_piece(void *ctx, unsigned worker, size_t i)
 {
+        struct scan *pl = ctx;
+        const struct piece *pc = &pl->pieces[i];
         const struct stf_shard *s = &pl->m->shards[pc->shard];
         uintptr_t a, b;
 
@@ -198,42 +183,14 @@ static void scan_piece(struct pool *pl, const struct piece *pc)
         b = ((uintptr_t)s->map + pc->hi + pl->page - 1) & ~(pl->page - 1);
         madvise((void *)a, b - a, MADV_DONTNEED);
         __atomic_fetch_add(&pl->done, pc->hi - pc->lo, __ATOMIC_RELAXED);
+        return 0;
 }
 
-static void work(struct pool *pl)
+static void tick(void *ctx)
 {
-        for (;;) {
-                size_t i = __atomic_fetch_add(&pl->next, 1, __ATOMIC_RELAXED);
+        struct scan *pl = ctx;
 
-                if (i >= pl->npieces)
-                        return;
-                scan_piece(pl, &pl->pieces[i]);
-        }
-}
-
-static void *worker(void *arg)
-{
-        struct pool *pl = arg;
-
-        work(pl);
-        pthread_mutex_lock(&pl->lock);
-        pl->running--;
-        pthread_cond_signal(&pl->cond);
-        pthread_mutex_unlock(&pl->lock);
-        return NULL;
-}
-
-static const struct stf_model *sort_model; /* under sort_lock: qsort has no context */
-static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static int cmp_offset(const void *a, const void *b)
-{
-        const struct stf_tensor *x = &sort_model->tensors[*(const size_t *)a];
-        const struct stf_tensor *y = &sort_model->tensors[*(const size_t *)b];
-
-        if (x->shard != y->shard)
-                return x->shard < y->shard ? -1 : 1;
-        return x->begin < y->begin ? -1 : x->begin > y->begin;
+        pl->opts->progress(pl->opts->ctx, __atomic_load_n(&pl->done, __ATOMIC_RELAXED), pl->total);
 }
 
 static int add_piece(struct piece **v, size_t *n, size_t *cap, struct piece pc)
@@ -252,7 +209,7 @@ static int add_piece(struct piece **v, size_t *n, size_t *cap, struct piece pc)
 }
 
 /* Cut the non-empty tensors, in offset order, into pieces of about @chunk bytes. */
-static int make_pieces(struct pool *pl, size_t norder, uint64_t chunk)
+static int make_pieces(struct scan *pl, size_t norder, uint64_t chunk)
 {
         const struct stf_tensor *tt = pl->m->tensors;
         struct piece cur = {0};
@@ -302,22 +259,16 @@ int stf_scan_model(const struct stf_model *m, const struct stf_scan_opts *opts,
                    struct stf_scan_stat *out)
 {
         struct stf_scan_opts o = opts ? *opts : (struct stf_scan_opts){0};
-        struct pool pl = {.m = m, .lock = PTHREAD_MUTEX_INITIALIZER};
-        pthread_t th[MAX_THREADS];
-        pthread_condattr_t ca;
-        size_t *order, norder = 0;
-        uint64_t total = 0;
-        unsigned nthreads = 0;
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        struct scan pl = {.m = m, .opts = &o};
+        /* With a progress callback this thread reports, else it works too. */
+        struct stf_pool pool = {.task = scan_piece, .tick = o.progress ? tick : NULL, .ctx = &pl};
+        uint32_t *order;
+        size_t norder = 0;
         int ret = -ENOMEM;
 
         if (!o.chunk)
                 o.chunk = DEFAULT_CHUNK;
         o.chunk = (o.chunk + 7) & ~(size_t)7;
-        if (!o.threads)
-                o.threads = ncpu > 0 ? (unsigned)ncpu : 1;
-        if (o.threads > MAX_THREADS)
-                o.threads = MAX_THREADS;
         pl.page = (uintptr_t)sysconf(_SC_PAGESIZE);
 
         order = malloc((m->ntensors ? m->ntensors : 1) * sizeof(*order));
@@ -328,65 +279,23 @@ int stf_scan_model(const struct stf_model *m, const struct stf_scan_opts *opts,
                 goto out_arrays;
         for (size_t i = 0; i < m->ntensors; i++) {
                 if (m->tensors[i].size)
-                        order[norder++] = i;
-                total += m->tensors[i].size;
+                        order[norder++] = (uint32_t)i;
+                pl.total += m->tensors[i].size;
         }
-        pthread_mutex_lock(&sort_lock);
-        sort_model = m;
-        qsort(order, norder, sizeof(*order), cmp_offset);
-        pthread_mutex_unlock(&sort_lock);
+        stf_model_sort_layout(m, order, norder);
         pl.order = order;
         if (make_pieces(&pl, norder, o.chunk))
                 goto out_arrays;
 
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&pl.cond, &ca);
-        pthread_condattr_destroy(&ca);
         advise(m, MADV_SEQUENTIAL);
         if (o.progress)
-                o.progress(o.ctx, 0, total);
-        if (o.threads > pl.npieces)
-                o.threads = pl.npieces ? (unsigned)pl.npieces : 1;
-        /*
-         * With a progress callback this thread reports, else it works too.
-         * The lock is held while the workers start, so none can count
-         * itself out before it was counted in.
-         */
-        pthread_mutex_lock(&pl.lock);
-        for (unsigned t = o.progress ? 0 : 1; t < o.threads; t++) {
-                if (pthread_create(&th[nthreads], NULL, worker, &pl))
-                        break;
-                nthreads++;
-        }
-        pl.running = nthreads;
-        pthread_mutex_unlock(&pl.lock);
-        if (!o.progress || !nthreads)
-                work(&pl);
-        pthread_mutex_lock(&pl.lock);
-        while (pl.running) {
-                struct timespec ts;
-
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                ts.tv_nsec += 100000000;
-                if (ts.tv_nsec >= 1000000000) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000;
-                }
-                pthread_cond_timedwait(&pl.cond, &pl.lock, &ts);
-                if (o.progress && pl.running) {
-                        pthread_mutex_unlock(&pl.lock);
-                        o.progress(o.ctx, __atomic_load_n(&pl.done, __ATOMIC_RELAXED), total);
-                        pthread_mutex_lock(&pl.lock);
-                }
-        }
-        pthread_mutex_unlock(&pl.lock);
-        for (unsigned t = 0; t < nthreads; t++)
-                pthread_join(th[t], NULL);
+                o.progress(o.ctx, 0, pl.total);
+        pool.ntasks = pl.npieces;
+        pool.threads = o.threads;
+        stf_pool_run(&pool);
         advise(m, MADV_NORMAL);
-        pthread_cond_destroy(&pl.cond);
         if (o.progress)
-                o.progress(o.ctx, total, total);
+                o.progress(o.ctx, pl.total, pl.total);
 
         for (size_t i = 0; i < m->ntensors; i++)
                 out[i] = (struct stf_scan_stat){pl.nan[i], pl.inf[i],

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "strbuf.h"
 #include "view.h"
 
@@ -91,8 +92,7 @@ long stf_npy_header(unsigned dtype, const uint64_t *shape, uint32_t rank, char *
         memcpy(buf, "\x93NUMPY", 6);
         buf[6] = v2 ? 2 : 1;
         buf[7] = 0;
-        for (size_t i = 0, hl = total - pre; i < (v2 ? 4u : 2u); i++, hl >>= 8)
-                buf[8 + i] = (char)(hl & 0xff);
+        stf_put_le((uint8_t *)buf + 8, total - pre, v2 ? 4 : 2);
         memcpy(buf + pre, dict, dict_len);
         memset(buf + pre + dict_len, ' ', total - pre - dict_len - 1);
         buf[total - 1] = '\n';
@@ -395,8 +395,7 @@ int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_
         ret = view_alloc(n + 2, 8 + hlen, &v);
         if (ret)
                 goto out;
-        for (int i = 0; i < 8; i++)
-                v->mem[i] = (uint8_t)(((uint64_t)hlen >> (8 * i)) & 0xff);
+        stf_put_le64(v->mem, hlen);
         memcpy(v->mem + 8, hdr.buf, hlen);
         push_extent(v, v->mem, 8 + hlen, -1);
         for (size_t i = 0; i < n; i++) {
