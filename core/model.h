@@ -6,17 +6,8 @@
  * A model: SOURCE resolved to shards (open, mapped read-only) and one table
  * of every tensor.
  *
- * SOURCE is one of
- *   - a .safetensors file: one component, one shard;
- *   - a *.safetensors.index.json: one component, the shards its weight_map
- *     names (plain file names in the index's directory);
- *   - a directory. Its sets are the index files in it, the .safetensors
- *     files in it that no index lists, and the same found one level down in
- *     its sub-directories (a diffusers folder: unet/, vae/, ...). A single
- *     set is mounted at the root; several are each mounted under their own
- *     name: the sub-directory's name, or the file's name without
- *     ".safetensors" / ".safetensors.index.json" ("unet", "vae/diffusion_
- *     pytorch_model" when a sub-directory holds several sets).
+ * SOURCE: a .safetensors file, a *.safetensors.index.json or a directory;
+ * see source.h for how it becomes sets (components).
  *
  * The model never changes once open. All functions are thread-safe for
  * concurrent readers.
@@ -30,16 +21,7 @@
 #include "diag.h"
 #include "format.h"
 #include "report.h"
-
-struct stf_shard {
-        char *path;             /* as opened */
-        const char *name;       /* file name (points into path) */
-        int fd;                 /* read-only */
-        uint64_t size;          /* at open */
-        struct timespec mtime;  /* at open */
-        const uint8_t *map;     /* read-only shared mapping of the whole file */
-        struct stf_header *hdr; /* its parsed header */
-};
+#include "shard.h"
 
 struct stf_component {
         char *name;         /* "" when the model has a single component */
@@ -89,17 +71,6 @@ int stf_model_open(const char *source, struct stf_model **out, struct stf_diag *
  * Returns 0 (sound), -EINVAL (at least one problem reported), -ENOMEM.
  */
 int stf_model_check(const char *source, stf_report_fn report, void *ctx, struct stf_model **out);
-
-/*
- * Check an index document against shards already parsed: used by
- * stf_model_open, public for tests and fuzzing.
- * @index_file: name for diagnostics. @text/@len: the index JSON.
- * On success *@weight_map_out (if not NULL) gets the weight_map object and
- * *@shard_names_out the sorted distinct shard names (json array), both new
- * references. Returns 0 or -EINVAL / -ENOMEM.
- */
-int stf_index_parse(const char *index_file, const char *text, size_t len, json_t **weight_map_out,
-                    json_t **shard_names_out, json_t **metadata_out, struct stf_diag *diag);
 
 /*
  * Sort @n tensor indices of @m into layout order: shard, then offset, then

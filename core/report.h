@@ -62,4 +62,42 @@ bool stf_sink_report(struct stf_sink *s, const char *file, const char *tensor, i
 /* Hand an already formatted problem to @s (to forward a collected one). */
 bool stf_sink_forward(struct stf_sink *s, const struct stf_problem *p);
 
+/*
+ * What a step that failed returns to its caller, given @s had @count0
+ * problems before it: in the check mode a failure that was reported is a
+ * finding, not an error (0: go on with the next file or set); anything else,
+ * and -ENOMEM always, is returned as is.
+ */
+int stf_sink_settle(const struct stf_sink *s, size_t count0, int ret);
+
+/*
+ * A sink that holds problems for later: work done on another thread (one
+ * shard each) reports into its own held sink, and the caller hands them on
+ * in an order of its choosing, so the output does not depend on which
+ * thread ran first. It takes the mode of the sink it will be flushed to:
+ * the first problem (and stop) or a copy of every problem.
+ */
+struct stf_held_problem;
+
+struct stf_held {
+        struct stf_sink sink; /* report into this one */
+        struct stf_diag diag; /* first problem mode */
+        struct stf_held_problem *v;
+        size_t n, cap;
+        bool failed; /* out of memory: a problem was lost */
+};
+
+/* Set @h up to collect in the mode of @to (which it will be flushed to).
+ * @h points into itself: do not move it until stf_held_free. */
+void stf_held_init(struct stf_held *h, const struct stf_sink *to);
+
+/*
+ * Hand what @h holds on to @to, in the order it came, as if reported there.
+ * Returns 0, or -ENOMEM when a problem was lost.
+ */
+int stf_held_flush(struct stf_held *h, struct stf_sink *to);
+
+/* Free what @h holds; @h may be zeroed and never initialised. */
+void stf_held_free(struct stf_held *h);
+
 #endif

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "fuzz_helpers.h"
+#include "index.h"
 #include "model.h"
 #include "select.h"
 #include "tree.h"

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "fuzz_helpers.h"
+#include "index.h"
 #include "model.h"
 
 #define FILE_NAME "fuzz.safetensors.index.json"

@@ -17,6 +17,7 @@
 
 #include <check.h>
 
+#include "index.h"
 #include "model.h"
 #include "tree.h"
 #include "util.h"

@@ -1,0 +1,269 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "format.h"
+#include "index.h"
+
+#define QMAX 400
+
+static int read_small_file(const char *path, size_t limit, char **out, size_t *len,
+                           struct stf_sink *sink)
+{
+        struct stat st;
+        char *buf;
+        size_t got = 0;
+        int fd, ret;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+                ret = -errno;
+                stf_sink_report(sink, path, NULL, -1, "%s: cannot open: %s", path, strerror(errno));
+                return ret;
+        }
+        if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > limit) {
+                stf_sink_report(sink, path, NULL, -1, "%s: not a regular file of at most %zu bytes",
+                                path, limit);
+                close(fd);
+                return -EINVAL;
+        }
+        buf = malloc((size_t)st.st_size + 1);
+        if (!buf) {
+                close(fd);
+                return -ENOMEM;
+        }
+        while (got < (size_t)st.st_size) {
+                ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+
+                if (r <= 0) {
+                        ret = r < 0 ? -errno : -EIO;
+                        stf_sink_report(sink, path, NULL, (int64_t)got, "%s: read failed", path);
+                        free(buf);
+                        close(fd);
+                        return ret;
+                }
+                got += (size_t)r;
+        }
+        close(fd);
+        buf[got] = '\0';
+        *out = buf;
+        *len = got;
+        return 0;
+}
+
+bool stf_index_plain_name(const char *s)
+{
+        return *s && strcmp(s, ".") && strcmp(s, "..") && !strchr(s, '/');
+}
+
+static int cmp_json_str(const void *a, const void *b)
+{
+        return strcmp(json_string_value(*(json_t *const *)a),
+                      json_string_value(*(json_t *const *)b));
+}
+
+/* The index document: stf_index_parse through a sink (see stf_index_load). */
+static int index_parse(const char *index_file, const char *text, size_t len,
+                       json_t **weight_map_out, json_t **shard_names_out, json_t **metadata_out,
+                       struct stf_sink *sink)
+{
+        json_error_t jerr;
+        json_t *root, *wm, *names = NULL, *seen = NULL, *val, **sorted = NULL;
+        const char *key;
+        char q[QMAX], q2[QMAX];
+        size_t i, n, count0 = sink->count;
+        int ret;
+
+        ret = stf_json_load(text, len, JSON_REJECT_DUPLICATES, &root, &jerr);
+        if (ret == -ENOMEM)
+                return ret;
+        if (ret) {
+                stf_sink_report(sink, index_file, NULL, jerr.position,
+                                "%s: byte %d: index is not valid JSON: %s", index_file,
+                                jerr.position, jerr.text);
+                return -EINVAL;
+        }
+        ret = -EINVAL;
+        wm = json_object_get(root, "weight_map");
+        if (!json_is_object(root) || !json_is_object(wm)) {
+                stf_sink_report(sink, index_file, NULL, -1,
+                                "%s: index has no \"weight_map\" object", index_file);
+                goto out_root;
+        }
+        seen = json_object();
+        names = json_array();
+        if (!seen || !names) {
+                ret = -ENOMEM;
+                goto out_root;
+        }
+        json_object_foreach(wm, key, val)
+        {
+                if (!json_is_string(val)) {
+                        if (stf_sink_report(sink, index_file, key, -1,
+                                            "%s: tensor '%s': weight_map value is not a string",
+                                            index_file,
+                                            stf_diag_quote(key, strlen(key), q, sizeof(q))))
+                                goto out_root;
+                        continue;
+                }
+                if (!stf_index_plain_name(json_string_value(val))) {
+                        if (stf_sink_report(
+                                sink, index_file, key, -1,
+                                "%s: tensor '%s': weight_map value '%s' is not a plain file name "
+                                "in the index's directory",
+                                index_file, stf_diag_quote(key, strlen(key), q, sizeof(q)),
+                                stf_diag_quote(json_string_value(val), json_string_length(val), q2,
+                                               sizeof(q2))))
+                                goto out_root;
+                        continue;
+                }
+                if (!json_object_get(seen, json_string_value(val))) {
+                        if (json_object_set_new(seen, json_string_value(val), json_true()) ||
+                            json_array_append(names, val)) {
+                                ret = -ENOMEM;
+                                goto out_root;
+                        }
+                }
+        }
+        n = json_array_size(names);
+        if (json_object_size(wm) == 0) {
+                stf_sink_report(sink, index_file, NULL, -1, "%s: index \"weight_map\" is empty",
+                                index_file);
+                goto out_root;
+        }
+        /* Sort the shard names so shard order does not depend on the map's. */
+        sorted = malloc((n ? n : 1) * sizeof(*sorted));
+        if (!sorted) {
+                ret = -ENOMEM;
+                goto out_root;
+        }
+        for (i = 0; i < n; i++)
+                sorted[i] = json_incref(json_array_get(names, i));
+        qsort(sorted, n, sizeof(*sorted), cmp_json_str);
+        json_array_clear(names);
+        for (i = 0; i < n; i++)
+                if (json_array_append_new(names, sorted[i]))
+                        ret = -ENOMEM;
+        free(sorted);
+        if (ret == -ENOMEM)
+                goto out_root;
+
+        if (weight_map_out)
+                *weight_map_out = json_incref(wm);
+        if (shard_names_out)
+                *shard_names_out = json_incref(names);
+        if (metadata_out)
+                *metadata_out = json_incref(json_object_get(root, "metadata"));
+        ret = sink->count != count0 ? -EINVAL : 0;
+out_root:
+        json_decref(seen);
+        json_decref(names);
+        json_decref(root);
+        return ret;
+}
+
+int stf_index_parse(const char *index_file, const char *text, size_t len, json_t **weight_map_out,
+                    json_t **shard_names_out, json_t **metadata_out, struct stf_diag *diag)
+{
+        struct stf_sink sink = {.diag = diag};
+
+        return index_parse(index_file, text, len, weight_map_out, shard_names_out, metadata_out,
+                           &sink);
+}
+
+int stf_index_load(const char *path, json_t **weight_map_out, json_t **shard_names_out,
+                   json_t **metadata_out, struct stf_sink *sink)
+{
+        char *text = NULL;
+        size_t len = 0;
+        int ret;
+
+        ret = read_small_file(path, STF_HEADER_MAX, &text, &len, sink);
+        if (ret)
+                return ret;
+        ret = index_parse(path, text, len, weight_map_out, shard_names_out, metadata_out, sink);
+        free(text);
+        return ret;
+}
+
+/* The shard of @shards[0..n) with file name @name, or NULL. */
+static const struct stf_shard *find_shard(const struct stf_shard *shards, uint32_t n,
+                                          const char *name)
+{
+        for (uint32_t si = 0; si < n; si++)
+                if (!strcmp(shards[si].name, name))
+                        return &shards[si];
+        return NULL;
+}
+
+int stf_index_check(const char *index, json_t *wm, const struct stf_shard *shards, uint32_t n,
+                    struct stf_sink *sink)
+{
+        size_t matched = 0;
+        char q[QMAX], q2[QMAX];
+
+        for (uint32_t si = 0; si < n; si++) {
+                const struct stf_shard *s = &shards[si];
+
+                for (size_t i = 0; s->hdr && i < s->hdr->ntensors; i++) {
+                        const struct stf_tensor *t = &s->hdr->tensors[i];
+                        json_t *v = json_object_get(wm, t->name);
+
+                        if (!v) {
+                                if (stf_sink_report(
+                                        sink, s->path, t->name, (int64_t)t->begin,
+                                        "%s: tensor '%s' is not listed in the index %s", s->path,
+                                        stf_diag_quote(t->name, t->name_len, q, sizeof(q)), index))
+                                        return -EINVAL;
+                                continue;
+                        }
+                        if (!json_is_string(v) || !stf_index_plain_name(json_string_value(v)))
+                                continue;
+                        if (strcmp(json_string_value(v), s->name)) {
+                                if (stf_sink_report(
+                                        sink, s->path, t->name, (int64_t)t->begin,
+                                        "%s: tensor '%s' is listed in the index %s under shard "
+                                        "'%s'",
+                                        s->path, stf_diag_quote(t->name, t->name_len, q, sizeof(q)),
+                                        index,
+                                        stf_diag_quote(json_string_value(v), json_string_length(v),
+                                                       q2, sizeof(q2))))
+                                        return -EINVAL;
+                                continue;
+                        }
+                        matched++;
+                }
+        }
+        if (matched != json_object_size(wm)) {
+                /* Find the listed tensors missing from their shards. */
+                const char *key;
+                json_t *v;
+
+                json_object_foreach(wm, key, v)
+                {
+                        const struct stf_shard *s;
+                        bool found = false;
+
+                        if (!json_is_string(v) || !stf_index_plain_name(json_string_value(v)))
+                                continue;
+                        s = find_shard(shards, n, json_string_value(v));
+                        if (!s || !s->hdr)
+                                continue;
+                        for (size_t i = 0; i < s->hdr->ntensors && !found; i++)
+                                found = !strcmp(s->hdr->tensors[i].name, key);
+                        if (!found &&
+                            stf_sink_report(sink, index, key, -1,
+                                            "%s: tensor '%s' is listed but not in shard '%s'",
+                                            index, stf_diag_quote(key, strlen(key), q, sizeof(q)),
+                                            stf_diag_quote(json_string_value(v),
+                                                           json_string_length(v), q2, sizeof(q2))))
+                                return -EINVAL;
+                }
+        }
+        return 0;
+}

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pool.h"
+#include "shard.h"
+
+#define OPEN_THREADS 8
+
+int stf_shard_init(struct stf_shard *s, const char *path)
+{
+        memset(s, 0, sizeof(*s));
+        s->fd = -1;
+        s->path = strdup(path);
+        if (!s->path)
+                return -ENOMEM;
+        s->name = strrchr(s->path, '/') ? strrchr(s->path, '/') + 1 : s->path;
+        return 0;
+}
+
+static int shard_open(struct stf_shard *s, struct stf_sink *sink)
+{
+        const char *path = s->path;
+        struct stat st;
+        void *map;
+        int ret;
+
+        s->fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (s->fd < 0) {
+                ret = -errno;
+                stf_sink_report(sink, path, NULL, -1, "%s: cannot open: %s", path, strerror(errno));
+                return ret;
+        }
+        if (fstat(s->fd, &st)) {
+                ret = -errno;
+                stf_sink_report(sink, path, NULL, -1, "%s: cannot stat: %s", path, strerror(errno));
+                return ret;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                stf_sink_report(sink, path, NULL, -1, "%s: not a regular file", path);
+                return -EINVAL;
+        }
+        s->size = (uint64_t)st.st_size;
+        s->mtime = st.st_mtim;
+        if (s->size < 8) {
+                stf_sink_report(sink, path, NULL, 0,
+                                "%s: byte 0: file is %" PRIu64
+                                " bytes, too short for the 8-byte header size",
+                                path, s->size);
+                return -EINVAL;
+        }
+        map = mmap(NULL, s->size, PROT_READ, MAP_SHARED, s->fd, 0);
+        if (map == MAP_FAILED) {
+                ret = -errno;
+                stf_sink_report(sink, path, NULL, -1, "%s: cannot map: %s", path, strerror(errno));
+                return ret;
+        }
+        s->map = map;
+        return stf_header_validate(path, s->map, s->size, s->size, sink, &s->hdr);
+}
+
+void stf_shard_close(struct stf_shard *s)
+{
+        stf_header_free(s->hdr);
+        if (s->map)
+                munmap((void *)s->map, s->size);
+        if (s->fd >= 0)
+                close(s->fd);
+        free(s->path);
+}
+
+/* Each shard reports into its own held sink, handed on in shard order. */
+struct opener {
+        struct stf_shard *v;
+        int *rets;
+        struct stf_held *held;
+};
+
+static int open_one(void *ctx, unsigned worker, size_t i)
+{
+        struct opener *o = ctx;
+
+        o->rets[i] = shard_open(&o->v[i], &o->held[i].sink);
+        return o->rets[i];
+}
+
+int stf_shard_open_all(struct stf_shard *v, uint32_t n, struct stf_sink *sink)
+{
+        struct opener o = {.v = v};
+        /* The first problem mode stops at the first failure: no later shard is needed. */
+        struct stf_pool pool = {.ntasks = n,
+                                .threads = OPEN_THREADS,
+                                .task = open_one,
+                                .keep_going = stf_sink_all(sink),
+                                .ctx = &o};
+        int ret = 0;
+
+        if (n == 0)
+                return 0;
+        if (pool.threads > stf_pool_threads(0))
+                pool.threads = stf_pool_threads(0);
+        o.rets = calloc(n, sizeof(*o.rets));
+        o.held = calloc(n, sizeof(*o.held));
+        if (!o.rets || !o.held) {
+                ret = -ENOMEM;
+                goto out_arrays;
+        }
+        for (uint32_t i = 0; i < n; i++)
+                stf_held_init(&o.held[i], sink);
+        stf_pool_run(&pool);
+        for (uint32_t i = 0; i < n; i++) {
+                int err = stf_held_flush(&o.held[i], sink);
+
+                /* In the check mode a failure with no problem reported is an error. */
+                if (!err && o.rets[i] && (!stf_sink_all(sink) || !o.held[i].sink.count))
+                        err = o.rets[i];
+                if (!ret)
+                        ret = err;
+                if (ret && !stf_sink_all(sink))
+                        break;
+        }
+out_arrays:
+        for (uint32_t i = 0; o.held && i < n; i++)
+                stf_held_free(&o.held[i]);
+        free(o.held);
+        free(o.rets);
+        return ret;
+}

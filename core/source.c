@@ -1,0 +1,385 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * SOURCE -> sets. A directory is listed in name order, so the sets, their
+ * component names and the problems found come out the same on every run.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "index.h"
+#include "source.h"
+
+#define QMAX 400
+#define INDEX_SUFFIX ".safetensors.index.json"
+#define ST_SUFFIX ".safetensors"
+
+static bool ends_with(const char *s, const char *suffix)
+{
+        size_t a = strlen(s), b = strlen(suffix);
+
+        return a >= b && !strcmp(s + a - b, suffix);
+}
+
+static char *path_join(const char *dir, const char *name)
+{
+        char *p;
+
+        if (asprintf(&p, "%s/%s", dir, name) < 0)
+                return NULL;
+        return p;
+}
+
+static int dir_of(const char *path, char **out)
+{
+        const char *slash = strrchr(path, '/');
+
+        *out = slash ? strndup(path, (size_t)(slash > path ? slash - path : 1)) : strdup(".");
+        return *out ? 0 : -ENOMEM;
+}
+
+void stf_sets_free(struct stf_sets *l)
+{
+        for (size_t i = 0; i < l->n; i++) {
+                free(l->v[i].path);
+                free(l->v[i].name);
+                json_decref(l->v[i].wm);
+                json_decref(l->v[i].names);
+                json_decref(l->v[i].meta);
+        }
+        free(l->v);
+}
+
+static int setlist_add(struct stf_sets *l, char *path, char *name, bool is_index)
+{
+        if (!path) {
+                free(name);
+                return -ENOMEM;
+        }
+        if (l->n == l->cap) {
+                size_t ncap = l->cap ? l->cap * 2 : 8;
+                struct stf_set *nv = realloc(l->v, ncap * sizeof(*nv));
+
+                if (!nv) {
+                        free(path);
+                        free(name);
+                        return -ENOMEM;
+                }
+                l->v = nv;
+                l->cap = ncap;
+        }
+        l->v[l->n++] = (struct stf_set){path, name, is_index, NULL, NULL, NULL};
+        return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorted names of a directory's entries (not starting with '.'). */
+static int list_dir(const char *dir, char ***out, size_t *count, struct stf_sink *sink)
+{
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        char **v = NULL;
+        size_t n = 0, cap = 0;
+
+        if (!d) {
+                int ret = -errno;
+
+                stf_sink_report(sink, dir, NULL, -1, "%s: cannot open directory: %s", dir,
+                                strerror(errno));
+                return ret;
+        }
+        while ((de = readdir(d))) {
+                if (de->d_name[0] == '.')
+                        continue;
+                if (n == cap) {
+                        char **nv;
+
+                        cap = cap ? cap * 2 : 16;
+                        nv = realloc(v, cap * sizeof(*v));
+                        if (!nv)
+                                goto fail;
+                        v = nv;
+                }
+                v[n] = strdup(de->d_name);
+                if (!v[n])
+                        goto fail;
+                n++;
+        }
+        closedir(d);
+        if (n)
+                qsort(v, n, sizeof(*v), cmp_str);
+        *out = v;
+        *count = n;
+        return 0;
+fail:
+        closedir(d);
+        for (size_t i = 0; i < n; i++)
+                free(v[i]);
+        free(v);
+        return -ENOMEM;
+}
+
+static char *stem(const char *file)
+{
+        size_t len = strlen(file);
+
+        if (ends_with(file, INDEX_SUFFIX))
+                len -= strlen(INDEX_SUFFIX);
+        else if (ends_with(file, ST_SUFFIX))
+                len -= strlen(ST_SUFFIX);
+        return strndup(file, len);
+}
+
+/*
+ * The sets of one directory: its index files and the .safetensors files
+ * no index lists. @sub: the sub-directory name (NULL at the top).
+ */
+static int scan_dir(const char *dir, const char *sub, struct stf_sets *out, struct stf_sink *sink)
+{
+        char **ents = NULL;
+        size_t n = 0, first = out->n;
+        json_t *listed;
+        int ret;
+
+        ret = list_dir(dir, &ents, &n, sink);
+        if (ret)
+                return ret;
+        listed = json_object();
+        if (!listed) {
+                ret = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+                char *p;
+                size_t count0 = sink->count;
+                json_t *names = NULL, *wm = NULL, *meta = NULL;
+
+                if (!ends_with(ents[i], INDEX_SUFFIX))
+                        continue;
+                p = path_join(dir, ents[i]);
+                if (!p) {
+                        ret = -ENOMEM;
+                        goto out;
+                }
+                ret = stf_index_load(p, &wm, &names, &meta, sink);
+                /* The check mode goes on with what a flawed index does name. */
+                if (ret && wm)
+                        ret = 0;
+                for (size_t k = 0; !ret && k < json_array_size(names); k++)
+                        if (json_object_set(listed, json_string_value(json_array_get(names, k)),
+                                            json_true()))
+                                ret = -ENOMEM;
+                if (!ret)
+                        ret = setlist_add(out, p, stem(ents[i]), true);
+                else
+                        free(p);
+                if (ret) {
+                        json_decref(wm);
+                        json_decref(names);
+                        json_decref(meta);
+                        ret = stf_sink_settle(sink, count0, ret);
+                        if (ret)
+                                goto out;
+                        continue;
+                }
+                out->v[out->n - 1].wm = wm;
+                out->v[out->n - 1].names = names;
+                out->v[out->n - 1].meta = meta;
+        }
+        for (size_t i = 0; i < n; i++) {
+                if (!ends_with(ents[i], ST_SUFFIX) || json_object_get(listed, ents[i]))
+                        continue;
+                ret = setlist_add(out, path_join(dir, ents[i]), stem(ents[i]), false);
+                if (ret)
+                        goto out;
+        }
+        /* Name the sets of a sub-directory after it ("unet"), or "unet/STEM". */
+        for (size_t i = first; sub && i < out->n; i++) {
+                char *name;
+
+                if (out->n - first == 1)
+                        name = strdup(sub);
+                else if (asprintf(&name, "%s/%s", sub, out->v[i].name) < 0)
+                        name = NULL;
+                if (!name) {
+                        ret = -ENOMEM;
+                        goto out;
+                }
+                free(out->v[i].name);
+                out->v[i].name = name;
+        }
+        if (sub)
+                goto out;
+        for (size_t i = 0; i < n; i++) {
+                struct stat st;
+                char *p = path_join(dir, ents[i]);
+                size_t count0 = sink->count;
+
+                if (!p) {
+                        ret = -ENOMEM;
+                        goto out;
+                }
+                if (!stat(p, &st) && S_ISDIR(st.st_mode))
+                        ret = stf_sink_settle(sink, count0, scan_dir(p, ents[i], out, sink));
+                free(p);
+                if (ret)
+                        goto out;
+        }
+out:
+        json_decref(listed);
+        for (size_t i = 0; i < n; i++)
+                free(ents[i]);
+        free(ents);
+        return ret;
+}
+
+/* Same name, or one a directory of the other ("vae" and "vae/x"). */
+static bool name_clash(const char *a, const char *b)
+{
+        size_t la = strlen(a), lb = strlen(b);
+
+        if (la > lb)
+                return name_clash(b, a);
+        return !strncmp(a, b, la) && (b[la] == '\0' || b[la] == '/');
+}
+
+int stf_source_find(const char *source, struct stf_sets *sets, struct stf_sink *sink)
+{
+        struct stat st;
+        int ret;
+
+        if (stat(source, &st)) {
+                ret = -errno;
+                stf_sink_report(sink, source, NULL, -1, "%s: %s", source, strerror(errno));
+                return ret;
+        }
+        if (!S_ISDIR(st.st_mode))
+                return setlist_add(sets, strdup(source), NULL, ends_with(source, ".json"));
+        ret = scan_dir(source, NULL, sets, sink);
+        if (ret)
+                return ret;
+        if (sets->n == 0) {
+                stf_sink_report(sink, source, NULL, -1,
+                                "%s: no .safetensors file or index in this directory or its "
+                                "sub-directories",
+                                source);
+                return -EINVAL;
+        }
+        if (sets->n == 1) {
+                free(sets->v[0].name);
+                sets->v[0].name = NULL;
+        }
+        for (size_t i = 0; i < sets->n; i++)
+                for (size_t j = i + 1; j < sets->n; j++)
+                        if (name_clash(sets->v[i].name, sets->v[j].name) &&
+                            stf_sink_report(sink, sets->v[i].path, NULL, -1,
+                                            "%s and %s: two sets would mount under the same "
+                                            "or nested names ('%s')",
+                                            sets->v[i].path, sets->v[j].path, sets->v[i].name))
+                                return -EINVAL;
+        return 0;
+}
+
+/* Each weight_map shard name of an index set as a path in the index's directory. */
+static int index_paths(const struct stf_set *set, json_t *names, char **paths, size_t *n,
+                       struct stf_sink *sink)
+{
+        char *dir;
+        int ret;
+
+        ret = dir_of(set->path, &dir);
+        if (ret)
+                return ret;
+        for (size_t i = 0; i < json_array_size(names); i++) {
+                const char *sname = json_string_value(json_array_get(names, i));
+                char *p = path_join(dir, sname);
+                char q[QMAX];
+
+                if (!p) {
+                        ret = -ENOMEM;
+                        break;
+                }
+                if (access(p, F_OK)) {
+                        stf_sink_report(sink, set->path, NULL, -1,
+                                        "%s: shard '%s' listed in weight_map does not exist",
+                                        set->path,
+                                        stf_diag_quote(sname, strlen(sname), q, sizeof(q)));
+                        free(p);
+                        ret = -ENOENT;
+                        if (!stf_sink_all(sink))
+                                break;
+                        continue;
+                }
+                paths[(*n)++] = p;
+        }
+        free(dir);
+        return ret;
+}
+
+int stf_set_shards(const struct stf_set *set, struct stf_sink *sink, char ***paths_out,
+                   size_t *n_out, json_t **wm_out, json_t **meta_out)
+{
+        json_t *wm = NULL, *names = NULL, *meta = NULL;
+        size_t n = 0, count0 = sink->count;
+        char **paths = NULL;
+        int ret;
+
+        *paths_out = NULL;
+        *n_out = 0;
+        *wm_out = *meta_out = NULL;
+        if (!set->is_index) {
+                paths = malloc(sizeof(*paths));
+                if (!paths || !(paths[0] = strdup(set->path))) {
+                        free(paths);
+                        return -ENOMEM;
+                }
+                *paths_out = paths;
+                *n_out = 1;
+                return 0;
+        }
+        if (set->wm) {
+                wm = json_incref(set->wm);
+                names = json_incref(set->names);
+                meta = json_incref(set->meta);
+        } else {
+                ret = stf_index_load(set->path, &wm, &names, &meta, sink);
+                /* The check mode goes on with what a flawed index does name. */
+                if (ret && !wm)
+                        goto out;
+        }
+        paths = calloc(json_array_size(names) + 1, sizeof(*paths));
+        if (!paths) {
+                ret = -ENOMEM;
+                goto out;
+        }
+        ret = index_paths(set, names, paths, &n, sink);
+out:
+        json_decref(names);
+        ret = stf_sink_settle(sink, count0, ret);
+        if (ret) {
+                stf_paths_free(paths, n);
+                json_decref(wm);
+                json_decref(meta);
+                return ret;
+        }
+        *paths_out = paths;
+        *n_out = n;
+        *wm_out = wm;
+        *meta_out = meta;
+        return 0;
+}
+
+void stf_paths_free(char **paths, size_t n)
+{
+        for (size_t i = 0; paths && i < n; i++)
+                free(paths[i]);
+        free(paths);
+}
