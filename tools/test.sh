@@ -19,14 +19,14 @@ setup() { # DIR ARGS...
 }
 
 setup build -Dwerror=true
-meson test -C build --print-errorlogs --suite unit --suite ctl --suite regression --suite mount
+meson test -C build --print-errorlogs --suite unit --suite ctl --suite regression --suite mount --suite gpu-fake
 
 # Sanitizers. use_sigaltstack=0: gcc 12's ASan misreports its own
 # sigaltstack teardown in libfuse's worker threads as an overflow.
 setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
 ASAN_OPTIONS=use_sigaltstack=0:detect_leaks=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	meson test -C build-asan --print-errorlogs --suite unit --suite ctl --suite regression --suite mount
+	meson test -C build-asan --print-errorlogs --suite unit --suite ctl --suite regression --suite mount --suite gpu-fake
 
 # The unit suite under valgrind (no fork, so leaks are seen in-process).
 CK_FORK=no meson test -C build --print-errorlogs --suite unit --timeout-multiplier 10 \

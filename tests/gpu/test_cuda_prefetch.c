@@ -2,13 +2,16 @@
 /*
  * GPU check of the CUDA prefetch target, linking core/ only (no FUSE, so it
  * runs on a machine without libfuse or /dev/fuse). Exits 77 (skip) where
- * libcuda.so.1 or a device is missing.
+ * libcuda.so.1 or a device is missing. CI runs it against tests/gpu's
+ * fakecuda (LD_LIBRARY_PATH), tools/gpu-check.sh against the real driver.
  *
- * Writes a model of a few tensors (F32, BF16, odd shapes) in a temp dir,
- * prefetches all of it to cuda:0 whole and as tensor-parallel slices (dim 0
- * and dim 1, world 2 and 4, every rank), copies the device memory back and
- * compares every byte with the slice computed on the host. Prints GB/s of
- * a larger job against a plain pinned cuMemcpyHtoD of the same bytes.
+ * Writes a model of a few F32 tensors of odd shapes in a temp dir,
+ * prefetches all of it to cuda:0 (and cuda:1 where there is one) whole and
+ * as tensor-parallel slices (dim 0 and dim 1, world 2 and 4, every rank),
+ * in big chunks and in 4 KiB ones (so every worker reuses its staging ring
+ * many times), copies the device memory back and compares every byte with
+ * the slice computed on the host. Against fakecuda it also checks that a
+ * released job leaves no device, pinned, stream or event allocation.
  */
 #include <cuda.h>
 #include <dlfcn.h>
@@ -19,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fakecuda.h"
 #include "gpu.h"
 #include "model.h"
 #include "prefetch.h"
@@ -34,6 +38,8 @@ static CUresult (*p_free)(CUdeviceptr);
 static CUresult (*p_hostalloc)(void **, size_t, unsigned);
 static CUresult (*p_retain)(CUcontext *, CUdevice);
 static CUresult (*p_setcur)(CUcontext);
+static int (*p_stats)(char *, size_t);
+static int ndevices;
 
 static int fails;
 
@@ -95,14 +101,50 @@ static int load_cuda(void)
         *(void **)&p_hostalloc = dlsym(lib, "cuMemHostAlloc");
         *(void **)&p_retain = dlsym(lib, "cuDevicePrimaryCtxRetain");
         *(void **)&p_setcur = dlsym(lib, "cuCtxSetCurrent");
+        *(void **)&p_stats = dlsym(lib, "fakecuda_stats"); /* only in the fake */
         if (!p_init || p_init(0) != CUDA_SUCCESS || p_count(&n) != CUDA_SUCCESS || n < 1)
                 return -1;
+        ndevices = n;
         return 0;
 }
 
+/* Make device @dev's primary context current on this thread (for DtoH). */
+static int use_device(int dev)
+{
+        CUcontext ctx;
+
+        return p_retain(&ctx, dev) == CUDA_SUCCESS && p_setcur(ctx) == CUDA_SUCCESS ? 0 : -1;
+}
+
+/* fakecuda's counter @key (0 against the real driver: nothing to check). */
+static long fake_stat(const char *key)
+{
+        char buf[1024], pat[64];
+        const char *at;
+
+        if (!p_stats)
+                return 0;
+        p_stats(buf, sizeof(buf));
+        snprintf(pat, sizeof(pat), "\"%s\": ", key);
+        at = strstr(buf, pat);
+        return at ? strtol(at + strlen(pat), NULL, 10) : -1;
+}
+
+/* After a job is released: nothing of it is left in the driver. */
+static void check_released(const char *what)
+{
+        static const char *const keys[] = {"device_allocs", "pinned_allocs",
+                                           "registered",    "streams",
+                                           "events",        "leaked_at_ctx_release"};
+
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+                CHECK(fake_stat(keys[i]) == 0, "%s: fakecuda %s = %ld after release", what, keys[i],
+                      fake_stat(keys[i]));
+}
+
 /* Run a job over every tensor; 0 and the device pointer of its memory. */
-static int run_job(struct stf_model *m, struct stf_tree *t, const struct stf_slice *sl,
-                   unsigned threads, struct stf_job **out)
+static int run_job(struct stf_model *m, struct stf_tree *t, const struct stf_slice *sl, int dev,
+                   uint64_t chunk, unsigned threads, struct stf_job **out)
 {
         uint32_t *sel;
         size_t n;
@@ -113,13 +155,13 @@ static int run_job(struct stf_model *m, struct stf_tree *t, const struct stf_sli
         ret = stf_select(m, t, "", 1, &sel, &n);
         if (ret)
                 return ret;
-        ret = stf_plan_build(m, sel, n, sl, 1 << 20, &plan, msg, sizeof(msg));
+        ret = stf_plan_build(m, sel, n, sl, chunk, &plan, msg, sizeof(msg));
         free(sel);
         if (ret) {
                 fprintf(stderr, "plan: %s\n", msg);
                 return ret;
         }
-        ret = stf_job_start(m, plan, &stf_cuda_backend, NULL, STFS_TARGET_CUDA, 0, threads, "", 1,
+        ret = stf_job_start(m, plan, &stf_cuda_backend, NULL, STFS_TARGET_CUDA, dev, threads, "", 1,
                             out);
         if (ret)
                 return ret;
@@ -127,9 +169,68 @@ static int run_job(struct stf_model *m, struct stf_tree *t, const struct stf_sli
         return 0;
 }
 
+/* Compare job @job's device bytes with slice @sl of every tensor, computed here. */
+static void compare(struct stf_model *m, struct stf_job *job, const struct stf_slice *sl,
+                    const uint8_t *back, const char *what)
+{
+        for (size_t i = 0; i < job->plan->ntensors; i++) {
+                const struct stf_tensor *x = &m->tensors[job->plan->tensors[i]];
+                const uint8_t *src = m->shards[x->shard].map + x->begin;
+                uint64_t rows = x->shape[0], cols = x->shape[1] * 4;
+                uint64_t first_row = 0, first_col = 0;
+
+                if (sl->dim == 0) {
+                        rows = x->shape[0] / sl->world;
+                        first_row = sl->rank * rows;
+                } else if (sl->dim == 1) {
+                        cols = x->shape[1] / sl->world * 4;
+                        first_col = sl->rank * cols;
+                }
+                for (uint64_t r = 0; r < rows; r++)
+                        CHECK(!memcmp(back + job->plan->tensor_dst[i] + r * cols,
+                                      src + (first_row + r) * x->shape[1] * 4 + first_col, cols),
+                              "%s: %s row %" PRIu64 " differs", what, x->name, r);
+        }
+}
+
+/* One job: slice @sl of every tensor to device @dev in @chunk-byte chunks. */
+static void check_job(struct stf_model *m, struct stf_tree *t, const struct stf_slice *sl, int dev,
+                      uint64_t chunk)
+{
+        struct stfs_status_req st;
+        struct stf_job *job = NULL;
+        char hex[129], what[128];
+        uint64_t dptr;
+        uint8_t *back;
+
+        snprintf(what, sizeof(what), "cuda:%d dim %d rank %u/%u chunk %" PRIu64, dev, sl->dim,
+                 sl->rank, sl->world, chunk);
+        if (run_job(m, t, sl, dev, chunk, 3, &job)) {
+                CHECK(0, "%s: the job did not start", what);
+                return;
+        }
+        stf_job_status(job, &st);
+        CHECK(st.state == STFS_JOB_DONE, "%s: state %u: %s", what, st.state, st.message);
+        CHECK(st.bytes_done == st.bytes_total, "%s: %" PRIu64 " of %" PRIu64 " bytes", what,
+              st.bytes_done, st.bytes_total);
+        if (st.state == STFS_JOB_DONE && !stf_cuda_job_handle(job, hex, &dptr)) {
+                back = malloc(job->plan->total);
+                CHECK(use_device(dev) == 0, "%s: no context", what);
+                CHECK(p_dtoh(back, dptr, job->plan->total) == CUDA_SUCCESS, "%s: DtoH", what);
+                compare(m, job, sl, back, what);
+                free(back);
+        } else {
+                CHECK(0, "%s: no device memory", what);
+        }
+        stf_cuda_job_release(job);
+        stf_job_free(job);
+        check_released(what);
+}
+
 int main(void)
 {
         static const uint64_t shapes[][2] = {{64, 48}, {8, 96}, {128, 4}, {4, 1024}, {256, 256}};
+        static const uint64_t chunks[] = {1 << 20, 4096};
         char dir[] = "/tmp/stfs-gpu-XXXXXX", path[256];
         struct stf_model *m = NULL;
         struct stf_tree *t = NULL;
@@ -148,68 +249,15 @@ int main(void)
                 return 1;
         }
         /* whole, then slices of dim 0 and 1 for world 2 and 4, every rank */
-        for (int dim = -1; dim <= 1; dim++) {
-                for (uint32_t world = dim < 0 ? 1 : 2; world <= (dim < 0 ? 1u : 4u); world *= 2) {
-                        for (uint32_t rank = 0; rank < world; rank++) {
-                                struct stf_slice sl = {dim, rank, world};
-                                struct stfs_status_req st;
-                                struct stf_job *job = NULL;
-                                char hex[129];
-                                uint64_t dptr;
-                                uint8_t *back;
-
-                                if (run_job(m, t, &sl, 3, &job)) {
-                                        CHECK(0, "job dim %d rank %u/%u did not start", dim, rank,
-                                              world);
-                                        continue;
-                                }
-                                stf_job_status(job, &st);
-                                CHECK(st.state == STFS_JOB_DONE, "dim %d rank %u/%u: state %u: %s",
-                                      dim, rank, world, st.state, st.message);
-                                if (st.state != STFS_JOB_DONE ||
-                                    stf_cuda_job_handle(job, hex, &dptr)) {
-                                        stf_cuda_job_release(job);
-                                        stf_job_free(job);
-                                        continue;
-                                }
-                                back = malloc(job->plan->total);
-                                CHECK(p_dtoh(back, dptr, job->plan->total) == CUDA_SUCCESS, "DtoH");
-                                for (size_t i = 0; i < job->plan->ntensors; i++) {
-                                        const struct stf_tensor *x =
-                                            &m->tensors[job->plan->tensors[i]];
-                                        const uint8_t *src = m->shards[x->shard].map + x->begin;
-                                        uint64_t rows = x->shape[0], cols = x->shape[1] * 4, w, h;
-                                        uint64_t first_row = 0, first_col = 0;
-
-                                        /* the expected slice, computed here independently */
-                                        if (dim == 0) {
-                                                rows = x->shape[0] / world;
-                                                first_row = rank * rows;
-                                        } else if (dim == 1) {
-                                                cols = x->shape[1] / world * 4;
-                                                first_col = rank * cols;
-                                        }
-                                        w = cols;
-                                        h = rows;
-                                        if ((dim == 0 && x->shape[0] % world) ||
-                                            (dim == 1 && x->shape[1] % world))
-                                                continue; /* planning refused it: checked below */
-                                        for (uint64_t r = 0; r < h; r++)
-                                                CHECK(!memcmp(
-                                                          back + job->plan->tensor_dst[i] + r * w,
-                                                          src + (first_row + r) * x->shape[1] * 4 +
-                                                              first_col,
-                                                          w),
-                                                      "%s dim %d rank %u/%u row %" PRIu64
-                                                      " differs",
-                                                      x->name, dim, rank, world, r);
-                                }
-                                free(back);
-                                stf_cuda_job_release(job);
-                                stf_job_free(job);
-                        }
-                }
-        }
+        for (int dev = 0; dev < (ndevices > 1 ? 2 : 1); dev++)
+                for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++)
+                        for (int dim = -1; dim <= 1; dim++)
+                                for (uint32_t world = dim < 0 ? 1 : 2; world <= (dim < 0 ? 1u : 4u);
+                                     world *= 2)
+                                        for (uint32_t rank = 0; rank < world; rank++)
+                                                check_job(m, t,
+                                                          &(struct stf_slice){dim, rank, world},
+                                                          dev, chunks[c]);
         printf("%s\n", fails ? "FAILED" : "cuda prefetch: every byte of every slice matches");
         stf_tree_free(t);
         stf_model_close(m);
