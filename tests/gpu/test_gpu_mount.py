@@ -1,0 +1,356 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""CUDA prefetch through real mounts, against tests/gpu's fakecuda.
+
+The daemon runs with LD_LIBRARY_PATH at the fake (a libcuda.so.1 that keeps
+device memory in host memory) and FAKECUDA_STATS at a file where the fake
+keeps its live counters, so every test can check that what a job allocated
+is freed again by evict, cancel, failure and unmount. Bytes on the device
+are read back by a second process (ipc_read) through the user.stfs.cuda
+xattr's IPC handle and compared with the source.
+
+usage: test_gpu_mount.py --stfs STFS --gen GEN --fakecuda DIR --ipc-read EXE
+                         --stfsctl STFSCTL
+Exits 77 where FUSE is unavailable.
+"""
+
+import argparse
+import contextlib
+import errno
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "control"))
+import stfstest  # noqa: E402
+import test_control as tc  # noqa: E402
+from test_control import CUDA, Control, read_reference  # noqa: E402,F401
+
+FAKECUDA = None
+IPC_READ = None
+STFSCTL = None
+# every counter that must be back to 0 once nothing is prefetched
+LIVE = ("device_allocs", "pinned_allocs", "registered", "streams", "events", "ipc_open",
+        "leaked_at_ctx_release")
+
+
+class FakeMount(tc.Mount):
+    """A mount whose daemon loads fakecuda, configured by FAKECUDA_* @env."""
+
+    def __init__(self, test, source, *opts, env=None):
+        self.stats_path = os.path.join(tempfile.mkdtemp(prefix="stfs-fakecuda-"), "stats.json")
+        test.addCleanup(shutil.rmtree, os.path.dirname(self.stats_path), True)
+        add = dict(LD_LIBRARY_PATH=FAKECUDA, FAKECUDA_STATS=self.stats_path, **(env or {}))
+        saved = {k: os.environ.get(k) for k in add}
+        os.environ.update(add)
+        self.source = source
+        try:
+            super().__init__(test, source, *opts)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def fake(self):
+        """The fake driver's counters in the daemon now ({} before its first CUDA call)."""
+        try:
+            with open(self.stats_path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {}
+
+    def xattr(self, name):
+        raw = os.getxattr(self.tensor(name), "user.stfs.cuda").decode()
+        kv = dict(x.split("=", 1) for x in raw.split())
+        return kv
+
+
+def ipc_read(kv):
+    """The bytes of one tensor, read by another process through its IPC handle."""
+    r = subprocess.run([IPC_READ, kv["device"], kv["handle"], kv["offset"], kv["size"]],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(
+                           os.environ, LD_LIBRARY_PATH=FAKECUDA))
+    if r.returncode:
+        raise AssertionError("ipc_read: %s" % r.stderr.decode())
+    return r.stdout
+
+
+class GpuMountTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.work = tempfile.mkdtemp(prefix="stfs-gpu-models-")
+        cls.llama = os.path.join(cls.work, "llama")
+        tc.run_gen("llama", cls.llama, "--shards", 2, "--layers", 3, "--hidden", 24)
+        cls.ref = read_reference(cls.llama)
+        # ~40 MiB: a job in 4 KiB chunks on one thread runs long enough to be
+        # cancelled, unmounted under, or to lose its device
+        cls.wide = os.path.join(cls.work, "wide")
+        tc.run_gen("llama", cls.wide, "--shards", 2, "--layers", 2, "--hidden", 1024)
+        cls.refs = {cls.llama: cls.ref, cls.wide: read_reference(cls.wide)}
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.work, ignore_errors=True)
+
+    def layer(self, i):
+        pre = "model.layers.%d." % i
+        return sorted(n for n in self.ref if n.startswith(pre))
+
+    def assert_freed(self, m, what):
+        st = m.fake()
+        self.assertEqual({k: st.get(k, 0) for k in LIVE}, {k: 0 for k in LIVE},
+                         "%s: the fake driver still holds %s" % (what, st))
+
+    def assert_device_bytes(self, m, names, device):
+        for n in names:
+            kv = m.xattr(n)
+            self.assertEqual(int(kv["device"]), device, n)
+            self.assertEqual(int(kv["size"]), len(self.ref[n]), n)
+            self.assertEqual(ipc_read(kv), self.ref[n], n)
+
+    def assert_serving(self, m):
+        with open(m.tensor("model.norm.weight"), "rb") as f:
+            self.assertEqual(f.read(), self.refs[m.source]["model.norm.weight"])
+        self.assertIn("counters", m.status())
+
+    def unmount_clean(self, m):
+        self.assertTrue(m.unmount(), "fusermount3 -u kept failing")
+        rc = m.wait_exit()
+        self.assertEqual(rc, 0, m.stderr())
+        self.assert_freed(m, "after unmount")
+
+    # ------------------------------------------------------------- bytes
+
+    def test_prefetch_to_two_devices_read_by_another_process(self):
+        m = FakeMount(self, self.llama)
+        c = m.control()
+        j0 = c.prefetch("model.layers.0", target=CUDA, device=0, threads=3, chunk=4096)
+        j1 = c.prefetch("model.layers.1\nmodel.norm", target=CUDA, device=1, threads=2)
+        for j in (j0, j1):
+            st = c.wait(j)
+            self.assertEqual(st["state"], "done", st)
+            self.assertEqual(st["bytes_done"], st["bytes_total"])
+        self.assert_device_bytes(m, self.layer(0), 0)
+        self.assert_device_bytes(m, self.layer(1) + ["model.norm.weight"], 1)
+        self.assertEqual(m.fake()["device_allocs"], 2)
+        self.assertEqual([j["target"] for j in m.status()["jobs"]], ["cuda:0", "cuda:1"])
+        # not on the device that was not asked
+        with self.assertRaises(OSError) as cm:
+            m.xattr(self.layer(2)[0])
+        self.assertEqual(cm.exception.errno, errno.ENODATA)
+        # evict per device: the other stays readable
+        self.assertEqual(c.evict("model.layers.0", target=CUDA, device=1), 0)
+        self.assertEqual(c.evict("model.layers.0", target=CUDA, device=0), len(self.layer(0)))
+        self.assertEqual(m.fake()["device_allocs"], 1)
+        with self.assertRaises(OSError) as cm:
+            m.xattr(self.layer(0)[0])
+        self.assertEqual(cm.exception.errno, errno.ENODATA)
+        self.assert_device_bytes(m, self.layer(1), 1)
+        self.assertEqual(c.evict("", target=CUDA, device=1), len(self.layer(1)) + 1)
+        self.assert_freed(m, "after evicting everything")
+        self.assert_serving(m)
+        c.close()
+        self.unmount_clean(m)
+
+    def test_sliced_prefetch_bytes(self):
+        m = FakeMount(self, self.llama)
+        c = m.control()
+        name = "model.layers.2.mlp.up_proj.weight"
+        st = c.wait(c.prefetch(name, target=CUDA, device=1, slice=(0, 1, 2), chunk=4096))
+        self.assertEqual(st["state"], "done", st)
+        kv = m.xattr(name)
+        half = len(self.ref[name]) // 2
+        self.assertEqual(int(kv["size"]), half)
+        self.assertEqual(ipc_read(kv), self.ref[name][half:])
+        c.close()
+        self.unmount_clean(m)
+
+    def test_text_command_to_cuda1(self):
+        m = FakeMount(self, self.llama, "-o", "rw")
+        fd = os.open(m.p(".stfs", "control"), os.O_RDWR | os.O_CLOEXEC)
+        self.addCleanup(os.close, fd)
+        text = "prefetch model.layers.1 cuda:1 threads=2\n"
+        self.assertEqual(os.write(fd, text.encode()), len(text))
+        os.lseek(fd, 0, os.SEEK_SET)
+        reply = os.read(fd, 4096).decode()
+        tc.asan_settle()
+        mo = re.fullmatch(r"job (\d+)\n", reply)
+        self.assertTrue(mo, reply)
+        st = m.control().wait(int(mo.group(1)))
+        self.assertEqual(st["state"], "done", st)
+        self.assert_device_bytes(m, self.layer(1), 1)
+
+    # --------------------------------------------------- jobs that stop
+
+    def test_cancel_mid_job(self):
+        m = FakeMount(self, self.wide, env=dict(FAKECUDA_DELAY_US="500"))
+        c = m.control()
+        job = c.prefetch("", target=CUDA, device=0, threads=1, chunk=4096)
+        deadline = time.monotonic() + 10
+        while c.status(job)["bytes_done"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        c.cancel(job)
+        st = c.wait(job)
+        self.assertEqual(st["state"], "cancelled", st)
+        self.assertLess(st["bytes_done"], st["bytes_total"])
+        self.assert_freed(m, "after cancel")
+        with self.assertRaises(OSError):
+            m.xattr("model.norm.weight")
+        self.assertEqual(c.evict("", target=CUDA, device=0), 0)
+        self.assert_serving(m)
+        # and the device still works
+        self.assertEqual(c.wait(c.prefetch("model.norm", target=CUDA, device=0))["state"], "done")
+        c.close()
+        self.unmount_clean(m)
+
+    def test_unmount_with_jobs_running(self):
+        m = FakeMount(self, self.wide, env=dict(FAKECUDA_DELAY_US="500"))
+        c = m.control()
+        jobs = [c.prefetch("", target=CUDA, device=d, threads=2, chunk=4096) for d in (0, 1)]
+        for j in jobs:
+            self.assertEqual(c.status(j)["state"], "running")
+        c.close()
+        self.unmount_clean(m)
+
+    # --------------------------------------- the same tensors, twice
+
+    def test_repeated_and_overlapping_prefetch(self):
+        """What is resident is skipped: no second allocation of the same bytes."""
+        m = FakeMount(self, self.llama)
+        c = m.control()
+        l0, l1 = "model.layers.0", "model.layers.1"
+        self.assertEqual(c.wait(c.prefetch(l0, target=CUDA, device=0))["state"], "done")
+        st = c.wait(c.prefetch(l0, target=CUDA, device=0))
+        self.assertEqual((st["state"], st["tensors"]), ("done", 0))
+        self.assertEqual(m.fake()["total_device_allocs"], 1)
+        st = c.wait(c.prefetch(l0 + "\n" + l1, target=CUDA, device=0))
+        self.assertEqual((st["state"], st["tensors"]), ("done", len(self.layer(1))))
+        self.assertEqual(m.fake()["device_allocs"], 2)
+        self.assert_device_bytes(m, self.layer(0) + self.layer(1), 0)
+        self.assertEqual(c.evict(l0 + "\n" + l1, target=CUDA, device=0),
+                         len(self.layer(0)) + len(self.layer(1)))
+        self.assert_freed(m, "after evicting both")
+        c.close()
+        self.unmount_clean(m)
+
+    # The per-tensor record is one job: a later job of the same tensors (a
+    # slice of them, another device, or one running at the same time)
+    # replaces the earlier one's record, whose allocation evict can then
+    # never reach (it is freed at unmount only). The residency module of
+    # the architecture issue owns the fix.
+    @unittest.expectedFailure
+    def test_same_tensors_in_several_jobs_stay_evictable(self):
+        """Every allocation stays reachable: evicting everything frees all device memory."""
+        m = FakeMount(self, self.llama)
+        c = m.control()
+        l0 = "model.layers.0"
+        for kw in (dict(), dict(slice=(0, 0, 2)), dict(device=1)):
+            kw = dict(dict(target=CUDA, device=0), **kw)
+            self.assertEqual(c.wait(c.prefetch(l0, **kw))["state"], "done", kw)
+        # two jobs of the same tensors at once
+        js = [c.prefetch("model.layers.2", target=CUDA, device=0, chunk=4096) for _ in range(2)]
+        for j in js:
+            self.assertEqual(c.wait(j)["state"], "done")
+        self.assertEqual(m.fake()["device_allocs"], 5)
+        for d in (0, 1):
+            c.evict("", target=CUDA, device=d)
+        self.assert_freed(m, "after evicting every tensor from both devices")
+        c.close()
+        self.unmount_clean(m)
+
+    # ------------------------------------------------------------ faults
+
+    def assert_fails_cleanly(self, env, message, device=0, source=None):
+        m = FakeMount(self, source or self.wide, env=env)
+        c = m.control()
+        st = c.wait(c.prefetch("", target=CUDA, device=device, threads=2, chunk=65536))
+        self.assertEqual(st["state"], "failed", (env, st))
+        self.assertNotEqual(st["error"], 0)
+        self.assertRegex(st["message"], message)
+        self.assertIn(st["message"], m.status()["jobs"][0]["error"])
+        self.assert_freed(m, "after %s" % env)
+        with self.assertRaises(OSError) as cm:
+            m.xattr("model.norm.weight")
+        self.assertEqual(cm.exception.errno, errno.ENODATA)
+        self.assertEqual(c.evict("", target=CUDA, device=device), 0)
+        self.assert_serving(m)
+        return m, c
+
+    def test_out_of_device_memory(self):
+        m, c = self.assert_fails_cleanly(dict(FAKECUDA_MEM="1M"),
+                                         r"^cuda:0: cuMemAlloc failed: out of memory$")
+        # what fits still goes
+        self.assertEqual(c.wait(c.prefetch("model.norm", target=CUDA, device=0))["state"], "done")
+        c.close()
+        self.unmount_clean(m)
+
+    def test_device_lost_mid_job(self):
+        m, c = self.assert_fails_cleanly(dict(FAKECUDA_LOST="0:20"),
+                                         r"^cuda:0: .*busy or unavailable$")
+        # the other device goes on
+        st = c.wait(c.prefetch("model.norm", target=CUDA, device=1))
+        self.assertEqual(st["state"], "done", st)
+        st = c.wait(c.prefetch("model.norm", target=CUDA, device=0))
+        self.assertEqual(st["state"], "failed", st)
+        c.close()
+        self.unmount_clean(m)
+
+    def test_nth_call_of_an_entry_point_fails(self):
+        for call, n, msg in (("cuDevicePrimaryCtxRetain", 1, "context failed"),
+                             ("cuMemHostAlloc", 2, "cuMemHostAlloc failed"),
+                             ("cuStreamCreate", 2, "stream setup failed"),
+                             ("cuEventCreate", 4, "stream setup failed"),
+                             ("cuMemcpyHtoDAsync_v2", 7, "async copy failed"),
+                             ("cuEventRecord", 9, "async copy failed"),
+                             ("cuEventSynchronize", 5, "copy failed"),
+                             ("cuStreamSynchronize", 1, "stream synchronize failed")):
+            with self.subTest(call=call):
+                m, c = self.assert_fails_cleanly(dict(FAKECUDA_FAIL="%s:%d" % (call, n)),
+                                                 r"^cuda:0: %s: unknown error$" % msg)
+                c.close()
+                self.unmount_clean(m)
+
+    def test_no_such_device(self):
+        m, c = self.assert_fails_cleanly(dict(FAKECUDA_DEVICES="1"),
+                                         r"^cuda:1: no such device \(1 CUDA devices\)$", device=1)
+        c.close()
+        self.unmount_clean(m)
+        m, c = self.assert_fails_cleanly(dict(FAKECUDA_DEVICES="0"), r"^cuda:0: cuInit failed")
+        c.close()
+        self.unmount_clean(m)
+
+
+def main():
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--stfs", required=True)
+    ap.add_argument("--gen", required=True)
+    ap.add_argument("--fakecuda", required=True, help="directory of the fake libcuda.so.1")
+    ap.add_argument("--ipc-read", required=True)
+    ap.add_argument("--stfsctl", required=True)
+    args, rest = ap.parse_known_args()
+    tc.STFS = os.path.abspath(args.stfs)
+    tc.GEN = os.path.abspath(args.gen)
+    global FAKECUDA, IPC_READ, STFSCTL
+    STFSCTL = os.path.abspath(args.stfsctl)
+    FAKECUDA = os.path.abspath(args.fakecuda)
+    IPC_READ = os.path.abspath(args.ipc_read)
+    why = stfstest.fuse_skip_reason()
+    if why:
+        print("SKIP: " + why, file=sys.stderr)
+        return 77
+    prog = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
+    return 0 if prog.result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
