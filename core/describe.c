@@ -57,11 +57,10 @@ int stf_describe_header(const struct stf_model *m, const struct stf_tree *t, cha
                 stf_strbuf_json_str(&sb, path, plen > 0 ? (size_t)plen : 0);
                 stf_strbuf_puts(&sb, ", \"component\": ");
                 stf_strbuf_json_str(&sb, comp, strlen(comp));
-                stf_strbuf_printf(&sb, ", \"dtype\": \"%s\", \"shape\": [",
-                                  stf_dtype_info(x->dtype)->name);
-                for (uint32_t d = 0; d < x->rank; d++)
-                        stf_strbuf_printf(&sb, d ? ", %" PRIu64 : "%" PRIu64, x->shape[d]);
-                stf_strbuf_puts(&sb, "], \"shard\": ");
+                stf_strbuf_printf(
+                    &sb, ", \"dtype\": \"%s\", \"shape\": ", stf_dtype_info(x->dtype)->name);
+                stf_shape_append(&sb, x->shape, x->rank, false);
+                stf_strbuf_puts(&sb, ", \"shard\": ");
                 stf_strbuf_json_str(&sb, m->shards[x->shard].name,
                                     strlen(m->shards[x->shard].name));
                 stf_strbuf_printf(&sb, ", \"offset\": %" PRIu64 ", \"size\": %" PRIu64 "}",

@@ -16,6 +16,7 @@
 
 #include "bytes.h"
 #include "format.h"
+#include "strbuf.h"
 
 #define QMAX 400
 
@@ -81,15 +82,36 @@ static bool get_u64(const json_t *v, uint64_t *out)
         return true;
 }
 
-static void shape_str(const uint64_t *shape, uint32_t rank, char *buf, size_t cap)
+size_t stf_shape_format(char *buf, size_t cap, const uint64_t *shape, uint32_t rank, bool compact)
 {
         size_t o = 0;
 
-        o += (size_t)snprintf(buf + o, cap - o, "[");
-        for (uint32_t i = 0; i < rank && o < cap; i++)
-                o += (size_t)snprintf(buf + o, cap - o, "%s%" PRIu64, i ? ", " : "", shape[i]);
-        if (o < cap)
-                snprintf(buf + o, cap - o, "]");
+        /* snprintf with a NULL buffer and 0 only counts. */
+        o += (size_t)snprintf(buf, cap, "[");
+        for (uint32_t i = 0; i < rank; i++)
+                o += (size_t)snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, "%s%" PRIu64,
+                                      i ? (compact ? "," : ", ") : "", shape[i]);
+        o += (size_t)snprintf(o < cap ? buf + o : NULL, o < cap ? cap - o : 0, "]");
+        return o;
+}
+
+void stf_shape_append(struct stf_strbuf *sb, const uint64_t *shape, uint32_t rank, bool compact)
+{
+        char small[256], *big;
+        size_t n = stf_shape_format(small, sizeof(small), shape, rank, compact);
+
+        if (n < sizeof(small)) {
+                stf_strbuf_append(sb, small, n);
+                return;
+        }
+        big = malloc(n + 1);
+        if (!big) {
+                sb->failed = true;
+                return;
+        }
+        stf_shape_format(big, n + 1, shape, rank, compact);
+        stf_strbuf_append(sb, big, n);
+        free(big);
 }
 
 /* Every value of "__metadata__" must be a string. */
@@ -182,7 +204,7 @@ static int parse_entry(const char *file, const char *key, json_t *ent, uint64_t 
                 }
         }
         t->rank = (uint32_t)json_array_size(shape);
-        shape_str(dims, t->rank, shp, sizeof(shp));
+        stf_shape_format(shp, sizeof(shp), dims, t->rank, false);
         if (!json_is_array(offs) || json_array_size(offs) != 2 ||
             !get_u64(json_array_get(offs, 0), &begin) || !get_u64(json_array_get(offs, 1), &end)) {
                 stf_diag_set(diag,

@@ -11,6 +11,7 @@
  * checked against STF_HEADER_MAX and the file size.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +36,18 @@ struct stf_tensor {
         uint32_t shard;        /* index of the shard in its model (0 here) */
         uint32_t comp;         /* component of the model (0 here) */
 };
+
+/*
+ * A shape as a JSON array, the one formatter of shapes: "[2, 3]", or
+ * "[2,3]" when @compact (headers and xattrs). Like snprintf: writes at most
+ * @cap bytes with the NUL (nothing when @cap is 0) and returns the length
+ * of the whole text.
+ */
+size_t stf_shape_format(char *buf, size_t cap, const uint64_t *shape, uint32_t rank, bool compact);
+
+/* The same appended to @sb (struct stf_strbuf, strbuf.h). */
+struct stf_strbuf;
+void stf_shape_append(struct stf_strbuf *sb, const uint64_t *shape, uint32_t rank, bool compact);
 
 struct stf_header {
         uint64_t file_size;

@@ -16,7 +16,6 @@
  * from files, and a name of a million parts must not overflow the stack.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,12 +101,9 @@ static int cmp_size(const struct stf_tensor *x, const struct stf_tensor *y)
         return cmp_parts(x, y);
 }
 
-static pthread_mutex_t sort_lock = PTHREAD_MUTEX_INITIALIZER;
-static const struct stf_model *sort_model; /* under sort_lock: qsort has no context */
-
-static int cmp_size_idx(const void *a, const void *b)
+static int cmp_size_idx(const void *a, const void *b, void *model)
 {
-        const struct stf_tensor *t = sort_model->tensors;
+        const struct stf_tensor *t = ((const struct stf_model *)model)->tensors;
 
         return cmp_size(&t[*(const size_t *)a], &t[*(const size_t *)b]);
 }
@@ -394,10 +390,7 @@ static int largest(const struct stf_model *m, size_t top, size_t *out)
                         return -ENOMEM;
                 for (size_t i = 0; i < m->ntensors; i++)
                         all[i] = i;
-                pthread_mutex_lock(&sort_lock);
-                sort_model = m;
-                qsort(all, m->ntensors, sizeof(*all), cmp_size_idx);
-                pthread_mutex_unlock(&sort_lock);
+                qsort_r(all, m->ntensors, sizeof(*all), cmp_size_idx, (void *)m);
                 memcpy(out, all, top * sizeof(*out));
                 free(all);
                 return 0;

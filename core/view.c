@@ -376,11 +376,10 @@ int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_
                 const struct stf_tensor *x = &m->tensors[idx[i]];
 
                 stf_strbuf_json_str(&hdr, names.buf ? names.buf + pos[i] : "", pos[i + 1] - pos[i]);
-                stf_strbuf_printf(&hdr, ":{\"dtype\":\"%s\",\"shape\":[",
-                                  stf_dtype_info(x->dtype)->name);
-                for (uint32_t k = 0; k < x->rank; k++)
-                        stf_strbuf_printf(&hdr, k ? ",%" PRIu64 : "%" PRIu64, x->shape[k]);
-                stf_strbuf_printf(&hdr, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}%s", off,
+                stf_strbuf_printf(&hdr,
+                                  ":{\"dtype\":\"%s\",\"shape\":", stf_dtype_info(x->dtype)->name);
+                stf_shape_append(&hdr, x->shape, x->rank, true);
+                stf_strbuf_printf(&hdr, ",\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}%s", off,
                                   off + x->size, i + 1 < n ? "," : "");
                 off += x->size;
         }

@@ -246,24 +246,6 @@ static void json_tensor_name(struct stf_strbuf *sb, const struct stf_model *m,
         json_cstr(sb, m->comps[t->comp].name);
 }
 
-static void shape_text(const struct stf_tensor *t, char *buf, size_t cap)
-{
-        size_t o = (size_t)snprintf(buf, cap, "[");
-
-        for (uint32_t d = 0; d < t->rank && o < cap; d++)
-                o += (size_t)snprintf(buf + o, cap - o, "%s%" PRIu64, d ? ", " : "", t->shape[d]);
-        if (o < cap)
-                snprintf(buf + o, cap - o, "]");
-}
-
-static void json_shape(struct stf_strbuf *sb, const struct stf_tensor *t)
-{
-        stf_strbuf_puts(sb, "[");
-        for (uint32_t d = 0; d < t->rank; d++)
-                stf_strbuf_printf(sb, d ? ", %" PRIu64 : "%" PRIu64, t->shape[d]);
-        stf_strbuf_puts(sb, "]");
-}
-
 /* Open @source for inspect/verify --scan, printing the parser's one line. */
 static int open_model(const char *source, struct stf_model **m)
 {
@@ -417,7 +399,7 @@ static void text_visit(void *ctx, const struct stf_module *md, const char *path,
                 const struct stf_tensor *t = &ic->m->tensors[md->tensor];
                 char shp[256];
 
-                shape_text(t, shp, sizeof(shp));
+                stf_shape_format(shp, sizeof(shp), t->shape, t->rank, false);
                 printf("  %s %s", stf_dtype_info(t->dtype)->name, shp);
         }
         if (md->nchildren && !has_children)
@@ -453,7 +435,7 @@ static void json_visit(void *ctx, const struct stf_module *md, const char *path,
 
                 stf_strbuf_printf(
                     sb, ", \"dtype\": \"%s\", \"shape\": ", stf_dtype_info(t->dtype)->name);
-                json_shape(sb, t);
+                stf_shape_append(sb, t->shape, t->rank, false);
         }
         if (md->component)
                 stf_strbuf_puts(sb, ", \"component\": true");
@@ -633,7 +615,7 @@ static int inspect_text(const char *source, const struct stf_model *m, const str
                         const struct stf_tensor *t = &m->tensors[s->largest[i]];
                         char shp[256];
 
-                        shape_text(t, shp, sizeof(shp));
+                        stf_shape_format(shp, sizeof(shp), t->shape, t->rank, false);
                         printf("%16s %16s  %-12s %-24s ", human_params(t->nelem, a, sizeof(a)),
                                human_bytes(t->size, b, sizeof(b)), stf_dtype_info(t->dtype)->name,
                                shp);
@@ -719,7 +701,7 @@ static int inspect_json(const char *source, const struct stf_model *m, const str
                 json_tensor_name(&sb, m, t);
                 stf_strbuf_printf(
                     &sb, ", \"dtype\": \"%s\", \"shape\": ", stf_dtype_info(t->dtype)->name);
-                json_shape(&sb, t);
+                stf_shape_append(&sb, t->shape, t->rank, false);
                 stf_strbuf_printf(&sb, ", \"params\": %" PRIu64 ", \"bytes\": %" PRIu64, t->nelem,
                                   t->size);
                 stf_strbuf_puts(&sb, ", \"shard\": ");
