@@ -5,8 +5,19 @@
 /*
  * stfsctl subcommands that drive a mount through its control file
  * (ioctls of stfs_ioctl.h). Each takes the arguments after its name and
- * returns the process exit status: 0 success, 1 failure, 2 usage.
+ * returns the process exit status.
  */
+
+/*
+ * The exit status of every subcommand (stfsctl(1), README): 0 success;
+ * CTL_EXIT_FAILED when what was asked failed: the model has problems or
+ * cannot be opened, verify --scan found NaN or Inf, there is no control
+ * file or the mount refused the request, a job failed or was cancelled;
+ * CTL_EXIT_USAGE for bad arguments or a failure of stfsctl itself (out of
+ * memory, writing its output).
+ */
+#define CTL_EXIT_FAILED 1
+#define CTL_EXIT_USAGE 2
 
 int ctl_prefetch(int argc, char **argv);
 int ctl_status(int argc, char **argv);

@@ -17,6 +17,7 @@
 
 #include "ctl.h"
 #include "stfs_ioctl.h"
+#include "target.h"
 
 static int open_control(const char *mnt)
 {
@@ -58,26 +59,6 @@ static bool parse_size(const char *s, uint64_t *out)
         return true;
 }
 
-static bool parse_target(const char *s, uint32_t *target, int32_t *device)
-{
-        char *end;
-        long d;
-
-        if (!strcmp(s, "host")) {
-                *target = STFS_TARGET_HOST;
-                *device = 0;
-                return true;
-        }
-        if (strncmp(s, "cuda:", 5))
-                return false;
-        d = strtol(s + 5, &end, 10);
-        if (*end || end == s + 5 || d < 0 || d > 4096)
-                return false;
-        *target = STFS_TARGET_CUDA;
-        *device = (int32_t)d;
-        return true;
-}
-
 /* Append @pat to a selection buffer; false when it does not fit. */
 static bool add_pattern(char *sel, size_t cap, size_t *used, const char *pat)
 {
@@ -90,13 +71,6 @@ static bool add_pattern(char *sel, size_t cap, size_t *used, const char *pat)
         sel[(*used)++] = '\n';
         sel[*used] = '\0';
         return true;
-}
-
-static const char *state_name(uint32_t s)
-{
-        static const char *const names[] = {"queued", "running", "done", "failed", "cancelled"};
-
-        return s < 5 ? names[s] : "unknown";
 }
 
 static void human(double bytes, char *buf, size_t cap)
@@ -126,7 +100,8 @@ static void progress(const struct stfs_status_req *st, bool tty, bool final)
                 bar[i] = i < fill ? '#' : '.';
         bar[30] = '\0';
         fprintf(stderr, "%s[%s] %s / %s  %.2f GB/s  ETA %.0fs  %s%s", tty ? "\r" : "", bar, done,
-                total, rate / 1e9, eta, state_name(st->state), tty && !final ? "   " : "\n");
+                total, rate / 1e9, eta, stf_job_state_name(st->state),
+                tty && !final ? "   " : "\n");
         fflush(stderr);
 }
 
@@ -151,7 +126,7 @@ static int wait_job(int fd, uint64_t job)
                 if (get_status(fd, job, &st)) {
                         fprintf(stderr, "stfsctl: status of job %" PRIu64 ": %s\n", job,
                                 strerror(errno));
-                        return 1;
+                        return CTL_EXIT_FAILED;
                 }
                 if (st.state >= STFS_JOB_DONE)
                         break;
@@ -164,7 +139,7 @@ static int wait_job(int fd, uint64_t job)
         progress(&st, tty, true);
         if (st.state == STFS_JOB_FAILED)
                 fprintf(stderr, "stfsctl: job %" PRIu64 " failed: %s\n", job, st.message);
-        return st.state == STFS_JOB_DONE ? 0 : 1;
+        return st.state == STFS_JOB_DONE ? 0 : CTL_EXIT_FAILED;
 }
 
 int ctl_prefetch(int argc, char **argv)
@@ -173,10 +148,10 @@ int ctl_prefetch(int argc, char **argv)
         const char *mnt = NULL;
         bool wait = false;
         size_t used = 0;
-        int fd, ret = 2;
+        int fd, ret = CTL_EXIT_USAGE;
 
         if (!rq)
-                return 1;
+                return CTL_EXIT_USAGE;
         rq->version = STFS_IOC_VERSION;
         rq->slice_dim = -1;
         for (int i = 0; i < argc; i++) {
@@ -185,7 +160,7 @@ int ctl_prefetch(int argc, char **argv)
                 if (!strcmp(a, "--wait")) {
                         wait = true;
                 } else if (!strcmp(a, "--to") && v) {
-                        if (!parse_target(v, &rq->target, &rq->device))
+                        if (!stf_target_parse(v, &rq->target, &rq->device))
                                 goto usage;
                         i++;
                 } else if (!strcmp(a, "--threads") && v) {
@@ -214,13 +189,13 @@ int ctl_prefetch(int argc, char **argv)
                 goto usage;
         fd = open_control(mnt);
         if (fd < 0) {
-                ret = 1;
+                ret = CTL_EXIT_FAILED;
                 goto out;
         }
         if (ioctl(fd, STFS_IOC_PREFETCH, rq)) {
                 fprintf(stderr, "stfsctl: prefetch: %s\n",
                         errno == ENOENT ? "the selection matches no tensor" : strerror(errno));
-                ret = 1;
+                ret = CTL_EXIT_FAILED;
         } else {
                 printf("job %" PRIu64 "\n", rq->job);
                 fflush(stdout);
@@ -245,33 +220,33 @@ int ctl_status(int argc, char **argv)
 
         if (argc < 1 || argc > 2) {
                 fprintf(stderr, "usage: stfsctl status MNT [JOB]\n");
-                return 2;
+                return CTL_EXIT_USAGE;
         }
         if (argc == 1) {
                 snprintf(path, sizeof(path), "%s/.stfs/status", argv[0]);
                 fd = open(path, O_RDONLY | O_CLOEXEC);
                 if (fd < 0) {
                         fprintf(stderr, "stfsctl: %s: %s\n", path, strerror(errno));
-                        return 1;
+                        return CTL_EXIT_FAILED;
                 }
                 while ((n = read(fd, buf, sizeof(buf))) > 0)
                         fwrite(buf, 1, (size_t)n, stdout);
                 close(fd);
-                return n < 0 ? 1 : 0;
+                return n < 0 ? CTL_EXIT_FAILED : 0;
         }
         fd = open_control(argv[0]);
         if (fd < 0)
-                return 1;
+                return CTL_EXIT_FAILED;
         if (get_status(fd, strtoull(argv[1], NULL, 10), &st)) {
                 fprintf(stderr, "stfsctl: job %s: %s\n", argv[1], strerror(errno));
                 close(fd);
-                return 1;
+                return CTL_EXIT_FAILED;
         }
         close(fd);
         printf("job %" PRIu64 " %s %" PRIu64 "/%" PRIu64 " bytes %u tensors %.3fs%s%s\n", st.job,
-               state_name(st.state), st.bytes_done, st.bytes_total, st.tensors,
+               stf_job_state_name(st.state), st.bytes_done, st.bytes_total, st.tensors,
                (double)st.elapsed_ns / 1e9, st.message[0] ? ": " : "", st.message);
-        return st.state == STFS_JOB_FAILED ? 1 : 0;
+        return st.state == STFS_JOB_FAILED ? CTL_EXIT_FAILED : 0;
 }
 
 int ctl_cancel(int argc, char **argv)
@@ -281,15 +256,15 @@ int ctl_cancel(int argc, char **argv)
 
         if (argc != 2) {
                 fprintf(stderr, "usage: stfsctl cancel MNT JOB\n");
-                return 2;
+                return CTL_EXIT_USAGE;
         }
         rq.job = strtoull(argv[1], NULL, 10);
         fd = open_control(argv[0]);
         if (fd < 0)
-                return 1;
+                return CTL_EXIT_FAILED;
         if (ioctl(fd, STFS_IOC_CANCEL, &rq)) {
                 fprintf(stderr, "stfsctl: cancel job %s: %s\n", argv[1], strerror(errno));
-                ret = 1;
+                ret = CTL_EXIT_FAILED;
         }
         close(fd);
         return ret;
@@ -300,14 +275,14 @@ int ctl_evict(int argc, char **argv)
         struct stfs_evict_req *rq = calloc(1, sizeof(*rq));
         const char *mnt = NULL;
         size_t used = 0;
-        int fd, ret = 2;
+        int fd, ret = CTL_EXIT_USAGE;
 
         if (!rq)
-                return 1;
+                return CTL_EXIT_USAGE;
         rq->version = STFS_IOC_VERSION;
         for (int i = 0; i < argc; i++) {
                 if (!strcmp(argv[i], "--to") && i + 1 < argc) {
-                        if (!parse_target(argv[++i], &rq->target, &rq->device))
+                        if (!stf_target_parse(argv[++i], &rq->target, &rq->device))
                                 goto usage;
                 } else if (argv[i][0] == '-' && argv[i][1] == '-') {
                         goto usage;
@@ -321,13 +296,13 @@ int ctl_evict(int argc, char **argv)
                 goto usage;
         fd = open_control(mnt);
         if (fd < 0) {
-                ret = 1;
+                ret = CTL_EXIT_FAILED;
                 goto out;
         }
         ret = 0;
         if (ioctl(fd, STFS_IOC_EVICT, rq)) {
                 fprintf(stderr, "stfsctl: evict: %s\n", strerror(errno));
-                ret = 1;
+                ret = CTL_EXIT_FAILED;
         } else {
                 printf("evicted %" PRIu64 " tensors\n", rq->count);
         }

@@ -30,8 +30,6 @@
 #include "strbuf.h"
 #include "summary.h"
 
-#define EXIT_PROBLEMS 1
-#define EXIT_USAGE 2
 /*
  * The deepest module tree level shown: a hostile name of a million parts
  * would otherwise print paths quadratic in its length. Real models have
@@ -205,7 +203,7 @@ static int write_all(struct stf_strbuf *sb)
 
         if (stf_strbuf_finish(sb, &text, &len)) {
                 err("out of memory");
-                return EXIT_USAGE;
+                return CTL_EXIT_USAGE;
         }
         fwrite(text, 1, len, stdout);
         free(text);
@@ -259,9 +257,9 @@ static int open_model(const char *source, struct stf_model **m)
         else
                 err("%s: %s", source, strerror(-ret));
         if (ret == -ENOMEM)
-                return EXIT_USAGE;
+                return CTL_EXIT_USAGE;
         fprintf(stderr, "%s: 'stfsctl verify %s' lists every problem\n", prog, source);
-        return EXIT_PROBLEMS;
+        return CTL_EXIT_FAILED;
 }
 
 /* --------------------------------------------------------------- inspect */
@@ -753,13 +751,13 @@ static int cmd_inspect(int argc, char **argv)
                         if (!parse_uint(optarg, MAX_DEPTH, &o.depth)) {
                                 err("inspect: --depth wants a number from 0 to %d, not '%s'",
                                     MAX_DEPTH, optarg);
-                                return EXIT_USAGE;
+                                return CTL_EXIT_USAGE;
                         }
                         break;
                 case 't':
                         if (!parse_uint(optarg, 1000000000, &o.top)) {
                                 err("inspect: --top wants a number, not '%s'", optarg);
-                                return EXIT_USAGE;
+                                return CTL_EXIT_USAGE;
                         }
                         break;
                 case 'j':
@@ -770,12 +768,12 @@ static int cmd_inspect(int argc, char **argv)
                         return 0;
                 default:
                         inspect_usage(stderr);
-                        return EXIT_USAGE;
+                        return CTL_EXIT_USAGE;
                 }
         }
         if (optind != argc - 1) {
                 inspect_usage(stderr);
-                return EXIT_USAGE;
+                return CTL_EXIT_USAGE;
         }
         ret = open_model(argv[optind], &m);
         if (ret)
@@ -783,7 +781,7 @@ static int cmd_inspect(int argc, char **argv)
         if (stf_summary_build(m, o.top, &s)) {
                 err("out of memory");
                 stf_model_close(m);
-                return EXIT_USAGE;
+                return CTL_EXIT_USAGE;
         }
         if (o.json)
                 ret = inspect_json(argv[optind], m, s, &o);
@@ -793,9 +791,9 @@ static int cmd_inspect(int argc, char **argv)
         stf_model_close(m);
         if (ret) {
                 err("out of memory");
-                return EXIT_USAGE;
+                return CTL_EXIT_USAGE;
         }
-        return fflush(stdout) ? EXIT_USAGE : 0;
+        return fflush(stdout) ? CTL_EXIT_USAGE : 0;
 }
 
 /* ---------------------------------------------------------------- verify */
@@ -872,7 +870,7 @@ static void on_sigbus(int sig)
                                   "being scanned\n";
 
         (void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
-        _exit(EXIT_USAGE);
+        _exit(CTL_EXIT_USAGE);
 }
 
 /* Scan @m and report: 1 when a tensor has NaN or Inf values, 0 when none, or -ENOMEM. */
@@ -1014,7 +1012,7 @@ static int cmd_verify(int argc, char **argv)
                         if (!parse_uint(optarg, 4096, &threads) || !threads) {
                                 err("verify: --threads wants a number from 1 to 4096, not '%s'",
                                     optarg);
-                                return EXIT_USAGE;
+                                return CTL_EXIT_USAGE;
                         }
                         break;
                 case 'j':
@@ -1025,12 +1023,12 @@ static int cmd_verify(int argc, char **argv)
                         return 0;
                 default:
                         verify_usage(stderr);
-                        return EXIT_USAGE;
+                        return CTL_EXIT_USAGE;
                 }
         }
         if (optind != argc - 1) {
                 verify_usage(stderr);
-                return EXIT_USAGE;
+                return CTL_EXIT_USAGE;
         }
         source = argv[optind];
         if (v.json) {
@@ -1042,7 +1040,7 @@ static int cmd_verify(int argc, char **argv)
         if (ret && ret != -EINVAL) {
                 err("%s: %s", source, strerror(-ret));
                 stf_strbuf_reset(&sb);
-                return EXIT_USAGE;
+                return CTL_EXIT_USAGE;
         }
         if (v.json) {
                 stf_strbuf_printf(&sb, "%s,\n \"sound\": %s", v.count ? "\n ]" : "]",
@@ -1066,16 +1064,16 @@ static int cmd_verify(int argc, char **argv)
         if (found < 0) {
                 err("out of memory");
                 stf_strbuf_reset(&sb);
-                return EXIT_USAGE;
+                return CTL_EXIT_USAGE;
         }
         if (v.json) {
                 stf_strbuf_puts(&sb, "\n}\n");
                 if (write_all(&sb))
-                        return EXIT_USAGE;
+                        return CTL_EXIT_USAGE;
         }
         if (fflush(stdout))
-                return EXIT_USAGE;
-        return v.count || found ? EXIT_PROBLEMS : 0;
+                return CTL_EXIT_USAGE;
+        return v.count || found ? CTL_EXIT_FAILED : 0;
 }
 
 /* ------------------------------------------------------------------ main */
@@ -1140,7 +1138,7 @@ int main(int argc, char **argv)
 {
         if (argc < 2) {
                 usage(stderr);
-                return EXIT_USAGE;
+                return CTL_EXIT_USAGE;
         }
         if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
                 usage(stdout);
@@ -1157,5 +1155,5 @@ int main(int argc, char **argv)
         }
         err("unknown command '%s'", argv[1]);
         usage(stderr);
-        return EXIT_USAGE;
+        return CTL_EXIT_USAGE;
 }
