@@ -319,6 +319,38 @@ out:
         return 0;
 }
 
+/* Bytes a tensor's data is aligned to in a subset file: its element size. */
+static unsigned align_of(const struct stf_tensor *x)
+{
+        unsigned bits = stf_dtype_info(x->dtype)->bits;
+
+        return bits >= 64 ? 8 : bits >= 8 ? bits / 8 : 1;
+}
+
+/*
+ * Stable reorder of @idx (in layout order) by alignment, largest first, as
+ * the reference writer orders by dtype: every size is a multiple of its
+ * element size and the sizes are powers of two, so each tensor then starts
+ * at a multiple of its element size within the data, and the data itself at
+ * a multiple of 8 (the header is padded). Within one alignment the layout
+ * order stays: reading front to back reads each shard front to back.
+ */
+static int order_aligned(const struct stf_model *m, uint32_t *idx, size_t n)
+{
+        uint32_t *tmp = malloc((n ? n : 1) * sizeof(*tmp));
+        size_t k = 0;
+
+        if (!tmp)
+                return -ENOMEM;
+        for (unsigned a = 8; a >= 1; a /= 2)
+                for (size_t i = 0; i < n; i++)
+                        if (align_of(&m->tensors[idx[i]]) == a)
+                                tmp[k++] = idx[i];
+        memcpy(idx, tmp, n * sizeof(*idx));
+        free(tmp);
+        return 0;
+}
+
 int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_t dir,
                     bool full_names, struct stf_view **out)
 {
@@ -342,6 +374,9 @@ int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_
         if (ret)
                 goto out;
         stf_model_sort_layout(m, idx, n);
+        ret = order_aligned(m, idx, n);
+        if (ret)
+                goto out;
         pos = malloc((n + 1) * sizeof(*pos));
         if (!pos) {
                 ret = -ENOMEM;

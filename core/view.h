@@ -58,7 +58,9 @@ int stf_view_npy(const struct stf_model *m, size_t tensor, struct stf_view **out
  * names relative to @dir (or full names with @full_names; for a model of
  * several components full names are "COMPONENT.NAME" with '/' in the
  * component written '.'), the __metadata__ of their components, header
- * padded to 8 bytes, tensors in shard-then-offset order.
+ * padded with spaces to 8 bytes, tensors by element size (8, 4, 2, then 1
+ * byte and sub-byte types), each size in shard-then-offset order: every
+ * tensor starts at a file offset that is a multiple of its element size.
  * Names in one file are unique: where two relative names would be equal
  * ("a.b", the file a/b/%t, and "a.b.", the file a/b/%, are both "" relative
  * to a/b) the file has full names instead.

@@ -929,19 +929,23 @@ START_TEST(test_subset_sharded)
 {
         struct opened o;
         static const struct want a[] = {
-            {"y.w", "", "a.y.w"}, {"x.w", "", "a.x.w"}, {"x.b", "", "a.x.b"},
-            {"z", "", "a.z"},     {"e", "", "a.e"},
+            {"x.b", "", "a.x.b"}, {"z", "", "a.z"}, {"x.w", "", "a.x.w"},
+            {"y.w", "", "a.y.w"}, {"e", "", "a.e"},
         };
         static const struct want a_full[] = {
-            {"a.y.w", "", "a.y.w"}, {"a.x.w", "", "a.x.w"}, {"a.x.b", "", "a.x.b"},
-            {"a.z", "", "a.z"},     {"a.e", "", "a.e"},
+            {"a.x.b", "", "a.x.b"}, {"a.z", "", "a.z"}, {"a.x.w", "", "a.x.w"},
+            {"a.y.w", "", "a.y.w"}, {"a.e", "", "a.e"},
         };
-        static const struct want ax[] = {{"w", "", "a.x.w"}, {"b", "", "a.x.b"}};
+        static const struct want ax[] = {{"b", "", "a.x.b"}, {"w", "", "a.x.w"}};
         static const struct want root[] = {
-            {"a.y.w", "", "a.y.w"}, {"a.x.w", "", "a.x.w"},
-            {"a.x.b", "", "a.x.b"}, {"c", "", "c"},
-            {"a.z", "", "a.z"},     {"b.w", "", "b.w"},
-            {"a.e", "", "a.e"},     {"q\"uo\\te", "", "q\"uo\\te"},
+            {"q\"uo\\te", "", "q\"uo\\te"},
+            {"a.x.b", "", "a.x.b"},
+            {"a.z", "", "a.z"},
+            {"a.x.w", "", "a.x.w"},
+            {"b.w", "", "b.w"},
+            {"a.y.w", "", "a.y.w"},
+            {"c", "", "c"},
+            {"a.e", "", "a.e"},
         };
         static const struct want b[] = {{"w", "", "b.w"}};
 
@@ -973,26 +977,27 @@ START_TEST(test_subset_npy_straddle)
         e = &o.m->tensors[tensor_index(o.m, "", "a.e")];
         ck_assert_int_eq(stf_view_subset(o.m, o.t, ino_of(o.t, "a"), false, &v), 0);
         hlen = 8 + le((const char *)v->mem, 8);
+        /* file order: x.b (F32), a.z (F32, empty), x.w (BF16), y.w (F4), e (F6) */
         /* header and data */
         ck_assert_uint_eq(stf_view_iov(v, hlen - 2, 4, iov, 4, &got), 2);
         ck_assert_uint_eq(got, 4);
         ck_assert_ptr_eq(iov[0].iov_base, v->mem + hlen - 2);
-        ck_assert_ptr_eq(iov[1].iov_base, o.m->shards[yw->shard].map + yw->begin);
-        /* two tensors */
-        ck_assert_uint_eq(stf_view_iov(v, hlen + yw->size - 1, 2, iov, 4, &got), 2);
-        ck_assert_ptr_eq(iov[0].iov_base, o.m->shards[yw->shard].map + yw->begin + yw->size - 1);
+        ck_assert_ptr_eq(iov[1].iov_base, o.m->shards[xb->shard].map + xb->begin);
+        /* two tensors (the zero-size a.z between them has no extent) */
+        ck_assert_uint_eq(stf_view_iov(v, hlen + xb->size - 1, 2, iov, 4, &got), 2);
+        ck_assert_ptr_eq(iov[0].iov_base, o.m->shards[xb->shard].map + xb->begin + xb->size - 1);
         ck_assert_ptr_eq(iov[1].iov_base, o.m->shards[xw->shard].map + xw->begin);
-        /* two shards (the zero-size a.z between them has no extent) */
-        ck_assert_uint_ne(xb->shard, e->shard);
+        /* two shards */
+        ck_assert_uint_ne(yw->shard, e->shard);
         ck_assert_uint_eq(
-            stf_view_iov(v, hlen + yw->size + xw->size + xb->size - 3, 6, iov, 4, &got), 2);
+            stf_view_iov(v, hlen + xb->size + xw->size + yw->size - 3, 6, iov, 4, &got), 2);
         ck_assert_uint_eq(got, 6);
-        ck_assert_ptr_eq(iov[0].iov_base, o.m->shards[xb->shard].map + xb->begin + xb->size - 3);
+        ck_assert_ptr_eq(iov[0].iov_base, o.m->shards[yw->shard].map + yw->begin + yw->size - 3);
         ck_assert_ptr_eq(iov[1].iov_base, o.m->shards[e->shard].map + e->begin);
         ck_assert_uint_eq(iov[1].iov_len, 3);
         /* header, three tensors and into the fourth: four iovecs */
         ck_assert_uint_eq(stf_view_iov(v, 0, (size_t)v->size, iov, 4, &got), 4);
-        ck_assert_uint_eq(got, hlen + yw->size + xw->size + xb->size);
+        ck_assert_uint_eq(got, hlen + xb->size + xw->size + yw->size);
         stf_view_free(v);
 
         /* .npy: header then data */
@@ -1100,9 +1105,9 @@ START_TEST(test_subset_components)
         static const size_t o01[] = {1, 0}, o0[] = {0};
         static const struct want root[] = {
             {"p.w", "p", "w"},
-            {"p.s.t", "p", "s.t"},
             {"q.one.w", "q/one", "w"},
             {"q.two.v.u", "q/two", "v.u"},
+            {"p.s.t", "p", "s.t"},
         };
         static const struct want q[] = {
             {"one.w", "q/one", "w"},
