@@ -175,6 +175,27 @@ static void raise_readahead(const char *mountpoint, unsigned kb)
                 stfs_log(LOG_WARNING, "cannot set %s", path);
 }
 
+/*
+ * SOURCE made absolute (the daemon changes to / when it detaches) without
+ * resolving symbolic links: the kind of a source and the directory of its
+ * shards come from the path as given. In a Hugging Face cache the index is a
+ * link to ../../blobs/HASH, a name that says neither.
+ */
+static char *absolute(const char *path)
+{
+        char *cwd, *out;
+
+        if (path[0] == '/')
+                return strdup(path);
+        cwd = getcwd(NULL, 0);
+        if (!cwd)
+                return NULL;
+        if (asprintf(&out, "%s/%s", cwd, path) < 0)
+                out = NULL;
+        free(cwd);
+        return out;
+}
+
 int main(int argc, char **argv)
 {
         struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -203,8 +224,8 @@ int main(int argc, char **argv)
         if (fuse_opt_insert_arg(&args, 1, "-oro,default_permissions,subtype=stfs"))
                 goto out_args;
         if (o.source) {
-                source = realpath(o.source, NULL);
-                if (!source) {
+                source = absolute(o.source);
+                if (!source || access(source, F_OK)) {
                         fprintf(stderr, "stfs: %s: %s\n", o.source, strerror(errno));
                         goto out_args;
                 }

@@ -4,8 +4,26 @@
 
 usage: gen_model.py PRESET OUTDIR [--shards N] [--seed S] [--layers L]
                     [--hidden H] [--experts E] [--tensors T]
+                    [--companions] [--variant V] [--hfcache]
 
-Presets: tiny, llama, moe, dtypes, odd, big, diffusers (see PRESETS below).
+Presets: tiny, llama, moe, dtypes, odd, big, diffusers, mistral, lfs (see
+PRESETS below).
+
+Folder shapes as people have them:
+  --companions  also write the small files a Hugging Face repository holds
+                beside its weights (config.json, tokenizer files, README.md,
+                .gitattributes; model_index.json, scheduler/ for diffusers)
+  --variant V   diffusers: also write every component as a V variant
+                (diffusion_pytorch_model.V.safetensors, model.V.safetensors),
+                F16 tensors of other bytes
+  --hfcache     lay OUTDIR out as a Hugging Face hub cache:
+                OUTDIR/models--stfs--PRESET/{blobs,refs/main,snapshots/REV},
+                every file of the snapshot a relative symbolic link into
+                ../../blobs/SHA256 (the path of the snapshot is printed)
+  mistral       a Mistral-style repository: an HF sharded set (--shards,
+                default 2) and consolidated.safetensors (other names) beside it
+  lfs           model.safetensors is a Git LFS pointer file (a repository
+                cloned without LFS), with config.json beside it
 
 The files are written here, not with the safetensors library, because the
 presets need dtypes and names that library refuses to write. Layout of each
@@ -21,6 +39,7 @@ are masked to 0/1 so they hold valid values).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -238,7 +257,93 @@ def big_tensors(count, hidden, experts):
     return [(n, "BF16", shape) for n in names]
 
 
-def diffusers(w, outdir):
+def write_json(path, doc):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def write_text(path, text, mode="w"):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, mode) as f:
+        f.write(text)
+
+
+def hf_companions(outdir, rng):
+    """The small files of a transformers repository, beside the weights."""
+    write_json(os.path.join(outdir, "config.json"),
+               {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+                "hidden_size": 64, "torch_dtype": "bfloat16"})
+    write_json(os.path.join(outdir, "generation_config.json"),
+               {"bos_token_id": 1, "eos_token_id": 2})
+    vocab = {"tok%d" % i: i for i in range(300)}
+    write_json(os.path.join(outdir, "tokenizer.json"),
+               {"version": "1.0", "model": {"type": "BPE", "vocab": vocab, "merges": []}})
+    write_json(os.path.join(outdir, "tokenizer_config.json"),
+               {"model_max_length": 2048, "tokenizer_class": "PreTrainedTokenizerFast"})
+    write_json(os.path.join(outdir, "special_tokens_map.json"), {"bos_token": "tok1"})
+    write_text(os.path.join(outdir, "README.md"), "---\nlicense: apache-2.0\n---\n# tiny\n")
+    write_text(os.path.join(outdir, ".gitattributes"), "*.safetensors filter=lfs diff=lfs\n")
+    # a binary one: every byte value, and not valid UTF-8
+    write_text(os.path.join(outdir, "tokenizer.model"),
+               bytes(range(256)) + rng.bytes(3000), "wb")
+
+
+def mistral_tensors(layers, hidden, vocab=256):
+    """consolidated.safetensors: the same model under Mistral's own names."""
+    t = [("tok_embeddings.weight", "BF16", [vocab, hidden]),
+         ("norm.weight", "BF16", [hidden]),
+         ("output.weight", "BF16", [vocab, hidden])]
+    for i in range(layers):
+        p = "layers.%d." % i
+        t += [(p + "attention.wq.weight", "BF16", [hidden, hidden]),
+              (p + "attention.wk.weight", "BF16", [hidden // 2, hidden]),
+              (p + "feed_forward.w1.weight", "BF16", [2 * hidden, hidden]),
+              (p + "attention_norm.weight", "BF16", [hidden])]
+    return t
+
+
+LFS_POINTER = ("version https://git-lfs.github.com/spec/v1\n"
+               "oid sha256:4d7a3ef1c8b0e1f4a6e2b6f8c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4\n"
+               "size 26953722\n")
+
+
+def to_hfcache(outdir, preset):
+    """Move OUTDIR's files into a hub cache tree; returns the snapshot path."""
+    repo = os.path.join(outdir, "models--stfs--%s" % preset)
+    rev = hashlib.sha1(preset.encode()).hexdigest()
+    snap = os.path.join(repo, "snapshots", rev)
+    blobs = os.path.join(repo, "blobs")
+    files = []
+    for d, dirs, names in os.walk(outdir):
+        dirs.sort()
+        if os.path.abspath(d).startswith(os.path.abspath(repo)):
+            continue
+        files += [os.path.relpath(os.path.join(d, n), outdir) for n in sorted(names)]
+    os.makedirs(blobs, exist_ok=True)
+    for rel in files:
+        src = os.path.join(outdir, rel)
+        h = hashlib.sha256()
+        with open(src, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        blob = os.path.join(blobs, h.hexdigest())
+        if os.path.exists(blob):
+            os.unlink(src)
+        else:
+            os.rename(src, blob)
+        link = os.path.join(snap, rel)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(os.path.relpath(blob, os.path.dirname(link)), link)
+    for d, dirs, _ in os.walk(outdir, topdown=False):
+        if not os.path.abspath(d).startswith(os.path.abspath(repo)) and d != outdir:
+            os.rmdir(d)
+    write_text(os.path.join(repo, "refs", "main"), rev)
+    return snap
+
+
+def diffusers(w, outdir, variant=None, companions=False):
     unet = [("conv_in.weight", "F16", [8, 4, 3, 3]),
             ("conv_in.bias", "F16", [8]),
             ("time_embedding.linear_1.weight", "F32", [16, 8]),
@@ -264,6 +369,22 @@ def diffusers(w, outdir):
     w.write_file(os.path.join(outdir, "unet", "diffusion_pytorch_model.safetensors"), unet)
     w.write_file(os.path.join(outdir, "vae", "diffusion_pytorch_model.safetensors"), vae)
     w.write_file(os.path.join(outdir, "text_encoder", "model.safetensors"), te)
+    if variant:
+        def half(ts):
+            return [(n, "F16", sh) for n, _, sh in ts]
+        w.write_file(os.path.join(outdir, "unet", "diffusion_pytorch_model.%s.safetensors"
+                                  % variant), half(unet))
+        w.write_file(os.path.join(outdir, "vae", "diffusion_pytorch_model.%s.safetensors"
+                                  % variant), half(vae))
+        w.write_file(os.path.join(outdir, "text_encoder", "model.%s.safetensors" % variant),
+                     half(te))
+    if companions:
+        for comp in ("unet", "vae", "text_encoder"):
+            write_json(os.path.join(outdir, comp, "config.json"),
+                       {"_class_name": comp, "_diffusers_version": "0.0.0", "sample_size": 8})
+        write_json(os.path.join(outdir, "scheduler", "scheduler_config.json"),
+                   {"_class_name": "PNDMScheduler", "num_train_timesteps": 1000})
+        write_text(os.path.join(outdir, "README.md"), "# a tiny diffusers pipeline\n")
     with open(os.path.join(outdir, "model_index.json"), "w") as f:
         json.dump({"_class_name": "StableDiffusionPipeline",
                    "unet": ["diffusers", "UNet2DConditionModel"],
@@ -281,6 +402,8 @@ PRESETS = {
     "odd": dict(shards=1),
     "big": dict(tensors=100000, hidden=4, experts=256, shards=160),
     "diffusers": dict(),
+    "mistral": dict(layers=2, hidden=64, shards=2),
+    "lfs": dict(),
 }
 
 
@@ -294,7 +417,13 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int)
     ap.add_argument("--experts", type=int)
     ap.add_argument("--tensors", type=int)
+    ap.add_argument("--companions", action="store_true")
+    ap.add_argument("--variant")
+    ap.add_argument("--hfcache", action="store_true")
     a = ap.parse_args(argv)
+    if a.variant is not None and (a.preset != "diffusers" or not a.variant
+                                  or "/" in a.variant or "." in a.variant):
+        ap.error("--variant: a plain name, for the diffusers preset")
 
     opt = dict(PRESETS[a.preset])
     for k in ("shards", "layers", "hidden", "experts", "tensors"):
@@ -318,18 +447,31 @@ def main(argv=None):
             t = odd_tensors()
         elif a.preset == "big":
             t = big_tensors(opt["tensors"], opt["hidden"], opt["experts"])
+        elif a.preset == "mistral":
+            t = llama_tensors(opt["layers"], opt["hidden"])
+            w.write_file(os.path.join(a.outdir, "consolidated.safetensors"),
+                         mistral_tensors(opt["layers"], opt["hidden"]))
+            write_json(os.path.join(a.outdir, "params.json"),
+                       {"dim": opt["hidden"], "n_layers": opt["layers"]})
+        elif a.preset == "lfs":
+            t = None
+            write_text(os.path.join(a.outdir, "model.safetensors"), LFS_POINTER)
+            write_json(os.path.join(a.outdir, "config.json"), {"model_type": "llama"})
         else:
             if shards != 1:
                 ap.error("diffusers: --shards is not supported")
             t = None
-            diffusers(w, a.outdir)
+            diffusers(w, a.outdir, a.variant, a.companions)
         if t is not None:
             w.write_set(a.outdir, t, shards)
+            if a.companions:
+                hf_companions(a.outdir, w.rng)
+        where = to_hfcache(a.outdir, a.preset) if a.hfcache else a.outdir
     except (ValueError, OSError) as e:
         print("gen_model.py: %s" % e, file=sys.stderr)
         return 1
     print("%s: %d files, %d tensors, %d bytes in %s"
-          % (a.preset, w.files, w.tensors, w.bytes, a.outdir))
+          % (a.preset, w.files, w.tensors, w.bytes, where))
     return 0
 
 
