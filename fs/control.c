@@ -435,7 +435,7 @@ static int evict(struct stfs *fs, const struct stfs_evict_req *rq, uint64_t *cou
                         uint64_t ino = stf_tree_tensor_ino(fs->tree, t);
 
                         fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
-                        fuse_lowlevel_notify_inval_inode(fs->se, ino + fs->nnodes, 0, 0);
+                        fuse_lowlevel_notify_inval_inode(fs->se, stf_ns_npy_ino(fs->ns, t), 0, 0);
                         pthread_mutex_lock(&fs->jobs_lock);
                         *count += fs->host_resident[t];
                         fs->host_resident[t] = 0;

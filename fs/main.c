@@ -266,25 +266,10 @@ int main(int argc, char **argv)
         }
         fs.uid = getuid();
         fs.gid = getgid();
-        for (uint32_t i = 0; i < fs.model->nshards; i++) {
-                struct timespec t = fs.model->shards[i].mtime;
-
-                if (t.tv_sec > fs.dir_mtime.tv_sec ||
-                    (t.tv_sec == fs.dir_mtime.tv_sec && t.tv_nsec > fs.dir_mtime.tv_nsec))
-                        fs.dir_mtime = t;
-        }
         fs.debug = cmd.debug;
-        fs.listviews = o.listviews;
-        fs.fullnames = o.fullnames;
-        fs.nnodes = stf_tree_count(fs.tree);
-        {
-                uint64_t stfs_dir = 0;
-
-                stf_tree_lookup(fs.tree, STF_ROOT_INO, ".stfs", 5, &stfs_dir);
-                fs.stfs_dir = stfs_dir;
-        }
-        fs.views = calloc(2 * fs.nnodes, sizeof(*fs.views));
-        if (!fs.views) {
+        if (stf_ns_new(fs.model, fs.tree,
+                       (o.listviews ? STF_NS_LISTVIEWS : 0) | (o.fullnames ? STF_NS_FULLNAMES : 0),
+                       &fs.ns)) {
                 fprintf(stderr, "stfs: out of memory\n");
                 goto out_tree;
         }
@@ -342,6 +327,7 @@ out_session:
 out_tree:
         stfs_control_destroy(&fs);
         stfs_free_cache(&fs);
+        stf_ns_free(fs.ns);
         stf_tree_free(fs.tree);
 out_model:
         stf_model_close(fs.model);

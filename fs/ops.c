@@ -17,7 +17,6 @@
 #include <syslog.h>
 
 #include "control.h"
-#include "control.h"
 #include "describe.h"
 #include "stfs.h"
 
@@ -28,112 +27,6 @@ static struct stfs *fs_of(fuse_req_t req)
         return fuse_req_userdata(req);
 }
 
-enum file_kind { FK_DIR, FK_TENSOR, FK_SPECIAL, FK_NPY, FK_SUBSET };
-
-/* What @ino is, and the tree node it derives from. NULL when unknown. */
-static const struct stf_node *classify(struct stfs *fs, fuse_ino_t ino, enum file_kind *kind)
-{
-        const struct stf_node *n;
-        uint64_t N = fs->nnodes;
-
-        if (ino > N && ino <= 3 * N) {
-                n = stf_tree_node(fs->tree, ino - (ino > 2 * N ? 2 * N : N));
-                *kind = ino > 2 * N ? FK_SUBSET : FK_NPY;
-                return n;
-        }
-        n = stf_tree_node(fs->tree, ino);
-        if (n)
-                *kind = n->kind == STF_NODE_DIR      ? FK_DIR
-                        : n->kind == STF_NODE_TENSOR ? FK_TENSOR
-                                                     : FK_SPECIAL;
-        return n;
-}
-
-/* Build (once) the cached view in *@slot. 0 or -errno. */
-static int cached_view(struct stfs *fs, struct stf_view **slot, enum file_kind kind, uint64_t node,
-                       const struct stf_view **out)
-{
-        const struct stf_node *n = stf_tree_node(fs->tree, node);
-        int ret = 0;
-
-        pthread_mutex_lock(&fs->lock);
-        if (!*slot) {
-                if (kind == FK_NPY)
-                        ret = stf_view_npy(fs->model, n->index, slot);
-                else
-                        ret = stf_view_subset(fs->model, fs->tree, node,
-                                              kind == FK_SPECIAL || fs->fullnames, slot);
-        }
-        *out = *slot;
-        pthread_mutex_unlock(&fs->lock);
-        return ret;
-}
-
-/* Generate a /.stfs document (header.json, metadata.json): new text. */
-static int special_gen(struct stfs *fs, unsigned id, char **text, size_t *len)
-{
-        if (id == STF_SPECIAL_HEADER_JSON)
-                return stf_describe_header(fs->model, fs->tree, text, len);
-        return stf_describe_metadata(fs->model, text, len);
-}
-
-/*
- * The size of a /.stfs document. It is generated once to learn its size
- * and dropped: header.json of a 100k-tensor model is ~25 MB that stat
- * should not keep alive. Opens generate it again, held by the open file.
- */
-static int special_size(struct stfs *fs, unsigned id, size_t *len)
-{
-        char *text = NULL;
-        int ret = 0;
-
-        pthread_mutex_lock(&fs->lock);
-        if (!fs->special_known[id]) {
-                ret = special_gen(fs, id, &text, &fs->special_len[id]);
-                fs->special_known[id] = !ret;
-                free(text);
-        }
-        *len = fs->special_len[id];
-        pthread_mutex_unlock(&fs->lock);
-        return ret;
-}
-
-/*
- * The view of file @ino. Single-extent views are built in @tmp (no
- * allocation on the read path of a raw tensor); others are cached.
- */
-static int view_of(struct stfs *fs, fuse_ino_t ino, struct stf_view *tmp,
-                   const struct stf_view **out)
-{
-        enum file_kind kind;
-        const struct stf_node *n = classify(fs, ino, &kind);
-
-        if (!n)
-                return -ENOENT;
-        switch (kind) {
-        case FK_DIR:
-                return -EISDIR;
-        case FK_TENSOR:
-                stf_view_init_tensor(tmp, fs->model, n->index);
-                *out = tmp;
-                return 0;
-        case FK_SPECIAL:
-                if (n->index == STF_SPECIAL_MODEL_SAFETENSORS)
-                        return cached_view(fs, &fs->model_view, FK_SPECIAL, STF_ROOT_INO, out);
-                /* the others: bytes held by the open file (see op_open) */
-                stf_view_init_mem(tmp, "", 0);
-                *out = tmp;
-                return 0;
-        case FK_NPY:
-                return cached_view(fs, &fs->views[ino - fs->nnodes - 1], kind, ino - fs->nnodes,
-                                   out);
-        case FK_SUBSET:
-                return cached_view(fs, &fs->views[ino - fs->nnodes - 1], kind, ino - 2 * fs->nnodes,
-                                   out);
-        }
-        return -ENOENT;
-}
-
 static void live_free(struct stfs *fs, struct live *lv);
 
 void stfs_free_cache(struct stfs *fs)
@@ -141,58 +34,28 @@ void stfs_free_cache(struct stfs *fs)
         /* open files the kernel never released (connection aborted at exit) */
         while (fs->lives)
                 live_free(fs, fs->lives);
-        stf_view_free(fs->model_view);
-        for (uint64_t i = 0; fs->views && i < 2 * fs->nnodes; i++)
-                stf_view_free(fs->views[i]);
-        free(fs->views);
 }
 
+/* struct stat of @ino: the namespace decides, the owner is the mounter. */
 static int fill_attr(struct stfs *fs, fuse_ino_t ino, struct stat *st)
 {
-        enum file_kind kind;
-        const struct stf_node *n = classify(fs, ino, &kind);
-        const struct stf_view *v;
-        struct stf_view tmp;
-        int ret;
+        struct stf_ns_attr a;
+        int ret = stf_ns_attr(fs->ns, ino, &a);
 
-        if (!n)
-                return -ENOENT;
+        if (ret)
+                return ret;
         memset(st, 0, sizeof(*st));
         st->st_ino = ino;
+        st->st_mode = a.mode;
+        st->st_nlink = a.nlink;
         st->st_uid = fs->uid;
         st->st_gid = fs->gid;
+        st->st_size = (off_t)a.size;
+        st->st_blocks = (st->st_size + 511) / 512;
         /* 4 KiB like ext4: stdio sizes its buffer by this, and numpy.load
          * seeks back over a 1 MiB read-ahead of its own */
         st->st_blksize = 4096;
-        st->st_mtim = st->st_ctim = st->st_atim = fs->dir_mtime;
-        if (kind == FK_DIR) {
-                st->st_mode = S_IFDIR | 0555;
-                st->st_nlink = 2;
-                return 0;
-        }
-        ret = view_of(fs, ino, &tmp, &v);
-        if (ret)
-                return ret;
-        st->st_mode = S_IFREG | 0444;
-        if (kind == FK_SPECIAL && n->index == STF_SPECIAL_CONTROL)
-                st->st_mode = S_IFREG | 0600; /* the mounting user (and root) only */
-        st->st_nlink = 1;
-        st->st_size = (off_t)v->size;
-        if (kind == FK_SPECIAL &&
-            (n->index == STF_SPECIAL_HEADER_JSON || n->index == STF_SPECIAL_METADATA_JSON)) {
-                size_t len;
-
-                ret = special_size(fs, n->index, &len);
-                if (ret)
-                        return ret;
-                st->st_size = (off_t)len;
-        }
-        st->st_blocks = (st->st_size + 511) / 512;
-        if (kind == FK_TENSOR || kind == FK_NPY) {
-                const struct stf_tensor *t = &fs->model->tensors[n->index];
-
-                st->st_mtim = st->st_ctim = st->st_atim = fs->model->shards[t->shard].mtime;
-        }
+        st->st_mtim = st->st_ctim = st->st_atim = a.mtime;
         return 0;
 }
 
@@ -238,42 +101,6 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
             ~(unsigned)(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 }
 
-static bool has_suffix(const char *s, size_t len, const char *suf)
-{
-        size_t n = strlen(suf);
-
-        return len > n && !memcmp(s + len - n, suf, n);
-}
-
-/* May @node (a child) show a view? Tensors a .npy, directories a .safetensors. */
-static bool has_view(struct stfs *fs, uint64_t node, const struct stf_node *c)
-{
-        return c->kind == STF_NODE_TENSOR || (c->kind == STF_NODE_DIR && node != fs->stfs_dir);
-}
-
-/*
- * "T.npy" beside tensor T, "D.safetensors" beside directory D. Real names
- * win: this runs only when the name is not in the tree.
- */
-static int lookup_view(struct stfs *fs, fuse_ino_t parent, const char *name, uint64_t *ino)
-{
-        size_t len = strlen(name);
-        const struct stf_node *c;
-        uint64_t base;
-        bool npy = has_suffix(name, len, ".npy");
-
-        if (!npy && !has_suffix(name, len, ".safetensors"))
-                return -ENOENT;
-        len -= npy ? strlen(".npy") : strlen(".safetensors");
-        if (stf_tree_lookup(fs->tree, parent, name, len, &base))
-                return -ENOENT;
-        c = stf_tree_node(fs->tree, base);
-        if (!has_view(fs, base, c) || npy != (c->kind == STF_NODE_TENSOR))
-                return -ENOENT;
-        *ino = base + (npy ? fs->nnodes : 2 * fs->nnodes);
-        return 0;
-}
-
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
         struct stfs *fs = fs_of(req);
@@ -281,9 +108,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         uint64_t ino;
         int ret;
 
-        ret = stf_tree_lookup(fs->tree, parent, name, strlen(name), &ino);
-        if (ret == -ENOENT)
-                ret = lookup_view(fs, parent, name, &ino);
+        ret = stf_ns_lookup(fs->ns, parent, name, strlen(name), &ino);
         fill_entry(fs, &e);
         if (ret == -ENOENT) {
                 /* Negative entry, cached by the kernel for the same timeout. */
@@ -400,7 +225,7 @@ static void open_live(fuse_req_t req, struct stfs *fs, unsigned id, struct fuse_
         if (id == STF_SPECIAL_HEADER_JSON || id == STF_SPECIAL_METADATA_JSON) {
                 /* fixed content: page-cached like any file; the text lives
                  * while the file is open */
-                int ret = special_gen(fs, id, &lv->text, &lv->len);
+                int ret = stf_ns_doc(fs->ns, id, &lv->text, &lv->len);
 
                 if (ret) {
                         free(lv);
@@ -434,23 +259,23 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
         struct stfs *fs = fs_of(req);
-        enum file_kind kind;
-        const struct stf_node *n = classify(fs, ino, &kind);
+        struct stf_ns_entry e;
+        int ret = stf_ns_entry(fs->ns, ino, &e);
 
-        if (!n) {
-                fuse_reply_err(req, ENOENT);
+        if (ret) {
+                fuse_reply_err(req, -ret);
                 return;
         }
-        if (kind == FK_DIR) {
+        if (e.kind == STF_NS_DIR) {
                 fuse_reply_err(req, EISDIR);
                 return;
         }
-        if (kind == FK_SPECIAL && n->index != STF_SPECIAL_MODEL_SAFETENSORS) {
-                if ((fi->flags & O_ACCMODE) != O_RDONLY && n->index != STF_SPECIAL_CONTROL) {
+        if (e.kind == STF_NS_DOC || e.kind == STF_NS_CONTROL || e.kind == STF_NS_STATUS) {
+                if ((fi->flags & O_ACCMODE) != O_RDONLY && e.kind != STF_NS_CONTROL) {
                         fuse_reply_err(req, EROFS);
                         return;
                 }
-                open_live(req, fs, n->index, fi);
+                open_live(req, fs, e.index, fi);
                 return;
         }
         if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
@@ -625,7 +450,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 read_live(req, (struct live *)(uintptr_t)fi->fh, size, off);
                 return;
         } else {
-                ret = view_of(fs, ino, &tmp, &v);
+                ret = stf_ns_view(fs->ns, ino, &tmp, &v);
                 if (ret) {
                         fuse_reply_err(req, -ret);
                         return;
@@ -675,19 +500,15 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-        const struct stf_node *n = stf_tree_node(fs_of(req)->tree, ino);
+        struct stf_ns_entry e;
+        int ret = stf_ns_entry(fs_of(req)->ns, ino, &e);
 
-        if (fs_of(req)->no_opendir && n && n->kind == STF_NODE_DIR) {
-                /* with NO_OPENDIR_SUPPORT: ENOSYS once, then never asked again */
-                fuse_reply_err(req, ENOSYS);
-                return;
-        }
-        if (!n) {
-                fuse_reply_err(req, ENOENT);
-                return;
-        }
-        if (n->kind != STF_NODE_DIR) {
-                fuse_reply_err(req, ENOTDIR);
+        if (!ret && e.kind != STF_NS_DIR)
+                ret = -ENOTDIR;
+        if (!ret && fs_of(req)->no_opendir)
+                ret = -ENOSYS; /* with NO_OPENDIR_SUPPORT: once, then never asked again */
+        if (ret) {
+                fuse_reply_err(req, -ret);
                 return;
         }
         fi->cache_readdir = 1;
@@ -695,78 +516,41 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_open(req, fi);
 }
 
-static bool hidden_special(struct stfs *fs, uint64_t ino)
-{
-        const struct stf_node *n = stf_tree_node(fs->tree, ino);
-
-        return n->kind == STF_NODE_SPECIAL && n->index == STF_SPECIAL_MODEL_SAFETENSORS;
-}
-
-/* Offsets: 1 is ".", 2 is "..", 3 + i the i-th child. */
+/* Fill up to @size bytes of entries from offset @off (see stf_ns_readdir). */
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
         struct stfs *fs = fs_of(req);
-        const struct stf_node *d = stf_tree_node(fs->tree, ino);
+        struct stf_ns_dirent d;
         size_t used = 0;
-        char *buf;
+        char *buf = malloc(size);
+        int ret = buf ? 0 : -ENOMEM;
 
-        if (!d || d->kind != STF_NODE_DIR) {
-                fuse_reply_err(req, d ? ENOTDIR : ENOENT);
-                return;
-        }
-        buf = malloc(size);
-        if (!buf) {
-                fuse_reply_err(req, ENOMEM);
-                return;
-        }
-        off_t end = 2 + (off_t)d->nchildren * (fs->listviews ? 2 : 1);
-
-        for (off_t i = off; i < end; i++) {
+        for (uint64_t at = (uint64_t)off; !ret; at = d.next) {
                 struct fuse_entry_param e = {0};
-                fuse_ino_t cino;
-                const char *name;
-                char vname[512];
                 size_t need;
 
-                if (i < 2 + (off_t)d->nchildren) {
-                        cino = i == 0   ? ino
-                               : i == 1 ? d->parent
-                                        : d->first_child + (fuse_ino_t)(i - 2);
-                        name = i == 0 ? "." : i == 1 ? ".." : stf_tree_node(fs->tree, cino)->name;
-                        /*
-                         * .stfs/model.safetensors is a view of the whole model:
-                         * listed, it would make du count and cp -r copy it twice
-                         */
-                        if (i >= 2 && !fs->listviews && hidden_special(fs, cino))
-                                continue;
-                } else {
-                        /* -o listviews: the views of the children, after them */
-                        uint64_t c = d->first_child + (uint64_t)(i - 2 - (off_t)d->nchildren);
-                        const struct stf_node *cn = stf_tree_node(fs->tree, c);
-
-                        if (!has_view(fs, c, cn))
-                                continue;
-                        snprintf(vname, sizeof(vname), "%s%s", cn->name,
-                                 cn->kind == STF_NODE_TENSOR ? ".npy" : ".safetensors");
-                        cino = c + (cn->kind == STF_NODE_TENSOR ? fs->nnodes : 2 * fs->nnodes);
-                        name = vname;
-                }
-                if (fill_attr(fs, cino, &e.attr))
+                ret = stf_ns_readdir(fs->ns, ino, at, &d);
+                if (ret)
+                        break;
+                if (fill_attr(fs, d.ino, &e.attr))
                         continue;
                 if (plus) {
                         fill_entry(fs, &e);
-                        e.ino = cino;
-                        need =
-                            fuse_add_direntry_plus(req, buf + used, size - used, name, &e, i + 1);
+                        e.ino = d.ino;
+                        need = fuse_add_direntry_plus(req, buf + used, size - used, d.name, &e,
+                                                      (off_t)d.next);
                 } else {
-                        need =
-                            fuse_add_direntry(req, buf + used, size - used, name, &e.attr, i + 1);
+                        need = fuse_add_direntry(req, buf + used, size - used, d.name, &e.attr,
+                                                 (off_t)d.next);
                 }
                 if (need > size - used)
                         break;
                 used += need;
         }
-        fuse_reply_buf(req, buf, used);
+        if (ret < 0)
+                fuse_reply_err(req, -ret);
+        else
+                fuse_reply_buf(req, buf, used);
         free(buf);
 }
 
@@ -835,53 +619,51 @@ static const char tensor_xattrs[] =
                  "shard\0" XATTR_PREFIX "offset";
 static const char view_xattrs[] = "user.stfs.view\0user.stfs.of";
 
-/* Value of xattr @name of a view: what it is, and of which path. */
-static int view_xattr(struct stfs *fs, fuse_ino_t ino, enum file_kind kind, const char *name,
-                      char *buf, size_t cap)
+static bool is_view(enum stf_ns_kind k)
 {
-        uint64_t node = kind == FK_NPY ? ino - fs->nnodes : ino - 2 * fs->nnodes;
+        return k == STF_NS_NPY || k == STF_NS_SUBSET || k == STF_NS_MODEL;
+}
 
-        if (kind == FK_SPECIAL)
-                node = STF_ROOT_INO;
+/* Value of xattr @name of a view: what it is, and of which path. */
+static int view_xattr(struct stfs *fs, const struct stf_ns_entry *e, const char *name, char *buf,
+                      size_t cap)
+{
         if (!strcmp(name, "user.stfs.view"))
-                return snprintf(buf, cap, "%s", kind == FK_NPY ? "npy" : "safetensors");
+                return snprintf(buf, cap, "%s", e->kind == STF_NS_NPY ? "npy" : "safetensors");
         if (!strcmp(name, "user.stfs.of"))
-                return stf_tree_path(fs->tree, node, buf, cap);
+                return stf_tree_path(fs->tree, e->node, buf, cap);
         return -ENODATA;
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
         struct stfs *fs = fs_of(req);
-        enum file_kind kind;
-        const struct stf_node *n = classify(fs, ino, &kind);
+        struct stf_ns_entry e;
         const char *val;
         char *buf;
         size_t cap;
-        int len;
+        int len = stf_ns_entry(fs->ns, ino, &e);
 
-        if (!n) {
-                fuse_reply_err(req, ENOENT);
+        if (len) {
+                fuse_reply_err(req, -len);
                 return;
         }
-        if (kind == FK_SPECIAL && n->index != STF_SPECIAL_MODEL_SAFETENSORS)
-                kind = FK_DIR; /* no xattrs */
         /* Shapes: rank * 21 bytes at most; paths: 4 KiB, longer ones E2BIG. */
-        cap = kind == FK_TENSOR ? 256 + (size_t)fs->model->tensors[n->index].rank * 22 : 4096;
+        cap = e.kind == STF_NS_TENSOR ? 256 + (size_t)fs->model->tensors[e.index].rank * 22 : 4096;
         buf = malloc(cap);
         if (!buf) {
                 fuse_reply_err(req, ENOMEM);
                 return;
         }
         val = buf;
-        if (kind == FK_TENSOR && !strcmp(name, "user.stfs.cuda"))
-                len = stfs_cuda_xattr(fs, n->index, buf, cap);
-        else if (kind == FK_TENSOR)
-                len = xattr_value(fs, &fs->model->tensors[n->index], name, buf, cap, &val);
-        else if (kind == FK_DIR)
-                len = -ENODATA;
+        if (e.kind == STF_NS_TENSOR && !strcmp(name, "user.stfs.cuda"))
+                len = stfs_cuda_xattr(fs, e.index, buf, cap);
+        else if (e.kind == STF_NS_TENSOR)
+                len = xattr_value(fs, &fs->model->tensors[e.index], name, buf, cap, &val);
+        else if (is_view(e.kind))
+                len = view_xattr(fs, &e, name, buf, cap);
         else
-                len = view_xattr(fs, ino, kind, name, buf, cap);
+                len = -ENODATA;
         if (len == -ERANGE)
                 len = -E2BIG;
         if (len < 0)
@@ -898,20 +680,19 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
         struct stfs *fs = fs_of(req);
-        enum file_kind kind;
-        const struct stf_node *n = classify(fs, ino, &kind);
+        struct stf_ns_entry e;
         const char *list = "";
         size_t len = 0;
+        int ret = stf_ns_entry(fs->ns, ino, &e);
 
-        if (!n) {
-                fuse_reply_err(req, ENOENT);
+        if (ret) {
+                fuse_reply_err(req, -ret);
                 return;
         }
-        if (kind == FK_TENSOR) {
+        if (e.kind == STF_NS_TENSOR) {
                 list = tensor_xattrs;
                 len = sizeof(tensor_xattrs);
-        } else if (kind == FK_NPY || kind == FK_SUBSET ||
-                   (kind == FK_SPECIAL && n->index == STF_SPECIAL_MODEL_SAFETENSORS)) {
+        } else if (is_view(e.kind)) {
                 list = view_xattrs;
                 len = sizeof(view_xattrs);
         }
@@ -965,11 +746,11 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
                      struct fuse_file_info *fi)
 {
         struct stfs *fs = fs_of(req);
-        const struct stf_node *n = stf_tree_node(fs->tree, ino);
         struct live *lv = (struct live *)(uintptr_t)fi->fh;
+        struct stf_ns_entry e;
         char *reply;
 
-        if (!n || n->kind != STF_NODE_SPECIAL || n->index != STF_SPECIAL_CONTROL || !lv) {
+        if (stf_ns_entry(fs->ns, ino, &e) || e.kind != STF_NS_CONTROL || !lv) {
                 fuse_reply_err(req, EROFS);
                 return;
         }

@@ -14,36 +14,23 @@
 #include <fuse_lowlevel.h>
 
 #include "model.h"
+#include "ns.h"
 #include "tree.h"
 #include "view.h"
 
 struct stfs {
         struct stf_model *model;
         struct stf_tree *tree;
+        struct stf_ns *ns; /* every inode: what it is, lookups, listings */
         uid_t uid;
         gid_t gid;
-        struct timespec dir_mtime; /* newest shard mtime */
-        double timeout;            /* entry/attr timeout, seconds */
+        double timeout; /* entry/attr timeout, seconds */
         bool debug;
         bool no_opendir;       /* kernel needs no OPENDIR (set in init) */
         unsigned readahead_kb; /* 0: kernel default */
 
-        bool listviews; /* list T.npy and D.safetensors too */
-        bool fullnames; /* D.safetensors keeps full tensor names */
-
-        /*
-         * Inode space: 1..N the tree (N = stf_tree_count), N+i the .npy view
-         * of tensor node i, 2N+i the .safetensors view of directory node i.
-         * Generated files and views are built on first use, then kept.
-         */
-        uint64_t nnodes;
-        uint64_t stfs_dir; /* inode of /.stfs */
-        pthread_mutex_t lock;
-        size_t special_len[STF_SPECIAL_COUNT];
-        bool special_known[STF_SPECIAL_COUNT];
-        struct live *lives;          /* open live files (ops.c) */
-        struct stf_view *model_view; /* /.stfs/model.safetensors */
-        struct stf_view **views;     /* [2N]: npy views, then subset views */
+        pthread_mutex_t lock; /* guards lives */
+        struct live *lives;   /* open live files (ops.c) */
 
         /* control plane (control.c) */
         struct fuse_session *se;
@@ -60,7 +47,7 @@ struct stfs {
         uint64_t read_requests, read_bytes, pushed_bytes, pushed_chunks; /* atomic */
 };
 
-/* Free what the ops built (generated documents, views). */
+/* Free the open live files the kernel never released. */
 void stfs_free_cache(struct stfs *fs);
 
 /* Watch the shards for truncation (inotify); reads past a shard's current

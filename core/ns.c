@@ -1,0 +1,344 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The mount namespace (see ns.h for the inode space). Everything here is a
+ * function of the tree, except the view cache and the document sizes,
+ * which are filled on first use without a lock (compare-and-swap), so a
+ * slow build (model.safetensors or header.json of a 100k-tensor model)
+ * never holds up a lookup or read of anything else.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "describe.h"
+#include "ns.h"
+
+struct stf_ns {
+        const struct stf_model *model;
+        const struct stf_tree *tree;
+        unsigned flags;
+        uint64_t n;              /* tree nodes: inodes 1..n */
+        uint64_t stfs_dir;       /* inode of /.stfs (0: none) */
+        struct timespec mtime;   /* newest shard mtime */
+        struct stf_view **views; /* [2n]: at ino - n - 1 (npy, then subset) */
+        struct stf_view *model_view;
+        uint64_t doc_len[STF_SPECIAL_COUNT]; /* length + 1; 0 while unknown */
+};
+
+static bool newer(struct timespec a, struct timespec b)
+{
+        return a.tv_sec > b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec > b.tv_nsec);
+}
+
+int stf_ns_new(const struct stf_model *m, const struct stf_tree *t, unsigned flags,
+               struct stf_ns **out)
+{
+        struct stf_ns *ns = calloc(1, sizeof(*ns));
+
+        if (!ns)
+                return -ENOMEM;
+        ns->model = m;
+        ns->tree = t;
+        ns->flags = flags;
+        ns->n = stf_tree_count(t);
+        if (stf_tree_lookup(t, STF_ROOT_INO, ".stfs", 5, &ns->stfs_dir))
+                ns->stfs_dir = 0;
+        for (uint32_t i = 0; i < m->nshards; i++)
+                if (newer(m->shards[i].mtime, ns->mtime))
+                        ns->mtime = m->shards[i].mtime;
+        ns->views = calloc(2 * ns->n, sizeof(*ns->views));
+        if (!ns->views) {
+                free(ns);
+                return -ENOMEM;
+        }
+        *out = ns;
+        return 0;
+}
+
+void stf_ns_free(struct stf_ns *ns)
+{
+        if (!ns)
+                return;
+        for (uint64_t i = 0; ns->views && i < 2 * ns->n; i++)
+                stf_view_free(ns->views[i]);
+        free(ns->views);
+        stf_view_free(ns->model_view);
+        free(ns);
+}
+
+/* Does tree node @node (@c) have a view: a tensor its .npy, a directory
+ * (but .stfs) its .safetensors? */
+static bool has_view(const struct stf_ns *ns, uint64_t node, const struct stf_node *c)
+{
+        return c->kind == STF_NODE_TENSOR || (c->kind == STF_NODE_DIR && node != ns->stfs_dir);
+}
+
+/* The inode of the view of @node (which has one). */
+static uint64_t view_ino(const struct stf_ns *ns, uint64_t node, const struct stf_node *c)
+{
+        return node + (c->kind == STF_NODE_TENSOR ? ns->n : 2 * ns->n);
+}
+
+static enum stf_ns_kind special_kind(uint32_t index)
+{
+        switch (index) {
+        case STF_SPECIAL_MODEL_SAFETENSORS:
+                return STF_NS_MODEL;
+        case STF_SPECIAL_CONTROL:
+                return STF_NS_CONTROL;
+        case STF_SPECIAL_STATUS:
+                return STF_NS_STATUS;
+        default:
+                return STF_NS_DOC;
+        }
+}
+
+int stf_ns_entry(const struct stf_ns *ns, uint64_t ino, struct stf_ns_entry *e)
+{
+        const struct stf_node *n;
+
+        if (ino > ns->n && ino <= 3 * ns->n) {
+                bool npy = ino <= 2 * ns->n;
+
+                e->node = ino - (npy ? ns->n : 2 * ns->n);
+                n = stf_tree_node(ns->tree, e->node);
+                if (!has_view(ns, e->node, n) || npy != (n->kind == STF_NODE_TENSOR))
+                        return -ENOENT;
+                e->kind = npy ? STF_NS_NPY : STF_NS_SUBSET;
+                e->index = npy ? n->index : 0;
+                return 0;
+        }
+        n = stf_tree_node(ns->tree, ino);
+        if (!n)
+                return -ENOENT;
+        e->node = ino;
+        e->index = n->kind == STF_NODE_DIR ? 0 : n->index;
+        if (n->kind == STF_NODE_DIR)
+                e->kind = STF_NS_DIR;
+        else if (n->kind == STF_NODE_TENSOR)
+                e->kind = STF_NS_TENSOR;
+        else
+                e->kind = special_kind(n->index);
+        if (e->kind == STF_NS_MODEL)
+                e->node = STF_ROOT_INO;
+        return 0;
+}
+
+static bool has_suffix(const char *s, size_t len, const char *suf, size_t n)
+{
+        return len > n && !memcmp(s + len - n, suf, n);
+}
+
+/* "T.npy" beside tensor T, "D.safetensors" beside directory D. */
+static int lookup_view(const struct stf_ns *ns, uint64_t parent, const char *name, size_t len,
+                       uint64_t *ino)
+{
+        static const char npy_sfx[] = ".npy", st_sfx[] = ".safetensors";
+        bool npy = has_suffix(name, len, npy_sfx, sizeof(npy_sfx) - 1);
+        const struct stf_node *c;
+        uint64_t base;
+
+        if (!npy && !has_suffix(name, len, st_sfx, sizeof(st_sfx) - 1))
+                return -ENOENT;
+        len -= npy ? sizeof(npy_sfx) - 1 : sizeof(st_sfx) - 1;
+        if (stf_tree_lookup(ns->tree, parent, name, len, &base))
+                return -ENOENT;
+        c = stf_tree_node(ns->tree, base);
+        if (!has_view(ns, base, c) || npy != (c->kind == STF_NODE_TENSOR))
+                return -ENOENT;
+        *ino = view_ino(ns, base, c);
+        return 0;
+}
+
+int stf_ns_lookup(struct stf_ns *ns, uint64_t parent, const char *name, size_t len, uint64_t *ino)
+{
+        int ret = stf_tree_lookup(ns->tree, parent, name, len, ino);
+
+        if (ret == -ENOENT)
+                ret = lookup_view(ns, parent, name, len, ino);
+        return ret;
+}
+
+uint64_t stf_ns_npy_ino(const struct stf_ns *ns, size_t index)
+{
+        uint64_t node = stf_tree_tensor_ino(ns->tree, index);
+
+        return node ? node + ns->n : 0;
+}
+
+/* The view in *@slot, built on first use; see the file-top note. */
+static int cached_view(struct stf_ns *ns, struct stf_view **slot, const struct stf_ns_entry *e,
+                       const struct stf_view **out)
+{
+        struct stf_view *v = __atomic_load_n(slot, __ATOMIC_ACQUIRE), *none = NULL;
+        int ret;
+
+        if (!v) {
+                if (e->kind == STF_NS_NPY)
+                        ret = stf_view_npy(ns->model, e->index, &v);
+                else
+                        ret = stf_view_subset(
+                            ns->model, ns->tree, e->node,
+                            e->kind == STF_NS_MODEL || (ns->flags & STF_NS_FULLNAMES), &v);
+                if (ret)
+                        return ret;
+                if (!__atomic_compare_exchange_n(slot, &none, v, false, __ATOMIC_ACQ_REL,
+                                                 __ATOMIC_ACQUIRE)) {
+                        stf_view_free(v); /* another thread was first */
+                        v = none;
+                }
+        }
+        *out = v;
+        return 0;
+}
+
+int stf_ns_view(struct stf_ns *ns, uint64_t ino, struct stf_view *tmp, const struct stf_view **out)
+{
+        struct stf_ns_entry e;
+        int ret = stf_ns_entry(ns, ino, &e);
+
+        if (ret)
+                return ret;
+        switch (e.kind) {
+        case STF_NS_DIR:
+                return -EISDIR;
+        case STF_NS_TENSOR:
+                stf_view_init_tensor(tmp, ns->model, e.index);
+                *out = tmp;
+                return 0;
+        case STF_NS_NPY:
+        case STF_NS_SUBSET:
+                return cached_view(ns, &ns->views[ino - ns->n - 1], &e, out);
+        case STF_NS_MODEL:
+                return cached_view(ns, &ns->model_view, &e, out);
+        case STF_NS_DOC:
+        case STF_NS_CONTROL:
+        case STF_NS_STATUS:
+                break;
+        }
+        /* bytes held by the open file */
+        stf_view_init_mem(tmp, "", 0);
+        *out = tmp;
+        return 0;
+}
+
+int stf_ns_doc(const struct stf_ns *ns, unsigned special, char **text, size_t *len)
+{
+        if (special == STF_SPECIAL_HEADER_JSON)
+                return stf_describe_header(ns->model, ns->tree, text, len);
+        if (special == STF_SPECIAL_METADATA_JSON)
+                return stf_describe_metadata(ns->model, text, len);
+        return -EINVAL;
+}
+
+/*
+ * The size of a document. It is generated once to learn its size and
+ * dropped: header.json of a 100k-tensor model is ~25 MB that stat should
+ * not keep alive. Opens generate it again, held by the open file.
+ */
+static int doc_size(struct stf_ns *ns, unsigned special, uint64_t *size)
+{
+        uint64_t known = __atomic_load_n(&ns->doc_len[special], __ATOMIC_RELAXED);
+        char *text = NULL;
+        size_t len;
+        int ret;
+
+        if (!known) {
+                ret = stf_ns_doc(ns, special, &text, &len);
+                if (ret)
+                        return ret;
+                free(text);
+                known = (uint64_t)len + 1;
+                __atomic_store_n(&ns->doc_len[special], known, __ATOMIC_RELAXED);
+        }
+        *size = known - 1;
+        return 0;
+}
+
+int stf_ns_attr(struct stf_ns *ns, uint64_t ino, struct stf_ns_attr *a)
+{
+        const struct stf_view *v;
+        struct stf_ns_entry e;
+        struct stf_view tmp;
+        int ret = stf_ns_entry(ns, ino, &e);
+
+        if (ret)
+                return ret;
+        memset(a, 0, sizeof(*a));
+        a->kind = e.kind;
+        a->mtime = ns->mtime;
+        if (e.kind == STF_NS_DIR) {
+                a->mode = S_IFDIR | 0555;
+                a->nlink = 2;
+                return 0;
+        }
+        a->mode = S_IFREG | (e.kind == STF_NS_CONTROL ? 0600 : 0444); /* control: the
+                                                                         mounting user */
+        a->nlink = 1;
+        if (e.kind == STF_NS_DOC)
+                return doc_size(ns, e.index, &a->size);
+        ret = stf_ns_view(ns, ino, &tmp, &v);
+        if (ret)
+                return ret;
+        a->size = v->size;
+        if (e.kind == STF_NS_TENSOR || e.kind == STF_NS_NPY) {
+                const struct stf_tensor *t = &ns->model->tensors[e.index];
+
+                a->mtime = ns->model->shards[t->shard].mtime;
+        }
+        return 0;
+}
+
+/* Is child @c listed without listviews? model.safetensors is the whole
+ * model again (see ns.h). */
+static bool listed(const struct stf_ns *ns, const struct stf_node *c)
+{
+        return (ns->flags & STF_NS_LISTVIEWS) || c->kind != STF_NODE_SPECIAL ||
+               c->index != STF_SPECIAL_MODEL_SAFETENSORS;
+}
+
+int stf_ns_readdir(const struct stf_ns *ns, uint64_t dir, uint64_t off, struct stf_ns_dirent *d)
+{
+        const struct stf_node *n = stf_tree_node(ns->tree, dir), *c;
+        uint64_t nch, end;
+        struct stf_ns_entry e;
+
+        if (stf_ns_entry(ns, dir, &e))
+                return -ENOENT;
+        if (e.kind != STF_NS_DIR)
+                return -ENOTDIR;
+        nch = n->nchildren;
+        end = 2 + nch * (ns->flags & STF_NS_LISTVIEWS ? 2 : 1);
+        for (uint64_t i = off; i < end; i++) {
+                d->next = i + 1;
+                if (i < 2) {
+                        d->ino = i == 0 ? dir : n->parent;
+                        d->name = i == 0 ? "." : "..";
+                        d->name_len = i + 1;
+                        return 0;
+                }
+                if (i < 2 + nch) {
+                        d->ino = n->first_child + (i - 2);
+                        c = stf_tree_node(ns->tree, d->ino);
+                        if (!listed(ns, c))
+                                continue;
+                        d->name = c->name;
+                        d->name_len = c->name_len;
+                        return 0;
+                }
+                /* -o listviews: the views of the children, after them */
+                d->ino = n->first_child + (i - 2 - nch);
+                c = stf_tree_node(ns->tree, d->ino);
+                if (!has_view(ns, d->ino, c) || c->name_len > 255)
+                        continue; /* (tree components are 255 bytes at most) */
+                d->name_len =
+                    (size_t)snprintf(d->buf, sizeof(d->buf), "%s%s", c->name,
+                                     c->kind == STF_NODE_TENSOR ? ".npy" : ".safetensors");
+                d->name = d->buf;
+                d->ino = view_ino(ns, d->ino, c);
+                return 0;
+        }
+        return 1;
+}

@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef STF_NS_H
+#define STF_NS_H
+
+/*
+ * The mount namespace: every inode of a mount, what it is, how it is looked
+ * up and listed, and its attributes. The FUSE layer translates requests into
+ * these calls and fills kernel structs from the values they return; every
+ * decision about the namespace is made here.
+ *
+ * Inode space (N = stf_tree_count of the tree):
+ *   1 .. N       the tree (directories, tensors, the .stfs files), as
+ *                numbered by core/tree;
+ *   N+1 .. 2N    N+i is "T.npy", the .npy view of tensor node i;
+ *   2N+1 .. 3N   2N+i is "D.safetensors", the subset view of directory node
+ *                i (every directory but .stfs).
+ * Numbers of nodes that have no view (N+i for a directory) are unused. The
+ * numbering is a pure function of the tree: the same model always gets the
+ * same inodes, and a view's inode gives its node without a table.
+ *
+ * Views are found by suffix: a lookup of "X.npy" or "X.safetensors" that
+ * the tree does not hold (real names win) finds the view of X. They are
+ * listed only with STF_NS_LISTVIEWS, after the real entries; so is
+ * .stfs/model.safetensors (the whole model again: listed, du would count it
+ * and cp -r copy it twice).
+ *
+ * Views (.npy, D.safetensors, model.safetensors) are built on first use and
+ * kept for the life of the namespace: at most one per inode, so at most 2N
+ * plus one. Building one never blocks a lookup or read of another: a view
+ * is built without a lock and installed with a compare-and-swap (two
+ * threads that race on the same first use both build; one copy is kept).
+ * The sizes of header.json and metadata.json are learnt the same way, by
+ * generating the text once and dropping it.
+ *
+ * Thread safety: every function may be called from many threads at once.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "model.h"
+#include "tree.h"
+#include "view.h"
+
+#define STF_NS_LISTVIEWS 0x1u /* list T.npy, D.safetensors, .stfs/model.safetensors */
+#define STF_NS_FULLNAMES 0x2u /* D.safetensors keeps full tensor names */
+
+/* The longest name a listing gives: a component and ".safetensors". */
+#define STF_NS_NAME_MAX (255 + 12)
+
+enum stf_ns_kind {
+        STF_NS_DIR,     /* a directory of the tree (the root and .stfs too) */
+        STF_NS_TENSOR,  /* a tensor's bytes */
+        STF_NS_NPY,     /* T.npy */
+        STF_NS_SUBSET,  /* D.safetensors */
+        STF_NS_MODEL,   /* .stfs/model.safetensors (the subset view of the root) */
+        STF_NS_DOC,     /* .stfs/header.json, .stfs/metadata.json */
+        STF_NS_CONTROL, /* .stfs/control */
+        STF_NS_STATUS,  /* .stfs/status */
+};
+
+/* What an inode is: a small value, filled by stf_ns_entry. */
+struct stf_ns_entry {
+        enum stf_ns_kind kind;
+        uint64_t node;  /* the tree node it derives from: itself, the tensor
+                           of a .npy, the directory of a subset view, the
+                           root for model.safetensors */
+        uint32_t index; /* tensor index (TENSOR, NPY), enum stf_special
+                           (MODEL, DOC, CONTROL, STATUS); 0 otherwise */
+};
+
+/* The attributes policy decides; the caller adds owner and block size. */
+struct stf_ns_attr {
+        enum stf_ns_kind kind;
+        uint32_t mode; /* S_IFDIR | 0555, S_IFREG | 0444, control S_IFREG | 0600 */
+        uint32_t nlink;
+        uint64_t size;         /* bytes; 0 for directories and live files */
+        struct timespec mtime; /* a tensor's (and its .npy's) shard, else the
+                                  newest shard's */
+};
+
+/* One entry of a listing. */
+struct stf_ns_dirent {
+        uint64_t ino;
+        uint64_t next; /* the offset of the entry after this one */
+        const char *name;
+        size_t name_len;
+        char buf[STF_NS_NAME_MAX + 1]; /* holds the names of views */
+};
+
+struct stf_ns;
+
+/*
+ * A namespace over @m and @t, which the caller keeps alive (and unchanged)
+ * until stf_ns_free. @flags: STF_NS_LISTVIEWS, STF_NS_FULLNAMES.
+ * Returns 0 or -ENOMEM.
+ */
+int stf_ns_new(const struct stf_model *m, const struct stf_tree *t, unsigned flags,
+               struct stf_ns **out);
+
+/* Free the namespace and every view it built; accepts NULL. */
+void stf_ns_free(struct stf_ns *ns);
+
+/* What @ino is. Returns 0, or -ENOENT for a number that is no inode. */
+int stf_ns_entry(const struct stf_ns *ns, uint64_t ino, struct stf_ns_entry *e);
+
+/*
+ * Find @name (@len bytes) in directory @parent: a tree name, else a view by
+ * suffix. Returns 0 and *@ino, -ENOENT, or -ENOTDIR when @parent is not a
+ * directory.
+ */
+int stf_ns_lookup(struct stf_ns *ns, uint64_t parent, const char *name, size_t len, uint64_t *ino);
+
+/* Inode of the .npy view of tensor @index; 0 when out of range. */
+uint64_t stf_ns_npy_ino(const struct stf_ns *ns, size_t index);
+
+/*
+ * The attributes of @ino. Building them may build its view (the size of a
+ * .npy or subset view) or generate a document once (header.json).
+ * Returns 0, -ENOENT, -ENOMEM, or the error of building the view.
+ */
+int stf_ns_attr(struct stf_ns *ns, uint64_t ino, struct stf_ns_attr *a);
+
+/*
+ * The content of file @ino as a view. Raw tensors are built in @tmp (no
+ * allocation on the read path); other views are cached and borrowed from
+ * the namespace. Documents and live files (header.json, metadata.json,
+ * control, status) are empty here: their bytes belong to an open file.
+ * Returns 0, -ENOENT, -EISDIR, or the error of building the view.
+ */
+int stf_ns_view(struct stf_ns *ns, uint64_t ino, struct stf_view *tmp, const struct stf_view **out);
+
+/*
+ * The text of document @special (STF_SPECIAL_HEADER_JSON or
+ * STF_SPECIAL_METADATA_JSON), new (caller frees), its length in *@len.
+ * Returns 0, -EINVAL for another file, -ENOMEM.
+ */
+int stf_ns_doc(const struct stf_ns *ns, unsigned special, char **text, size_t *len);
+
+/*
+ * The entry at offset @off of the listing of directory @dir. Offsets are
+ * stable: 0 is ".", 1 "..", then the children, then (with listviews) their
+ * views; entries not shown are skipped. Resume with @off = d->next.
+ * Returns 0 and *@d (whose name may point into @d), 1 past the end,
+ * -ENOENT, -ENOTDIR.
+ */
+int stf_ns_readdir(const struct stf_ns *ns, uint64_t dir, uint64_t off, struct stf_ns_dirent *d);
+
+#endif
