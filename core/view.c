@@ -456,8 +456,7 @@ void stf_view_free(struct stf_view *v)
         free(v);
 }
 
-/* The last extent starting at or before @off (binary search; @v->n > 0). */
-static size_t find_extent(const struct stf_view *v, uint64_t off)
+size_t stf_view_find(const struct stf_view *v, uint64_t off)
 {
         size_t lo = 0, hi = v->n;
 
@@ -482,7 +481,7 @@ size_t stf_view_iov(const struct stf_view *v, uint64_t off, size_t len, struct i
                 return 0;
         if (len > v->size - off)
                 len = (size_t)(v->size - off);
-        for (size_t i = find_extent(v, off); i < v->n && got < len && k < max; i++) {
+        for (size_t i = stf_view_find(v, off); i < v->n && got < len && k < max; i++) {
                 const struct stf_extent *e = &v->ext[i];
                 uint64_t skip = off + got - e->off;
                 size_t take = e->len - skip < len - got ? (size_t)(e->len - skip) : len - got;
@@ -503,7 +502,7 @@ int stf_view_pread(const struct stf_view *v, const struct stf_model *m, uint64_t
 
         if (off >= v->size || len > v->size - off)
                 return -EINVAL;
-        for (size_t i = find_extent(v, off); i < v->n && done < len; i++) {
+        for (size_t i = stf_view_find(v, off); i < v->n && done < len; i++) {
                 const struct stf_extent *e = &v->ext[i];
                 uint64_t skip = off + done - e->off;
                 size_t take = e->len - skip < len - done ? (size_t)(e->len - skip) : len - done;

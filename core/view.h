@@ -81,6 +81,10 @@ void stf_view_free(struct stf_view *v);
 size_t stf_view_iov(const struct stf_view *v, uint64_t off, size_t len, struct iovec *iov,
                     size_t max, size_t *bytes);
 
+/* Index of the last extent of @v starting at or before @off (binary
+ * search); @v must have an extent (v->n > 0). */
+size_t stf_view_find(const struct stf_view *v, uint64_t off);
+
 /*
  * Copy [@off, @off + @len) of @v into @dst, reading shard extents with
  * pread (never through the mapping, so a source truncated while mounted

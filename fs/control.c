@@ -67,8 +67,8 @@ static int push_range(struct stfs *fs, uint64_t ino, uint32_t shard, uint64_t be
         struct fuse_bufvec bv = FUSE_BUFVEC_INIT(end - off);
         int ret;
 
-        if (!stfs_shard_covers(fs, shard, begin + end)) {
-                stfs_report_truncated(fs, shard);
+        if (!stf_watch_covers(fs->watch, shard, begin + end)) {
+                stf_watch_report(fs->watch, shard);
                 snprintf(msg, cap, "host: %s was truncated while mounted",
                          fs->model->shards[shard].name);
                 return -EIO;

@@ -286,7 +286,7 @@ int main(int argc, char **argv)
         if (!se)
                 goto out_tree;
         fs.se = se;
-        if (stfs_watch_start(&fs))
+        if (stf_watch_new(fs.model, stfs_log_truncated, NULL, &fs.watch))
                 goto out_session;
         fs.mountpoint = mountpoint;
         if (fuse_set_signal_handlers(se))
@@ -322,7 +322,8 @@ out_unmount:
 out_signals:
         fuse_remove_signal_handlers(se);
 out_session:
-        stfs_watch_stop(&fs);
+        stf_watch_free(fs.watch);
+        fs.watch = NULL;
         fuse_session_destroy(se);
 out_tree:
         stfs_control_destroy(&fs);

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -307,132 +306,13 @@ static void prefault(const struct iovec *iov, size_t n)
         }
 }
 
-/*
- * Shard watcher: a source truncated while mounted must not be served as
- * zeros (the tail of a partial page reads as zeros through the mapping).
- * inotify tells us when a shard changes; we re-stat it and keep its size
- * now, which every read checks with one atomic load per extent.
- */
-static void *watch_run(void *arg)
+/* A shard the watcher found short: say so once (see core/watch.h). */
+void stfs_log_truncated(void *ctx, const struct stf_shard *s)
 {
-        struct stfs *fs = arg;
-        char buf[4096] __attribute__((aligned(8)));
-
-        for (;;) {
-                ssize_t n = read(fs->inotify_fd, buf, sizeof(buf));
-
-                if (n <= 0) {
-                        if (n < 0 && errno == EINTR)
-                                continue;
-                        return NULL;
-                }
-                for (uint32_t i = 0; i < fs->model->nshards; i++) {
-                        struct stat st;
-
-                        if (!fstat(fs->model->shards[i].fd, &st))
-                                __atomic_store_n(&fs->shard_size[i], (uint64_t)st.st_size,
-                                                 __ATOMIC_RELAXED);
-                }
-        }
-}
-
-int stfs_watch_start(struct stfs *fs)
-{
-        fs->shard_size = calloc(fs->model->nshards + 1, sizeof(*fs->shard_size));
-        if (!fs->shard_size)
-                return -ENOMEM;
-        for (uint32_t i = 0; i < fs->model->nshards; i++)
-                fs->shard_size[i] = fs->model->shards[i].size;
-        fs->inotify_fd = inotify_init1(IN_CLOEXEC);
-        if (fs->inotify_fd < 0)
-                return 0; /* no watcher: reads are not size-checked beyond mount time */
-        for (uint32_t i = 0; i < fs->model->nshards; i++)
-                inotify_add_watch(fs->inotify_fd, fs->model->shards[i].path,
-                                  IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE);
-        if (pthread_create(&fs->watcher, NULL, watch_run, fs) == 0)
-                fs->watching = true;
-        return 0;
-}
-
-void stfs_watch_stop(struct stfs *fs)
-{
-        if (fs->watching) {
-                pthread_cancel(fs->watcher);
-                pthread_join(fs->watcher, NULL);
-                fs->watching = false;
-        }
-        if (fs->inotify_fd > 0)
-                close(fs->inotify_fd);
-        fs->inotify_fd = -1;
-        free(fs->shard_size);
-        fs->shard_size = NULL;
-}
-
-/* Do the shard extents under [off, off + len) still exist in their files? */
-static bool range_intact(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len)
-{
-        for (size_t i = 0; i < v->n; i++) {
-                const struct stf_extent *e = &v->ext[i];
-                const struct stf_shard *s;
-                uint64_t end;
-
-                if (e->shard < 0 || e->off + e->len <= off || e->off >= off + len)
-                        continue;
-                s = &fs->model->shards[e->shard];
-                end = (uint64_t)(e->ptr - s->map) + e->len;
-                if (end > __atomic_load_n(&fs->shard_size[e->shard], __ATOMIC_RELAXED))
-                        return false;
-        }
-        return true;
-}
-
-bool stfs_shard_covers(struct stfs *fs, uint32_t shard, uint64_t end)
-{
-        return !fs->shard_size || end <= __atomic_load_n(&fs->shard_size[shard], __ATOMIC_RELAXED);
-}
-
-void stfs_report_truncated(struct stfs *fs, uint32_t shard)
-{
-        static uint8_t said[4096];
-        const struct stf_shard *s = &fs->model->shards[shard];
-
-        if (__atomic_exchange_n(&said[shard % sizeof(said)], 1, __ATOMIC_RELAXED))
-                return;
         stfs_log(LOG_ERR,
                  "%s: reading its bytes failed: the file was truncated or changed while "
                  "mounted (%" PRIu64 " bytes at mount); reads of the lost range get EIO",
                  s->path, s->size);
-}
-
-/*
- * A source shrank under us: the watcher's size says so, the kernel's copy
- * from the mapping failed (EFAULT to us; the reader gets EIO from the
- * kernel) or a pread came up short. Name the shards that are short now -
- * not merely the first one under the range, which a view spanning two
- * shards may hold intact - each once. The file itself is asked (fstat):
- * this is the slow path, and the watcher may not have run yet.
- */
-static void report_fault(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len)
-{
-        for (size_t i = 0; i < v->n; i++) {
-                const struct stf_extent *e = &v->ext[i];
-                const struct stf_shard *s;
-                struct stat st;
-                uint64_t end;
-
-                if (e->shard < 0 || e->off + e->len <= off || e->off >= off + len)
-                        continue;
-                s = &fs->model->shards[e->shard];
-                end = (uint64_t)(e->ptr - s->map) + e->len;
-                if (!fstat(s->fd, &st)) {
-                        if ((uint64_t)st.st_size >= end)
-                                continue;
-                        if (fs->shard_size)
-                                __atomic_store_n(&fs->shard_size[e->shard], (uint64_t)st.st_size,
-                                                 __ATOMIC_RELAXED);
-                }
-                stfs_report_truncated(fs, (uint32_t)e->shard);
-        }
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -464,8 +344,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         want = v->size - (uint64_t)off < size ? (size_t)(v->size - (uint64_t)off) : size;
         if (!fi->fh)
                 __atomic_add_fetch(&fs->read_bytes, want, __ATOMIC_RELAXED);
-        if (fs->shard_size && !range_intact(fs, v, (uint64_t)off, want)) {
-                report_fault(fs, v, (uint64_t)off, want);
+        if (!stf_watch_intact(fs->watch, v, (uint64_t)off, want)) {
+                stf_watch_fault(fs->watch, v, (uint64_t)off, want);
                 fuse_reply_err(req, EIO);
                 return;
         }
@@ -475,7 +355,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 prefault(iov, n);
                 ret = fuse_reply_iov(req, iov, (int)n);
                 if (ret == -EFAULT)
-                        report_fault(fs, v, (uint64_t)off, want);
+                        stf_watch_fault(fs->watch, v, (uint64_t)off, want);
                 return;
         }
         /*
@@ -490,7 +370,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         }
         ret = stf_view_pread(v, fs->model, (uint64_t)off, want, buf);
         if (ret) {
-                report_fault(fs, v, (uint64_t)off, want);
+                stf_watch_fault(fs->watch, v, (uint64_t)off, want);
                 fuse_reply_err(req, -ret);
         } else {
                 fuse_reply_buf(req, buf, want);

@@ -17,11 +17,13 @@
 #include "ns.h"
 #include "tree.h"
 #include "view.h"
+#include "watch.h"
 
 struct stfs {
         struct stf_model *model;
         struct stf_tree *tree;
-        struct stf_ns *ns; /* every inode: what it is, lookups, listings */
+        struct stf_ns *ns;       /* every inode: what it is, lookups, listings */
+        struct stf_watch *watch; /* shard sizes now: reads of lost bytes get EIO */
         uid_t uid;
         gid_t gid;
         double timeout; /* entry/attr timeout, seconds */
@@ -34,10 +36,6 @@ struct stfs {
 
         /* control plane (control.c) */
         struct fuse_session *se;
-        uint64_t *shard_size; /* size now, kept by the watcher (atomic) */
-        int inotify_fd;
-        pthread_t watcher;
-        bool watching;
         const char *mountpoint;
         pthread_mutex_t jobs_lock;
         struct stf_job **jobs; /* job id i + 1 at [i] */
@@ -50,15 +48,8 @@ struct stfs {
 /* Free the open live files the kernel never released. */
 void stfs_free_cache(struct stfs *fs);
 
-/* Watch the shards for truncation (inotify); reads past a shard's current
- * size then fail with EIO instead of serving zeros. 0 or -errno. */
-int stfs_watch_start(struct stfs *fs);
-void stfs_watch_stop(struct stfs *fs);
-
-/* Does shard @shard still hold its bytes below @end (per the watcher)? */
-bool stfs_shard_covers(struct stfs *fs, uint32_t shard, uint64_t end);
-/* Log, once per shard, that @shard lost bytes while mounted. */
-void stfs_report_truncated(struct stfs *fs, uint32_t shard);
+/* The watcher's report (stf_watch_report_fn): log that a shard lost bytes. */
+void stfs_log_truncated(void *ctx, const struct stf_shard *s);
 
 extern const struct fuse_lowlevel_ops stfs_ops;
 

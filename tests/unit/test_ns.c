@@ -15,45 +15,12 @@
 #include <sys/stat.h>
 
 #include <check.h>
-#include <jansson.h>
 
 #include "describe.h"
 #include "ns.h"
 #include "util.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
-
-struct ts {
-        const char *name;
-        size_t size;
-};
-
-/* A safetensors file of U8 tensors at @path, with mtime @sec. */
-static void write_st(const char *path, const struct ts *t, size_t n, time_t sec)
-{
-        struct timespec times[2] = {{sec, 0}, {sec, 0}};
-        json_t *root = json_object();
-        size_t off = 0, len;
-        uint8_t *buf;
-        char *text;
-
-        for (size_t i = 0; i < n; i++) {
-                json_t *e = json_pack("{s:s, s:[I], s:[I,I]}", "dtype", "U8", "shape",
-                                      (json_int_t)t[i].size, "data_offsets", (json_int_t)off,
-                                      (json_int_t)(off + t[i].size));
-
-                ck_assert_int_eq(json_object_set_new(root, t[i].name, e), 0);
-                off += t[i].size;
-        }
-        text = json_dumps(root, JSON_COMPACT);
-        ck_assert_ptr_nonnull(text);
-        buf = ut_st_bytes(text, strlen(text), off, 3, &len);
-        ut_write_file(path, buf, len);
-        ck_assert_int_eq(utimensat(AT_FDCWD, path, times, 0), 0);
-        free(buf);
-        free(text);
-        json_decref(root);
-}
 
 struct fixture {
         char *dir;
@@ -85,12 +52,12 @@ static void close_fixture(struct fixture *f)
  * Two shards behind an index: shard 1 (mtime 1000) holds model.*, shard 2
  * (mtime 2000) lm_head.weight and the empty tensor "empty".
  */
-static const struct ts shard1[] = {
+static const struct ut_tensor shard1[] = {
     {"model.embed.weight", 16},        {"model.layers.0.attn.weight", 8},
     {"model.layers.0.attn.bias", 4},   {"model.layers.10.attn.weight", 8},
     {"model.layers.2.attn.weight", 8},
 };
-static const struct ts shard2[] = {{"lm_head.weight", 32}, {"empty", 0}};
+static const struct ut_tensor shard2[] = {{"lm_head.weight", 32}, {"empty", 0}};
 
 static void make_llama(struct fixture *f, unsigned ns_flags)
 {
@@ -105,10 +72,10 @@ static void make_llama(struct fixture *f, unsigned ns_flags)
 
         f->dir = ut_mkdtemp();
         p = ut_printf("%s/a.safetensors", f->dir);
-        write_st(p, shard1, N(shard1), 1000);
+        ut_write_st_u8(p, shard1, N(shard1), 1000);
         free(p);
         p = ut_printf("%s/b.safetensors", f->dir);
-        write_st(p, shard2, N(shard2), 2000);
+        ut_write_st_u8(p, shard2, N(shard2), 2000);
         free(p);
         p = ut_printf("%s/model.safetensors.index.json", f->dir);
         ut_write_file(p, index, strlen(index));
@@ -117,14 +84,14 @@ static void make_llama(struct fixture *f, unsigned ns_flags)
 }
 
 /* One safetensors file of @n tensors, mtime 1000. */
-static void make_single(struct fixture *f, const struct ts *t, size_t n, unsigned tree_flags,
+static void make_single(struct fixture *f, const struct ut_tensor *t, size_t n, unsigned tree_flags,
                         unsigned ns_flags)
 {
         char *p;
 
         f->dir = ut_mkdtemp();
         p = ut_printf("%s/m.safetensors", f->dir);
-        write_st(p, t, n, 1000);
+        ut_write_st_u8(p, t, n, 1000);
         open_fixture(f, p, tree_flags, ns_flags);
         free(p);
 }
@@ -264,7 +231,7 @@ END_TEST
 /* Flat: "w.npy" is a tensor of its own; real names win over views. */
 START_TEST(test_lookup_real_name_wins)
 {
-        static const struct ts t[] = {{"w", 4}, {"w.npy", 8}, {"d.safetensors", 2}};
+        static const struct ut_tensor t[] = {{"w", 4}, {"w.npy", 8}, {"d.safetensors", 2}};
         struct fixture f = {0};
         struct stf_ns_entry e;
 
@@ -595,7 +562,7 @@ START_TEST(test_name_limit)
         char *a255 = repeat('a', 255), *b255 = repeat('b', 255), *c256 = repeat('c', 256);
         char *n1 = ut_printf("%s.w", a255), *n2 = ut_printf("x.%s", b255);
         char *n3 = ut_printf("y.%s", c256), *path, *view;
-        struct ts t[] = {{n1, 4}, {n2, 8}, {n3, 2}};
+        struct ut_tensor t[] = {{n1, 4}, {n2, 8}, {n3, 2}};
         struct fixture f = {0};
         struct stf_ns_dirent d;
         struct stf_ns_entry e;
@@ -651,7 +618,7 @@ END_TEST
 START_TEST(test_deep)
 {
         char *name = malloc(2 * DEPTH + 2), *path = malloc(2 * DEPTH + 8);
-        struct ts t[] = {{name, 4}, {"top", 2}};
+        struct ut_tensor t[] = {{name, 4}, {"top", 2}};
         struct fixture f = {0};
         struct stf_ns_dirent d;
         struct stf_ns_attr a;

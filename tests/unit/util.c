@@ -4,7 +4,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "util.h"
 
@@ -81,4 +84,30 @@ char *ut_printf(const char *fmt, ...)
         va_end(ap);
         ck_assert_int_ge(r, 0);
         return s;
+}
+
+void ut_write_st_u8(const char *path, const struct ut_tensor *t, size_t n, time_t mtime)
+{
+        struct timespec times[2] = {{mtime, 0}, {mtime, 0}};
+        json_t *root = json_object();
+        size_t off = 0, len;
+        uint8_t *buf;
+        char *text;
+
+        for (size_t i = 0; i < n; i++) {
+                json_t *e = json_pack("{s:s, s:[I], s:[I,I]}", "dtype", "U8", "shape",
+                                      (json_int_t)t[i].size, "data_offsets", (json_int_t)off,
+                                      (json_int_t)(off + t[i].size));
+
+                ck_assert_int_eq(json_object_set_new(root, t[i].name, e), 0);
+                off += t[i].size;
+        }
+        text = json_dumps(root, JSON_COMPACT);
+        ck_assert_ptr_nonnull(text);
+        buf = ut_st_bytes(text, strlen(text), off, 3, &len);
+        ut_write_file(path, buf, len);
+        ck_assert_int_eq(utimensat(AT_FDCWD, path, times, 0), 0);
+        free(buf);
+        free(text);
+        json_decref(root);
 }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <check.h>
 
@@ -48,5 +49,18 @@ void ut_rmtree(char *dir);
 
 /* asprintf that aborts the test on failure. */
 char *ut_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A tensor of ut_write_st_u8: U8, shape [size]. */
+struct ut_tensor {
+        const char *name;
+        size_t size;
+};
+
+/*
+ * Write a safetensors file of @n U8 tensors at @path (laid out in the order
+ * given; data the pattern seeded with 3) and set its mtime to @mtime.
+ * Aborts the test on error.
+ */
+void ut_write_st_u8(const char *path, const struct ut_tensor *t, size_t n, time_t mtime);
 
 #endif

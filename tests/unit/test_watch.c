@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Unit tests of core/watch: shard sizes kept by the inotify thread, range
+ * checks over views of one and of many extents (the binary search), faults
+ * naming only the shards that are short, and each shard reported once.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <check.h>
+
+#include "view.h"
+#include "watch.h"
+#include "util.h"
+
+#define NT 64 /* tensors of shard a */
+
+struct fixture {
+        char *dir, *a, *b;
+        struct stf_model *m;
+        struct stf_watch *w;
+        unsigned said[2];
+        struct ut_tensor ta[NT];
+        char names[NT][16];
+};
+
+static void count(void *ctx, const struct stf_shard *s)
+{
+        struct fixture *f = ctx;
+
+        f->said[strcmp(s->name, "a.safetensors") ? 1 : 0]++;
+}
+
+/* Shard a: NT tensors of 16 bytes; shard b: one of 32. */
+static void setup(struct fixture *f)
+{
+        static const struct ut_tensor tb[] = {{"b", 32}};
+        struct stf_diag diag = {{0}};
+        FILE *idx;
+        char *p;
+
+        memset(f, 0, sizeof(*f));
+        f->dir = ut_mkdtemp();
+        for (int i = 0; i < NT; i++) {
+                snprintf(f->names[i], sizeof(f->names[i]), "a.%03d", i);
+                f->ta[i] = (struct ut_tensor){f->names[i], 16};
+        }
+        f->a = ut_printf("%s/a.safetensors", f->dir);
+        f->b = ut_printf("%s/b.safetensors", f->dir);
+        ut_write_st_u8(f->a, f->ta, NT, 1000);
+        ut_write_st_u8(f->b, tb, 1, 1000);
+        p = ut_printf("%s/model.safetensors.index.json", f->dir);
+        idx = fopen(p, "w");
+        ck_assert_ptr_nonnull(idx);
+        fprintf(idx, "{\"weight_map\": {\"b\": \"b.safetensors\"");
+        for (int i = 0; i < NT; i++)
+                fprintf(idx, ", \"%s\": \"a.safetensors\"", f->names[i]);
+        fprintf(idx, "}}");
+        ck_assert_int_eq(fclose(idx), 0);
+        free(p);
+        ck_assert_int_eq(stf_model_open(f->dir, &f->m, &diag), 0);
+        ck_assert_int_eq(stf_watch_new(f->m, count, f, &f->w), 0);
+}
+
+static void teardown(struct fixture *f)
+{
+        stf_watch_free(f->w);
+        stf_model_close(f->m);
+        free(f->a);
+        free(f->b);
+        ut_rmtree(f->dir);
+}
+
+static uint32_t shard_of(const struct stf_model *m, const char *file)
+{
+        for (uint32_t i = 0; i < m->nshards; i++)
+                if (!strcmp(m->shards[i].name, file))
+                        return i;
+        ck_abort_msg("no shard %s", file);
+        return 0;
+}
+
+/* Wait (5 s at most) for the watcher to see shard @s end before @end. */
+static bool wait_short(struct fixture *f, uint32_t s, uint64_t end)
+{
+        struct timespec tick = {0, 2000000};
+
+        for (int i = 0; i < 2500; i++) {
+                if (!stf_watch_covers(f->w, s, end))
+                        return true;
+                nanosleep(&tick, NULL);
+        }
+        return false;
+}
+
+/* A view of the whole model: every tensor, both shards (full names). */
+static struct stf_view *whole(struct fixture *f, struct stf_tree **t)
+{
+        struct stf_diag diag = {{0}};
+        struct stf_view *v;
+
+        ck_assert_int_eq(stf_tree_build_model(f->m, 0, t, &diag), 0);
+        ck_assert_int_eq(stf_view_subset(f->m, *t, STF_ROOT_INO, true, &v), 0);
+        return v;
+}
+
+/* The extent of @v that holds tensor @t's bytes. */
+static const struct stf_extent *ext_of(const struct stf_view *v, const struct stf_model *m,
+                                       size_t t)
+{
+        const struct stf_tensor *ts = &m->tensors[t];
+
+        for (size_t i = 0; i < v->n; i++)
+                if (v->ext[i].ptr == m->shards[ts->shard].map + ts->begin)
+                        return &v->ext[i];
+        ck_abort_msg("tensor %zu not in view", t);
+        return NULL;
+}
+
+START_TEST(test_untouched)
+{
+        struct fixture f;
+        struct stf_tree *t;
+        struct stf_view *v;
+        uint32_t a;
+
+        setup(&f);
+        a = shard_of(f.m, "a.safetensors");
+        ck_assert(stf_watch_covers(f.w, a, f.m->shards[a].size));
+        ck_assert(!stf_watch_covers(f.w, a, f.m->shards[a].size + 1));
+        ck_assert(stf_watch_covers(NULL, 0, UINT64_MAX));
+        v = whole(&f, &t);
+        ck_assert(stf_watch_intact(f.w, v, 0, (size_t)v->size));
+        ck_assert(stf_watch_intact(NULL, v, 0, (size_t)v->size));
+        stf_watch_fault(f.w, v, 0, (size_t)v->size); /* nothing short: nothing said */
+        ck_assert_uint_eq(f.said[0] + f.said[1], 0);
+        stf_view_free(v);
+        stf_tree_free(t);
+        teardown(&f);
+}
+END_TEST
+
+/*
+ * Shard a cut in the middle of its data: the watcher thread sees it;
+ * ranges before the cut stay intact, ranges over it do not, in a view of
+ * many extents; a fault over both shards names a alone, once.
+ */
+START_TEST(test_truncated)
+{
+        struct fixture f;
+        struct stf_tree *t;
+        struct stf_view *v;
+        const struct stf_extent *first, *mid, *last;
+        size_t half = NT / 2;
+        uint32_t a;
+        uint64_t cut;
+
+        setup(&f);
+        a = shard_of(f.m, "a.safetensors");
+        v = whole(&f, &t);
+        first = ext_of(v, f.m, 1);
+        mid = ext_of(v, f.m, half);
+        last = ext_of(v, f.m, NT - 1);
+        cut = (uint64_t)(mid->ptr - f.m->shards[a].map) + 8; /* inside tensor "half" */
+        ck_assert_int_eq(truncate(f.a, (off_t)cut), 0);
+        ck_assert_msg(wait_short(&f, a, cut + 1), "the watcher never saw the truncation");
+        ck_assert(stf_watch_covers(f.w, a, cut));
+        ck_assert(stf_watch_intact(f.w, v, first->off, (size_t)first->len));
+        ck_assert(stf_watch_intact(f.w, v, 0, (size_t)first->off));
+        ck_assert(!stf_watch_intact(f.w, v, mid->off, 1));
+        ck_assert(!stf_watch_intact(f.w, v, last->off, (size_t)last->len));
+        ck_assert(!stf_watch_intact(f.w, v, first->off, (size_t)(mid->off + 1 - first->off)));
+        ck_assert_uint_eq(f.said[0], 0); /* the thread keeps sizes; faults report */
+        stf_watch_fault(f.w, v, 0, (size_t)v->size);
+        stf_watch_fault(f.w, v, mid->off, 4);
+        ck_assert_uint_eq(f.said[0], 1);
+        ck_assert_uint_eq(f.said[1], 0);
+        stf_watch_fault(f.w, v, first->off, (size_t)first->len); /* intact: nothing */
+        ck_assert_uint_eq(f.said[0], 1);
+        stf_view_free(v);
+        stf_tree_free(t);
+        teardown(&f);
+}
+END_TEST
+
+/* Each shard is reported once, and one shard's report does not stand in
+ * for another's. */
+START_TEST(test_report_once)
+{
+        struct fixture f;
+
+        setup(&f);
+        stf_watch_report(f.w, 0);
+        stf_watch_report(f.w, 0);
+        ck_assert_uint_eq(f.said[0] + f.said[1], 1);
+        stf_watch_report(f.w, 1);
+        stf_watch_report(f.w, 1);
+        ck_assert_uint_eq(f.said[0], 1);
+        ck_assert_uint_eq(f.said[1], 1);
+        stf_watch_report(NULL, 0);
+        teardown(&f);
+}
+END_TEST
+
+/* A fault asks the file itself (the thread may not have run yet). */
+START_TEST(test_fault_asks_file)
+{
+        struct fixture f;
+        struct stf_view tv;
+        uint32_t b;
+
+        setup(&f);
+        b = shard_of(f.m, "b.safetensors");
+        stf_watch_free(f.w);
+        ck_assert_int_eq(stf_watch_new(f.m, NULL, NULL, &f.w), 0); /* no report function */
+        stf_view_init_tensor(&tv, f.m, (size_t)(f.m->ntensors - 1));
+        ck_assert_int_eq(tv.one.shard, (int32_t)b);
+        ck_assert_int_eq(truncate(f.b, (off_t)(f.m->shards[b].size - 1)), 0);
+        stf_watch_fault(f.w, &tv, 0, (size_t)tv.size);
+        ck_assert(!stf_watch_intact(f.w, &tv, 0, (size_t)tv.size));
+        /* a whole extent is checked: its head is refused too */
+        ck_assert(!stf_watch_intact(f.w, &tv, 0, 1));
+        stf_view_init_tensor(&tv, f.m, 0); /* shard a: untouched */
+        ck_assert(stf_watch_intact(f.w, &tv, 0, (size_t)tv.size));
+        stf_view_init_tensor(&tv, f.m, (size_t)(f.m->ntensors - 1));
+        /* refresh asks every shard: a grown file covers again */
+        ck_assert_int_eq(truncate(f.b, (off_t)f.m->shards[b].size), 0);
+        stf_watch_refresh(f.w);
+        ck_assert(stf_watch_intact(f.w, &tv, 0, (size_t)tv.size));
+        teardown(&f);
+}
+END_TEST
+
+static Suite *watch_suite(void)
+{
+        Suite *s = suite_create("watch");
+        TCase *tc = tcase_create("core");
+
+        tcase_set_timeout(tc, 30);
+        tcase_add_test(tc, test_untouched);
+        tcase_add_test(tc, test_truncated);
+        tcase_add_test(tc, test_report_once);
+        tcase_add_test(tc, test_fault_asks_file);
+        suite_add_tcase(s, tc);
+        return s;
+}
+
+int main(void)
+{
+        SRunner *sr = srunner_create(watch_suite());
+        int failed;
+
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
