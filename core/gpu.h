@@ -14,6 +14,13 @@
  * with pread (never through the mapping: a truncated source is an error,
  * not SIGBUS), then copied asynchronously; strided slices are read as one
  * span and copied with a 2D copy.
+ *
+ * Staging (struct stf_cuda_opts, STFS_STAGING_* of stfs_ioctl.h): RING is
+ * the above. DIRECT registers the range of each shard that the job reads
+ * with cuMemHostRegister(CU_MEMHOSTREGISTER_READ_ONLY) and copies straight
+ * from the mapping (the page cache): no CPU copy. AUTO does that only for
+ * shards whose range is all resident (mincore), as after a host prefetch
+ * or a read. A shard the driver will not register stays on the ring.
  */
 
 #include <stdbool.h>
@@ -21,7 +28,12 @@
 
 #include "prefetch.h"
 
-/* Backend for stf_job_start; ctx: NULL. */
+/* Options of one job: the backend's ctx (NULL: all defaults). */
+struct stf_cuda_opts {
+        uint32_t staging; /* STFS_STAGING_RING (default), _DIRECT or _AUTO */
+};
+
+/* Backend for stf_job_start; ctx: a struct stf_cuda_opts or NULL. */
 extern const struct stf_backend stf_cuda_backend;
 
 /* Was the CUDA backend compiled in? */

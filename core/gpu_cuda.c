@@ -7,6 +7,15 @@
  * each. A chunk waits for its buffer's previous copy (event), preads the
  * source span into it, and queues an async copy (1D, or 2D for a strided
  * slice); so reading chunk k+1 overlaps copying chunk k.
+ *
+ * Direct staging (STFS_STAGING_DIRECT, or AUTO where the source pages are
+ * resident): the range of each shard that the job reads is registered with
+ * the driver read-only (cuMemHostRegister, which pins the page-cache pages
+ * behind the mapping) and the copies read the mapping itself: no CPU copy
+ * and no ring. Pinned pages cannot go away under the DMA, so a source
+ * truncated meanwhile gives stale bytes, never SIGBUS. A shard whose range
+ * cannot be registered falls back to the ring. The range is unregistered
+ * when the job ends.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -15,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cuda.h>
@@ -47,6 +57,8 @@ static struct {
         CUresult (*EventDestroy)(CUevent);
         CUresult (*IpcGetMemHandle)(CUipcMemHandle *, CUdeviceptr);
         CUresult (*GetErrorString)(CUresult, const char **);
+        CUresult (*MemHostRegister)(void *, size_t, unsigned);
+        CUresult (*MemHostUnregister)(void *);
 } cu;
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
@@ -88,6 +100,8 @@ static void load(void)
         SYM(EventDestroy, "cuEventDestroy_v2");
         SYM(IpcGetMemHandle, "cuIpcGetMemHandle");
         SYM(GetErrorString, "cuGetErrorString");
+        SYM(MemHostRegister, "cuMemHostRegister_v2");
+        SYM(MemHostUnregister, "cuMemHostUnregister");
         if (cu.Init(0) != CUDA_SUCCESS)
                 cu.error = "cuInit failed: no usable GPU or driver";
 }
@@ -101,11 +115,18 @@ struct worker {
         unsigned slot;
 };
 
+/* A shard's range that the job reads, registered for direct staging. */
+struct region {
+        const uint8_t *p; /* page aligned, NULL: the shard goes through the ring */
+        size_t len;
+};
+
 struct cuda_job {
         CUdevice dev;
         CUcontext ctx;
         CUdeviceptr base;
         bool have_ctx;
+        struct region *direct; /* per shard; NULL for a ring job */
         struct worker w[STF_THREADS_MAX];
 };
 
@@ -119,8 +140,83 @@ static int fail(CUresult r, const char *what, struct stf_job *job, char *msg, si
         return -EIO;
 }
 
+/* Are all pages of [p, p + len) (page aligned) in the page cache? */
+static bool resident(const uint8_t *p, size_t len)
+{
+        size_t page = (size_t)sysconf(_SC_PAGESIZE), step = 4096 * page;
+        unsigned char vec[4096];
+
+        for (size_t o = 0; o < len; o += step) {
+                size_t n = len - o < step ? len - o : step;
+
+                if (mincore((void *)(p + o), n, vec))
+                        return false;
+                for (size_t i = 0; i < (n + page - 1) / page; i++)
+                        if (!(vec[i] & 1))
+                                return false;
+        }
+        return true;
+}
+
+/*
+ * Register, per shard, the page-aligned range that the plan reads, where
+ * @staging allows it (AUTO: only a resident range). A range the driver
+ * refuses stays on the ring. Returns 0 or -ENOMEM.
+ */
+static int direct_begin(struct stf_job *job, struct cuda_job *cj, uint32_t staging)
+{
+        const struct stf_plan *p = job->plan;
+        uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+        uint32_t ns = job->model->nshards;
+        uint64_t *lo = calloc(ns, sizeof(*lo)), *hi = calloc(ns, sizeof(*hi));
+
+        cj->direct = calloc(ns, sizeof(*cj->direct));
+        if (!lo || !hi || !cj->direct) {
+                free(lo);
+                free(hi);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < p->nchunks; i++) {
+                const struct stf_chunk *c = &p->chunks[i];
+                uint64_t end = c->src + (c->height - 1) * c->src_pitch + c->width;
+
+                if (hi[c->shard] == 0 || c->src < lo[c->shard])
+                        lo[c->shard] = c->src;
+                hi[c->shard] = end > hi[c->shard] ? end : hi[c->shard];
+        }
+        for (uint32_t s = 0; s < ns; s++) {
+                const struct stf_shard *sh = &job->model->shards[s];
+                /* whole pages: the mapping's last page is mapped whole too */
+                uint64_t a = lo[s] - lo[s] % page, b = (hi[s] + page - 1) / page * page;
+
+                if (hi[s] == 0 || hi[s] > sh->size)
+                        continue;
+                if (staging == STFS_STAGING_AUTO && !resident(sh->map + a, b - a))
+                        continue;
+                if (cu.MemHostRegister((void *)(sh->map + a), b - a,
+                                       CU_MEMHOSTREGISTER_READ_ONLY) == CUDA_SUCCESS)
+                        cj->direct[s] = (struct region){sh->map + a, b - a};
+        }
+        free(lo);
+        free(hi);
+        return 0;
+}
+
+/* Unregister what direct_begin registered (the job's context is current). */
+static void direct_end(struct cuda_job *cj, uint32_t nshards)
+{
+        if (!cj->direct)
+                return;
+        for (uint32_t s = 0; s < nshards; s++)
+                if (cj->direct[s].p)
+                        cu.MemHostUnregister((void *)cj->direct[s].p);
+        free(cj->direct);
+        cj->direct = NULL;
+}
+
 static int cuda_begin(void *ctx, struct stf_job *job, char *msg, size_t cap)
 {
+        const struct stf_cuda_opts *opts = ctx;
         struct cuda_job *cj;
         CUresult r;
         int n = 0;
@@ -150,7 +246,8 @@ static int cuda_begin(void *ctx, struct stf_job *job, char *msg, size_t cap)
                 if (r != CUDA_SUCCESS)
                         return fail(r, "cuMemAlloc", job, msg, cap);
         }
-        return 0;
+        return opts && opts->staging != STFS_STAGING_RING ? direct_begin(job, cj, opts->staging)
+                                                          : 0;
 }
 
 static int cuda_worker_begin(void *ctx, struct stf_job *job, unsigned wi, char *msg, size_t cap)
@@ -187,6 +284,46 @@ static int read_full(int fd, void *buf, size_t len, uint64_t off, struct stf_job
         return 0;
 }
 
+/* Queue the copy of chunk @c from @src (its first row) to the job's memory. */
+static CUresult queue_copy(struct cuda_job *cj, struct worker *w, const struct stf_chunk *c,
+                           const void *src)
+{
+        CUDA_MEMCPY2D p = {0};
+
+        if (c->height == 1)
+                return cu.MemcpyHtoDAsync(cj->base + c->dst, src, c->width, w->stream);
+        p.srcMemoryType = CU_MEMORYTYPE_HOST;
+        p.srcHost = src;
+        p.srcPitch = c->src_pitch;
+        p.dstMemoryType = CU_MEMORYTYPE_DEVICE;
+        p.dstDevice = cj->base + c->dst;
+        p.dstPitch = c->width;
+        p.WidthInBytes = c->width;
+        p.Height = c->height;
+        return cu.Memcpy2DAsync(&p, w->stream);
+}
+
+/* Make every buffer of @w's ring hold @span bytes (after their copies). */
+static CUresult grow_ring(struct worker *w, uint64_t span)
+{
+        CUresult r = CUDA_SUCCESS;
+
+        for (int i = 0; i < RING; i++) {
+                if (w->used[i])
+                        cu.EventSynchronize(w->ev[i]);
+                if (w->buf[i])
+                        cu.MemFreeHost(w->buf[i]);
+                w->buf[i] = NULL;
+                w->used[i] = false;
+        }
+        w->cap = 0;
+        for (int i = 0; r == CUDA_SUCCESS && i < RING; i++)
+                r = cu.MemHostAlloc(&w->buf[i], span, 0);
+        if (r == CUDA_SUCCESS)
+                w->cap = span;
+        return r;
+}
+
 static int cuda_chunk(void *ctx, struct stf_job *job, unsigned wi, const struct stf_chunk *c,
                       char *msg, size_t cap)
 {
@@ -198,6 +335,10 @@ static int cuda_chunk(void *ctx, struct stf_job *job, unsigned wi, const struct 
         CUresult r;
         int ret;
 
+        if (cj->direct && cj->direct[c->shard].p) {
+                r = queue_copy(cj, w, c, sh->map + c->src);
+                return r == CUDA_SUCCESS ? 0 : fail(r, "async copy", job, msg, cap);
+        }
         w->slot = (w->slot + 1) % RING;
         if (w->used[s]) {
                 r = cu.EventSynchronize(w->ev[s]);
@@ -206,40 +347,14 @@ static int cuda_chunk(void *ctx, struct stf_job *job, unsigned wi, const struct 
         }
         if (span > w->cap) {
                 /* grow the ring to the largest span (chunk size, or one long row) */
-                for (int i = 0; i < RING; i++) {
-                        if (w->used[i])
-                                cu.EventSynchronize(w->ev[i]);
-                        if (w->buf[i])
-                                cu.MemFreeHost(w->buf[i]);
-                        w->buf[i] = NULL;
-                        w->used[i] = false;
-                }
-                w->cap = 0;
-                for (int i = 0; i < RING; i++) {
-                        r = cu.MemHostAlloc(&w->buf[i], span, 0);
-                        if (r != CUDA_SUCCESS)
-                                return fail(r, "cuMemHostAlloc", job, msg, cap);
-                }
-                w->cap = span;
+                r = grow_ring(w, span);
+                if (r != CUDA_SUCCESS)
+                        return fail(r, "cuMemHostAlloc", job, msg, cap);
         }
         ret = read_full(sh->fd, w->buf[s], span, c->src, job, msg, cap);
         if (ret)
                 return ret;
-        if (c->height == 1) {
-                r = cu.MemcpyHtoDAsync(cj->base + c->dst, w->buf[s], c->width, w->stream);
-        } else {
-                CUDA_MEMCPY2D p = {0};
-
-                p.srcMemoryType = CU_MEMORYTYPE_HOST;
-                p.srcHost = w->buf[s];
-                p.srcPitch = c->src_pitch;
-                p.dstMemoryType = CU_MEMORYTYPE_DEVICE;
-                p.dstDevice = cj->base + c->dst;
-                p.dstPitch = c->width;
-                p.WidthInBytes = c->width;
-                p.Height = c->height;
-                r = cu.Memcpy2DAsync(&p, w->stream);
-        }
+        r = queue_copy(cj, w, c, w->buf[s]);
         if (r == CUDA_SUCCESS)
                 r = cu.EventRecord(w->ev[s], w->stream);
         if (r != CUDA_SUCCESS)
@@ -270,6 +385,12 @@ static int cuda_worker_end(void *ctx, struct stf_job *job, unsigned wi, char *ms
 
 static int cuda_end(void *ctx, struct stf_job *job, int status, char *msg, size_t cap)
 {
+        struct cuda_job *cj = job->target_state;
+
+        if (cj && cj->direct) {
+                cu.CtxSetCurrent(cj->ctx);
+                direct_end(cj, job->model->nshards);
+        }
         if (status || job->cancel)
                 stf_cuda_job_release(job);
         return 0;
@@ -310,10 +431,10 @@ void stf_cuda_job_release(struct stf_job *job)
 
         if (!cj)
                 return;
-        if (cj->base) {
-                cu.CtxSetCurrent(cj->ctx);
+        cu.CtxSetCurrent(cj->ctx);
+        direct_end(cj, job->model->nshards);
+        if (cj->base)
                 cu.MemFree(cj->base);
-        }
         if (cj->have_ctx)
                 cu.PrimaryCtxRelease(cj->dev);
         free(cj);

@@ -53,10 +53,26 @@ struct stfs_prefetch_req {
         int32_t slice_dim;   /* tensor-parallel slice: -1 none, else the dim */
         uint32_t slice_rank; /* this rank, < slice_world */
         uint32_t slice_world;
-        uint32_t flags; /* 0 */
+        uint32_t flags; /* STFS_STAGING_* for cuda, else 0 */
         uint64_t job;   /* out: job id (> 0) */
         char selection[STFS_SELECTION_MAX];
 };
+
+/*
+ * stfs_prefetch_req.flags of a cuda job: how the bytes reach the device.
+ * Bits 0-1 only (anything else, or staging on a host job, is EINVAL).
+ *  RING    the source is read (pread) into a small ring of pinned buffers,
+ *          then copied by DMA; the default, and what flags 0 always meant
+ *  DIRECT  the source's mapping is registered read-only with the driver
+ *          and the DMA reads the page cache itself: no CPU copy (falls back
+ *          to the ring for a shard the driver will not register)
+ *  AUTO    DIRECT for the shards whose selected bytes are all resident in
+ *          the page cache (say after a host prefetch), RING for the others
+ */
+#define STFS_STAGING_MASK 0x3u
+#define STFS_STAGING_RING 0u
+#define STFS_STAGING_DIRECT 1u
+#define STFS_STAGING_AUTO 2u
 
 /* Progress of a job (in: .job; out: the rest). */
 struct stfs_status_req {

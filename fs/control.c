@@ -30,6 +30,8 @@
 struct target {
         struct stfs *fs;
         const struct stf_backend *inner;
+        void *inner_ctx; /* host: this target; cuda: &cuda */
+        struct stf_cuda_opts cuda;
 };
 
 /*
@@ -135,29 +137,32 @@ static const struct stf_backend host_backend = {.chunk = host_chunk};
 
 static int fwd_begin(void *ctx, struct stf_job *job, char *msg, size_t cap)
 {
-        const struct stf_backend *in = ((struct target *)ctx)->inner;
+        const struct target *tg = ctx;
 
-        return in->begin ? in->begin(ctx, job, msg, cap) : 0;
+        return tg->inner->begin ? tg->inner->begin(tg->inner_ctx, job, msg, cap) : 0;
 }
 
 static int fwd_worker_begin(void *ctx, struct stf_job *job, unsigned w, char *msg, size_t cap)
 {
-        const struct stf_backend *in = ((struct target *)ctx)->inner;
+        const struct target *tg = ctx;
 
-        return in->worker_begin ? in->worker_begin(ctx, job, w, msg, cap) : 0;
+        return tg->inner->worker_begin ? tg->inner->worker_begin(tg->inner_ctx, job, w, msg, cap)
+                                       : 0;
 }
 
 static int fwd_chunk(void *ctx, struct stf_job *job, unsigned w, const struct stf_chunk *c,
                      char *msg, size_t cap)
 {
-        return ((struct target *)ctx)->inner->chunk(ctx, job, w, c, msg, cap);
+        const struct target *tg = ctx;
+
+        return tg->inner->chunk(tg->inner_ctx, job, w, c, msg, cap);
 }
 
 static int fwd_worker_end(void *ctx, struct stf_job *job, unsigned w, char *msg, size_t cap)
 {
-        const struct stf_backend *in = ((struct target *)ctx)->inner;
+        const struct target *tg = ctx;
 
-        return in->worker_end ? in->worker_end(ctx, job, w, msg, cap) : 0;
+        return tg->inner->worker_end ? tg->inner->worker_end(tg->inner_ctx, job, w, msg, cap) : 0;
 }
 
 /* After the workers: remember where the job's tensors now are. */
@@ -165,7 +170,7 @@ static int fwd_end(void *ctx, struct stf_job *job, int status, char *msg, size_t
 {
         struct target *tg = ctx;
         struct stfs *fs = tg->fs;
-        int ret = tg->inner->end ? tg->inner->end(ctx, job, status, msg, cap) : 0;
+        int ret = tg->inner->end ? tg->inner->end(tg->inner_ctx, job, status, msg, cap) : 0;
         bool complete;
 
         pthread_mutex_lock(&job->lock);
@@ -324,7 +329,10 @@ static int start_job(struct stfs *fs, const struct stfs_prefetch_req *rq, uint64
         int ret;
 
         if (rq->version != STFS_IOC_VERSION || rq->target > STFS_TARGET_CUDA ||
-            rq->threads > STF_THREADS_MAX || rq->flags || rq->slice_dim < -1 ||
+            rq->threads > STF_THREADS_MAX || rq->slice_dim < -1 ||
+            (rq->flags & ~STFS_STAGING_MASK) ||
+            (rq->flags & STFS_STAGING_MASK) > STFS_STAGING_AUTO ||
+            (rq->target == STFS_TARGET_HOST && rq->flags) ||
             (rq->target == STFS_TARGET_CUDA && rq->device < 0)) {
                 snprintf(msg, cap, "malformed prefetch request");
                 return -EINVAL;
@@ -376,6 +384,8 @@ static int start_job(struct stfs *fs, const struct stfs_prefetch_req *rq, uint64
         }
         tg->fs = fs;
         tg->inner = rq->target == STFS_TARGET_HOST ? &host_backend : &stf_cuda_backend;
+        tg->inner_ctx = rq->target == STFS_TARGET_HOST ? (void *)tg : &tg->cuda;
+        tg->cuda.staging = rq->flags & STFS_STAGING_MASK;
         pthread_mutex_lock(&fs->jobs_lock);
         if (fs->njobs == fs->jobs_cap) {
                 size_t ncap = fs->jobs_cap ? fs->jobs_cap * 2 : 16;
@@ -688,6 +698,20 @@ static bool parse_u64(const char *s, uint64_t max, uint64_t *out)
         return true;
 }
 
+/* "ring", "direct" or "auto" (STFS_STAGING_*). */
+static bool parse_staging(const char *s, uint32_t *flags)
+{
+        static const char *const names[] = {"ring", "direct", "auto"};
+
+        for (uint32_t i = 0; i < 3; i++) {
+                if (!strcmp(s, names[i])) {
+                        *flags = i;
+                        return true;
+                }
+        }
+        return false;
+}
+
 static int bad_option(const char *tok, char *msg, size_t cap)
 {
         snprintf(msg, cap, "bad option '%.60s'", tok);
@@ -730,6 +754,9 @@ static void text_command(struct stfs *fs, char *line, struct stf_strbuf *sb)
                                 rq->threads = (uint32_t)v;
                         } else if (!strncmp(tok, "chunk=", 6)) {
                                 if (!parse_u64(tok + 6, UINT64_MAX, &rq->chunk))
+                                        ret = bad_option(tok, msg, sizeof(msg));
+                        } else if (!strncmp(tok, "staging=", 8)) {
+                                if (!parse_staging(tok + 8, &rq->flags))
                                         ret = bad_option(tok, msg, sizeof(msg));
                         } else if (!strncmp(tok, "slice=", 6)) {
                                 int end = 0;

@@ -170,6 +170,16 @@ int ctl_prefetch(int argc, char **argv)
                         if (!parse_size(v, &rq->chunk))
                                 goto usage;
                         i++;
+                } else if (!strcmp(a, "--staging") && v) {
+                        if (!strcmp(v, "ring"))
+                                rq->flags = STFS_STAGING_RING;
+                        else if (!strcmp(v, "direct"))
+                                rq->flags = STFS_STAGING_DIRECT;
+                        else if (!strcmp(v, "auto"))
+                                rq->flags = STFS_STAGING_AUTO;
+                        else
+                                goto usage;
+                        i++;
                 } else if (!strcmp(a, "--slice") && v) {
                         if (sscanf(v, "%d:%u/%u", &rq->slice_dim, &rq->slice_rank,
                                    &rq->slice_world) != 3)
@@ -205,7 +215,8 @@ int ctl_prefetch(int argc, char **argv)
         goto out;
 usage:
         fprintf(stderr, "usage: stfsctl prefetch MNT [SELECTION...] [--to host|cuda:N] "
-                        "[--threads N] [--chunk SIZE] [--slice DIM:RANK/WORLD] [--wait]\n");
+                        "[--threads N] [--chunk SIZE] [--slice DIM:RANK/WORLD]\n"
+                        "       [--staging ring|direct|auto] [--wait]\n");
 out:
         free(rq);
         return ret;

@@ -47,8 +47,8 @@ int main(int argc, char **argv)
                 return 2;
         }
         for (size_t i = 0; i < sizeof(h.reserved); i++)
-                h.reserved[i] = (char)strtoul((char[3]){argv[2][2 * i], argv[2][2 * i + 1], 0},
-                                              NULL, 16);
+                h.reserved[i] =
+                    (char)strtoul((char[3]){argv[2][2 * i], argv[2][2 * i + 1], 0}, NULL, 16);
         off = strtoull(argv[3], NULL, 10);
         size = strtoull(argv[4], NULL, 10);
         lib = dlopen("libcuda.so.1", RTLD_NOW);

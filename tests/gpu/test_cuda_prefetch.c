@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "fakecuda.h"
@@ -143,8 +145,15 @@ static void check_released(const char *what)
 }
 
 /* Run a job over every tensor; 0 and the device pointer of its memory. */
-static int run_job(struct stf_model *m, struct stf_tree *t, const struct stf_slice *sl, int dev,
-                   uint64_t chunk, unsigned threads, struct stf_job **out)
+struct run {
+        int dev;
+        uint64_t chunk;
+        struct stf_cuda_opts opts;
+        int direct; /* copies from registered memory expected: 1 yes, 0 no, -1 either */
+};
+
+static int run_job(struct stf_model *m, struct stf_tree *t, const struct stf_slice *sl,
+                   struct run *rn, struct stf_job **out)
 {
         uint32_t *sel;
         size_t n;
@@ -155,14 +164,14 @@ static int run_job(struct stf_model *m, struct stf_tree *t, const struct stf_sli
         ret = stf_select(m, t, "", 1, &sel, &n);
         if (ret)
                 return ret;
-        ret = stf_plan_build(m, sel, n, sl, chunk, &plan, msg, sizeof(msg));
+        ret = stf_plan_build(m, sel, n, sl, rn->chunk, &plan, msg, sizeof(msg));
         free(sel);
         if (ret) {
                 fprintf(stderr, "plan: %s\n", msg);
                 return ret;
         }
-        ret = stf_job_start(m, plan, &stf_cuda_backend, NULL, STFS_TARGET_CUDA, dev, threads, "", 1,
-                            out);
+        ret = stf_job_start(m, plan, &stf_cuda_backend, &rn->opts, STFS_TARGET_CUDA, rn->dev, 3, "",
+                            1, out);
         if (ret)
                 return ret;
         stf_job_wait(*out);
@@ -193,19 +202,22 @@ static void compare(struct stf_model *m, struct stf_job *job, const struct stf_s
         }
 }
 
-/* One job: slice @sl of every tensor to device @dev in @chunk-byte chunks. */
-static void check_job(struct stf_model *m, struct stf_tree *t, const struct stf_slice *sl, int dev,
-                      uint64_t chunk)
+/* One job: slice @sl of every tensor as @rn says. */
+static void check_job(struct stf_model *m, struct stf_tree *t, const struct stf_slice *sl,
+                      struct run *rn)
 {
+        static const char *const staging[] = {"ring", "direct", "auto"};
+        long direct0 = fake_stat("copies_registered"), direct;
         struct stfs_status_req st;
         struct stf_job *job = NULL;
         char hex[129], what[128];
         uint64_t dptr;
         uint8_t *back;
+        int dev = rn->dev;
 
-        snprintf(what, sizeof(what), "cuda:%d dim %d rank %u/%u chunk %" PRIu64, dev, sl->dim,
-                 sl->rank, sl->world, chunk);
-        if (run_job(m, t, sl, dev, chunk, 3, &job)) {
+        snprintf(what, sizeof(what), "cuda:%d dim %d rank %u/%u chunk %" PRIu64 " staging %s", dev,
+                 sl->dim, sl->rank, sl->world, rn->chunk, staging[rn->opts.staging]);
+        if (run_job(m, t, sl, rn, &job)) {
                 CHECK(0, "%s: the job did not start", what);
                 return;
         }
@@ -225,13 +237,73 @@ static void check_job(struct stf_model *m, struct stf_tree *t, const struct stf_
         stf_cuda_job_release(job);
         stf_job_free(job);
         check_released(what);
+        direct = fake_stat("copies_registered") - direct0;
+        if (p_stats && rn->direct >= 0)
+                CHECK((direct > 0) == rn->direct, "%s: %ld copies from registered memory", what,
+                      direct);
+}
+
+/*
+ * Drop the model's pages from the page cache (unmap them from this process,
+ * then fadvise). False where the kernel keeps them (tmpfs, say).
+ */
+static bool drop_cache(struct stf_model *m)
+{
+        const struct stf_shard *sh = &m->shards[0];
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        unsigned char vec[4096];
+        size_t n = (sh->size + page - 1) / page;
+
+        madvise((void *)sh->map, sh->size, MADV_DONTNEED);
+        fdatasync(sh->fd);
+        posix_fadvise(sh->fd, 0, 0, POSIX_FADV_DONTNEED);
+        if (n > sizeof(vec) || mincore((void *)sh->map, sh->size, vec))
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (vec[i] & 1)
+                        return false;
+        return true;
+}
+
+/*
+ * AUTO: direct from a resident source, the ring from a cold one (where the
+ * page cache can be dropped here).
+ */
+static void check_auto(struct stf_model *m, struct stf_tree *t)
+{
+        struct stf_slice whole = {-1, 0, 0};
+        struct run hot = {0, 4096, {STFS_STAGING_AUTO}, 1}, cold = hot;
+        FILE *f = fopen(m->shards[0].path, "rb");
+        char buf[65536];
+
+        while (f && fread(buf, 1, sizeof(buf), f) > 0)
+                ;
+        if (f)
+                fclose(f);
+        check_job(m, t, &whole, &hot);
+        if (!drop_cache(m)) {
+                printf("note: the page cache of %s cannot be dropped here: AUTO on a cold "
+                       "source not checked\n",
+                       m->shards[0].path);
+                return;
+        }
+        cold.direct = 0;
+        check_job(m, t, &whole, &cold);
+}
+
+static void check_slices(struct stf_model *m, struct stf_tree *t, struct run *rn)
+{
+        for (int dim = -1; dim <= 1; dim++)
+                for (uint32_t world = dim < 0 ? 1 : 2; world <= (dim < 0 ? 1u : 4u); world *= 2)
+                        for (uint32_t rank = 0; rank < world; rank++)
+                                check_job(m, t, &(struct stf_slice){dim, rank, world}, rn);
 }
 
 int main(void)
 {
         static const uint64_t shapes[][2] = {{64, 48}, {8, 96}, {128, 4}, {4, 1024}, {256, 256}};
         static const uint64_t chunks[] = {1 << 20, 4096};
-        char dir[] = "/tmp/stfs-gpu-XXXXXX", path[256];
+        char dir[] = "/var/tmp/stfs-gpu-XXXXXX", path[256];
         struct stf_model *m = NULL;
         struct stf_tree *t = NULL;
         struct stf_diag d;
@@ -248,16 +320,15 @@ int main(void)
                 fprintf(stderr, "open: %s\n", d.msg);
                 return 1;
         }
-        /* whole, then slices of dim 0 and 1 for world 2 and 4, every rank */
+        /*
+         * whole, then slices of dim 0 and 1 for world 2 and 4, every rank;
+         * through the ring and straight from the registered mapping
+         */
         for (int dev = 0; dev < (ndevices > 1 ? 2 : 1); dev++)
                 for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++)
-                        for (int dim = -1; dim <= 1; dim++)
-                                for (uint32_t world = dim < 0 ? 1 : 2; world <= (dim < 0 ? 1u : 4u);
-                                     world *= 2)
-                                        for (uint32_t rank = 0; rank < world; rank++)
-                                                check_job(m, t,
-                                                          &(struct stf_slice){dim, rank, world},
-                                                          dev, chunks[c]);
+                        for (uint32_t s = STFS_STAGING_RING; s <= STFS_STAGING_DIRECT; s++)
+                                check_slices(m, t, &(struct run){dev, chunks[c], {s}, (int)s});
+        check_auto(m, t);
         printf("%s\n", fails ? "FAILED" : "cuda prefetch: every byte of every slice matches");
         stf_tree_free(t);
         stf_model_close(m);

@@ -37,6 +37,7 @@ from test_control import CUDA, Control, read_reference  # noqa: E402,F401
 FAKECUDA = None
 IPC_READ = None
 STFSCTL = None
+RING, DIRECT, AUTO = 0, 1, 2  # STFS_STAGING_*
 # every counter that must be back to 0 once nothing is prefetched
 LIVE = ("device_allocs", "pinned_allocs", "registered", "streams", "events", "ipc_open",
         "leaked_at_ctx_release")
@@ -175,15 +176,22 @@ class GpuMountTest(unittest.TestCase):
         c.close()
         self.unmount_clean(m)
 
-    def test_text_command_to_cuda1(self):
-        m = FakeMount(self, self.llama, "-o", "rw")
+    def text_commands(self, m):
+        """A function that writes one text command to @m's control file, returns the reply."""
         fd = os.open(m.p(".stfs", "control"), os.O_RDWR | os.O_CLOEXEC)
         self.addCleanup(os.close, fd)
-        text = "prefetch model.layers.1 cuda:1 threads=2\n"
-        self.assertEqual(os.write(fd, text.encode()), len(text))
-        os.lseek(fd, 0, os.SEEK_SET)
-        reply = os.read(fd, 4096).decode()
-        tc.asan_settle()
+
+        def cmd(text):
+            self.assertEqual(os.write(fd, text.encode()), len(text))
+            os.lseek(fd, 0, os.SEEK_SET)
+            reply = os.read(fd, 4096).decode()
+            tc.asan_settle()
+            return reply
+        return cmd
+
+    def test_text_command_to_cuda1(self):
+        m = FakeMount(self, self.llama, "-o", "rw")
+        reply = self.text_commands(m)("prefetch model.layers.1 cuda:1 threads=2\n")
         mo = re.fullmatch(r"job (\d+)\n", reply)
         self.assertTrue(mo, reply)
         st = m.control().wait(int(mo.group(1)))
@@ -267,6 +275,88 @@ class GpuMountTest(unittest.TestCase):
         self.assert_freed(m, "after evicting every tensor from both devices")
         c.close()
         self.unmount_clean(m)
+
+    # ------------------------------------------- staging: ring, direct, auto
+
+    def copies(self, m):
+        st = m.fake()
+        return st.get("copies_registered", 0), st.get("copies_pinned", 0)
+
+    def test_direct_staging_bytes_and_fallback(self):
+        for env, mixed in ((None, False), (dict(FAKECUDA_FAIL="cuMemHostRegister_v2:1"), True)):
+            with self.subTest(env=env):
+                m = FakeMount(self, self.llama, env=env)
+                c = m.control()
+                st = c.wait(c.prefetch("", target=CUDA, device=0, chunk=4096, flags=DIRECT))
+                self.assertEqual(st["state"], "done", st)
+                self.assert_device_bytes(m, sorted(self.ref), 0)
+                direct, pinned = self.copies(m)
+                self.assertGreater(direct, 0)
+                # the first shard's registration refused: it went through the ring
+                self.assertEqual(pinned > 0, mixed, m.fake())
+                self.assertEqual(m.fake()["registered"], 0, "registration outlived its job")
+                self.assertEqual(m.fake()["total_registers"], 1 if mixed else 2)
+                c.evict("", target=CUDA, device=0)
+                self.assert_freed(m, "after a direct job")
+                c.close()
+                self.unmount_clean(m)
+
+    def test_auto_staging_follows_residency(self):
+        m = FakeMount(self, self.wide)
+        c = m.control()
+        ref = self.refs[self.wide]
+        # cold: nothing of the source in the page cache -> the ring
+        for fn in os.listdir(self.wide):
+            fd = os.open(os.path.join(self.wide, fn), os.O_RDONLY)
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+        st = c.wait(c.prefetch("model.layers.1", target=CUDA, device=0, flags=AUTO))
+        self.assertEqual(st["state"], "done", st)
+        self.assertEqual(self.copies(m)[0], 0, "a cold source was copied without staging")
+        names = sorted(n for n in ref if n.startswith("model.layers.1."))
+        for n in names[:3]:
+            self.assertEqual(ipc_read(m.xattr(n)), ref[n], n)
+        self.assertEqual(c.evict("model.layers.1", target=CUDA, device=0), len(names))
+        # warm (a host prefetch reads the source): straight from the page cache
+        self.assertEqual(c.wait(c.prefetch("model.layers.1"))["state"], "done")
+        pinned = self.copies(m)[1]
+        st = c.wait(c.prefetch("model.layers.1", target=CUDA, device=0, flags=AUTO))
+        self.assertEqual(st["state"], "done", st)
+        self.assertGreater(self.copies(m)[0], 0)
+        self.assertEqual(self.copies(m)[1], pinned, "a resident source went through the ring")
+        for n in names[:3]:
+            self.assertEqual(ipc_read(m.xattr(n)), ref[n], n)
+        c.close()
+        self.unmount_clean(m)
+
+    def test_staging_option_forms(self):
+        m = FakeMount(self, self.llama, "-o", "rw")
+        cmd = self.text_commands(m)
+        c = m.control()
+        for i, mode in enumerate(("ring", "direct", "auto")):
+            r = cmd("prefetch model.layers.%d cuda:1 staging=%s" % (i, mode))
+            self.assertRegex(r, r"^job \d+\n$", mode)
+            self.assertEqual(c.wait(int(r.split()[1]))["state"], "done")
+            self.assert_device_bytes(m, self.layer(i), 1)
+        self.assertGreater(self.copies(m)[0], 0)
+        njobs = len(m.status()["jobs"])
+        for bad in ("prefetch model cuda:0 staging=fast", "prefetch model cuda:0 staging=",
+                    "prefetch model staging=direct"):  # host: no staging
+            self.assertRegex(cmd(bad), r"^error: [^\n]+\n$", bad)
+        for flags, target in ((3, CUDA), (4, CUDA), (1 << 31, CUDA), (DIRECT, tc.HOST)):
+            self.assertEqual(tc.job_errno(c.prefetch, "model", target=target, flags=flags),
+                             errno.EINVAL, flags)
+        self.assertEqual(len(m.status()["jobs"]), njobs)
+        # stfsctl
+        r = subprocess.run([STFSCTL, "prefetch", m.path, "model.norm", "--to", "cuda:0",
+                            "--staging", "direct", "--wait"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assert_device_bytes(m, ["model.norm.weight"], 0)
+        r = subprocess.run([STFSCTL, "prefetch", m.path, "--to", "cuda:0", "--staging", "x"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.assertEqual(r.returncode, 2, r.stdout)
 
     # ------------------------------------------------------------ faults
 
