@@ -37,6 +37,10 @@ EVICT = struct.Struct("<IIiIQ%ds" % SELECTION_MAX)
 assert (PREFETCH.size, STATUS.size, EVICT.size) == (8240, 312, 8216)
 
 
+# stfs_prefetch_req.flags of a cuda job (STFS_STAGING_*)
+STAGING = {"ring": 0, "direct": 1, "auto": 2}
+
+
 def _iowr(nr, size):
     return (3 << 30) | (size << 16) | (MAGIC << 8) | nr
 
@@ -82,10 +86,10 @@ class Control:
             os.close(self.fd)
             self.fd = None
 
-    def prefetch(self, patterns=(), target="host", threads=0, chunk=0):
-        """Start a job; its id."""
+    def prefetch(self, patterns=(), target="host", threads=0, chunk=0, staging=0):
+        """Start a job (staging: STAGING[name] of a cuda job); its id."""
         tgt, dev = parse_target(target)
-        buf = bytearray(PREFETCH.pack(VERSION, tgt, dev, threads, chunk, -1, 0, 0, 0, 0,
+        buf = bytearray(PREFETCH.pack(VERSION, tgt, dev, threads, chunk, -1, 0, 0, staging, 0,
                                       _selection(patterns)))
         fcntl.ioctl(self.fd, IOC_PREFETCH, buf, True)
         return PREFETCH.unpack(buf)[9]
@@ -105,10 +109,10 @@ class Control:
         fcntl.ioctl(self.fd, IOC_EVICT, buf, True)
         return EVICT.unpack(buf)[4]
 
-    def run(self, patterns=(), target="host", threads=0, chunk=0, poll=0.001):
+    def run(self, patterns=(), target="host", threads=0, chunk=0, poll=0.001, staging=0):
         """Prefetch and wait: (wall seconds, final status dict). Raises JobFailed."""
         t0 = time.perf_counter()
-        job = self.prefetch(patterns, target, threads, chunk)
+        job = self.prefetch(patterns, target, threads, chunk, staging)
         while True:
             st = self.status(job)
             if st["state"] not in ("queued", "running"):

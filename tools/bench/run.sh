@@ -4,7 +4,7 @@
 # Run every stfs benchmark row and print a Markdown summary.
 #
 # usage: tools/bench/run.sh [--quick] [--keep] [--workdir DIR] [--stfs PATH]
-#                           [--rows 1,2,3,4,5,6,7,8]
+#                           [--rows 1,2,3,4,5,6,7,8] [--fakecuda DIR]
 #
 #   --quick     tiny models, one run each: a smoke test for CI (no figure
 #               means anything; nothing is asserted)
@@ -15,6 +15,9 @@
 #   --stfs      the daemon (default: $STFS or build/fs/stfs)
 #   --rows      which rows to run (default all: 1,2,3,4,5,6,7,8; row 8
 #               prints "no GPU on this machine (skipped)" where there is none)
+#   --fakecuda  run row 8 against tests/gpu's fake driver: DIR holds its
+#               libcuda.so.1 (build/tests/gpu). Figures meaningless; the
+#               smoke run uses it so that the GPU path runs everywhere
 #
 # Run as root for the cold rows (they drop the page cache with
 # `echo 3 > /proc/sys/vm/drop_caches`) and for row 7. Exit status is 0 unless
@@ -29,6 +32,7 @@ keep=0
 workdir=
 stfs=${STFS:-$root/build/fs/stfs}
 rows=1,2,3,4,5,6,7,8
+fakecuda=
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -37,7 +41,8 @@ while [ $# -gt 0 ]; do
 	--workdir) workdir=$2; shift ;;
 	--stfs) stfs=$2; shift ;;
 	--rows) rows=$2; shift ;;
-	-h | --help) sed -n '4,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--fakecuda) fakecuda=$(cd "$2" && pwd); shift ;;
+	-h | --help) sed -n '4,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -83,7 +88,11 @@ for r in ${rows//,/ }; do
 	5) run_row 5 row5_meta.py ;;
 	6) run_row 6 row6_prefetch.py ;;
 	7) run_row 7 row7_shared.py ;;
-	8) run_row 8 row8_gpu.py ;;
+	8) if [ -n "$fakecuda" ]; then
+		LD_LIBRARY_PATH=$fakecuda${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} run_row 8 row8_gpu.py
+	else
+		run_row 8 row8_gpu.py
+	fi ;;
 	*) echo "run.sh: no row $r" >&2; exit 2 ;;
 	esac
 done
