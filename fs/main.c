@@ -19,7 +19,9 @@
 #include <unistd.h>
 
 #include "control.h"
-#include "control.h"
+#include "docs.h"
+#include "log.h"
+#include "ops.h"
 #include "stfs.h"
 
 struct options {
@@ -49,37 +51,6 @@ static const struct fuse_opt opt_spec[] = {
     FUSE_OPT_KEY("--version", KEY_VERSION),
     FUSE_OPT_END,
 };
-
-static bool use_syslog;
-
-void stfs_log_to_syslog(void)
-{
-        openlog("stfs", LOG_PID, LOG_DAEMON);
-        use_syslog = true;
-}
-
-void stfs_log(int prio, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        if (use_syslog) {
-                vsyslog(prio, fmt, ap);
-        } else {
-                fputs("stfs: ", stderr);
-                vfprintf(stderr, fmt, ap);
-                fputc('\n', stderr);
-        }
-        va_end(ap);
-}
-
-static void fuse_log_to_us(enum fuse_log_level level, const char *fmt, va_list ap)
-{
-        if (use_syslog)
-                vsyslog((int)level, fmt, ap);
-        else
-                vfprintf(stderr, fmt, ap);
-}
 
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
@@ -196,124 +167,175 @@ static char *absolute(const char *path)
         return out;
 }
 
-int main(int argc, char **argv)
+/* The command line, parsed; what start-up needs from it. */
+struct start {
+        struct fuse_args args;
+        struct options o;
+        struct fuse_cmdline_opts cmd;
+        char *source;     /* absolute */
+        char *mountpoint; /* real path */
+};
+
+static void start_free(struct start *st)
 {
-        struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-        struct options o = {.readahead_kb = 4096};
-        struct fuse_cmdline_opts cmd = {0};
-        struct fuse_loop_config *loop = NULL;
-        struct fuse_session *se = NULL;
-        struct stfs fs = {.timeout = 86400.0 * 365, .lock = PTHREAD_MUTEX_INITIALIZER};
-        struct stf_diag diag = {{0}};
-        char *source = NULL, *fsname = NULL, *mountpoint = NULL;
-        int ret = 1, err;
+        free(st->mountpoint);
+        free(st->cmd.mountpoint);
+        free(st->source);
+        free(st->o.source);
+        fuse_opt_free_args(&st->args);
+}
 
-        if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) == -1)
-                return 1;
-        if (o.show_help) {
-                usage(argv[0]);
-                ret = 0;
-                goto out_args;
-        }
-        if (o.show_version) {
-                printf("stfs %s (libfuse %s)\n", STF_VERSION, fuse_pkgversion());
-                ret = 0;
-                goto out_args;
-        }
-        /* Read-only by default; a later -o rw from the user wins. */
-        if (fuse_opt_insert_arg(&args, 1, "-oro,default_permissions,subtype=stfs"))
-                goto out_args;
-        if (o.source) {
-                source = absolute(o.source);
-                if (!source || access(source, F_OK)) {
-                        fprintf(stderr, "stfs: %s: %s\n", o.source, strerror(errno));
-                        goto out_args;
-                }
-                /* fsname shows SOURCE in the mount table; commas escaped. */
-                if (fuse_opt_add_opt_escaped(&fsname, source))
-                        goto out_args;
-        }
-        if (fuse_parse_cmdline(&args, &cmd) != 0)
-                goto out_args;
-        if (!o.source || !cmd.mountpoint) {
-                fprintf(stderr, "usage: %s [options] SOURCE MOUNTPOINT (see --help)\n", argv[0]);
-                goto out_args;
-        }
-        mountpoint = realpath(cmd.mountpoint, NULL);
-        if (!mountpoint) {
-                fprintf(stderr, "stfs: %s: %s\n", cmd.mountpoint, strerror(errno));
-                goto out_args;
-        }
-        {
-                char *opt = NULL;
+/* Add -o fsname=SOURCE: the mount table shows it (commas escaped). */
+static int add_fsname(struct start *st)
+{
+        char *fsname = NULL, *opt = NULL;
+        int ret = -1;
 
-                if (asprintf(&opt, "-ofsname=%s", fsname) < 0 || fuse_opt_add_arg(&args, opt)) {
-                        free(opt);
-                        goto out_args;
-                }
+        if (!fuse_opt_add_opt_escaped(&fsname, st->source) &&
+            asprintf(&opt, "-ofsname=%s", fsname) >= 0) {
+                ret = fuse_opt_add_arg(&st->args, opt) ? -1 : 0;
                 free(opt);
         }
+        free(fsname);
+        return ret;
+}
 
-        err = stf_model_open(source, &fs.model, &diag);
-        if (err) {
+/*
+ * Parse the command line. Returns 0 to go on, 1 when done (help, version),
+ * -1 on a usage error (said on stderr).
+ */
+static int parse(struct start *st, int argc, char **argv)
+{
+        st->args = (struct fuse_args)FUSE_ARGS_INIT(argc, argv);
+        st->o.readahead_kb = 4096;
+        if (fuse_opt_parse(&st->args, &st->o, opt_spec, opt_proc) == -1)
+                return -1;
+        if (st->o.show_help) {
+                usage(argv[0]);
+                return 1;
+        }
+        if (st->o.show_version) {
+                printf("stfs %s (libfuse %s)\n", STF_VERSION, fuse_pkgversion());
+                return 1;
+        }
+        /* Read-only by default; a later -o rw from the user wins. */
+        if (fuse_opt_insert_arg(&st->args, 1, "-oro,default_permissions,subtype=stfs"))
+                return -1;
+        if (st->o.source) {
+                st->source = absolute(st->o.source);
+                if (!st->source || access(st->source, F_OK)) {
+                        fprintf(stderr, "stfs: %s: %s\n", st->o.source, strerror(errno));
+                        return -1;
+                }
+        }
+        if (fuse_parse_cmdline(&st->args, &st->cmd) != 0)
+                return -1;
+        if (!st->o.source || !st->cmd.mountpoint) {
+                fprintf(stderr, "usage: %s [options] SOURCE MOUNTPOINT (see --help)\n", argv[0]);
+                return -1;
+        }
+        st->mountpoint = realpath(st->cmd.mountpoint, NULL);
+        if (!st->mountpoint) {
+                fprintf(stderr, "stfs: %s: %s\n", st->cmd.mountpoint, strerror(errno));
+                return -1;
+        }
+        return add_fsname(st);
+}
+
+/* Everything of the mount but the session: model, tree, namespace, live
+ * documents, control plane. 0 or -1 (said on stderr); unload either way. */
+static int load(struct stfs *fs, const struct start *st)
+{
+        struct stf_diag diag = {{0}};
+        unsigned ns_flags =
+            (st->o.listviews ? STF_NS_LISTVIEWS : 0) | (st->o.fullnames ? STF_NS_FULLNAMES : 0);
+
+        if (stf_model_open(st->source, &fs->model, &diag)) {
                 fprintf(stderr, "stfs: %s\n", diag.msg);
-                goto out_args;
+                return -1;
         }
-        err = stf_tree_build_model(fs.model, o.flat ? STF_TREE_FLAT : 0, &fs.tree, &diag);
-        if (err) {
-                fprintf(stderr, "stfs: %s: %s\n", source, diag.msg);
-                goto out_model;
+        if (stf_tree_build_model(fs->model, st->o.flat ? STF_TREE_FLAT : 0, &fs->tree, &diag)) {
+                fprintf(stderr, "stfs: %s: %s\n", st->source, diag.msg);
+                return -1;
         }
-        fs.uid = getuid();
-        fs.gid = getgid();
-        fs.debug = cmd.debug;
-        if (stf_ns_new(fs.model, fs.tree,
-                       (o.listviews ? STF_NS_LISTVIEWS : 0) | (o.fullnames ? STF_NS_FULLNAMES : 0),
-                       &fs.ns)) {
-                fprintf(stderr, "stfs: out of memory\n");
-                goto out_tree;
-        }
-        fs.readahead_kb = o.readahead_kb > 1u << 20 ? 1u << 20 : o.readahead_kb;
-
-        fuse_set_log_func(fuse_log_to_us);
+        fs->uid = getuid();
+        fs->gid = getgid();
+        fs->debug = st->cmd.debug;
+        fs->readahead_kb = st->o.readahead_kb > 1u << 20 ? 1u << 20 : st->o.readahead_kb;
+        fs->mountpoint = st->mountpoint;
         /* the parse left tens of MB of freed heap: give it back (RSS) */
         malloc_trim(0);
-        if (stfs_control_init(&fs)) {
+        if (stf_ns_new(fs->model, fs->tree, ns_flags, &fs->ns) || stfs_docs_new(&fs->docs) ||
+            stfs_control_init(fs)) {
                 fprintf(stderr, "stfs: out of memory\n");
-                goto out_tree;
+                return -1;
         }
-        se = fuse_session_new(&args, &stfs_ops, sizeof(stfs_ops), &fs);
-        if (!se)
-                goto out_tree;
-        fs.se = se;
-        if (stf_watch_new(fs.model, stfs_log_truncated, NULL, &fs.watch))
-                goto out_session;
-        fs.mountpoint = mountpoint;
-        if (fuse_set_signal_handlers(se))
-                goto out_session;
-        if (fuse_session_mount(se, mountpoint))
-                goto out_signals;
-        raise_readahead(mountpoint, o.readahead_kb);
-        if (!cmd.foreground)
-                stfs_log_to_syslog();
-        if (fuse_daemonize(cmd.foreground))
-                goto out_unmount;
+        return 0;
+}
 
-        if (cmd.singlethread) {
+static void unload(struct stfs *fs)
+{
+        stfs_control_destroy(fs);
+        stfs_docs_free(fs->docs);
+        stf_ns_free(fs->ns);
+        stf_tree_free(fs->tree);
+        stf_model_close(fs->model);
+}
+
+/* Serve requests until unmounted or signalled. Returns the exit status. */
+static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *cmd)
+{
+        struct fuse_loop_config *loop;
+        int ret;
+
+        if (cmd->singlethread) {
                 ret = fuse_session_loop(se);
         } else {
                 loop = fuse_loop_cfg_create();
                 if (!loop)
-                        goto out_unmount;
-                fuse_loop_cfg_set_clone_fd(loop, (unsigned)cmd.clone_fd);
-                fuse_loop_cfg_set_max_threads(loop, cmd.max_threads);
-                if (cmd.max_idle_threads != UINT_MAX) /* UINT_MAX: unset (3.14 logs it) */
-                        fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
+                        return 1;
+                fuse_loop_cfg_set_clone_fd(loop, (unsigned)cmd->clone_fd);
+                fuse_loop_cfg_set_max_threads(loop, cmd->max_threads);
+                if (cmd->max_idle_threads != UINT_MAX) /* UINT_MAX: unset (3.14 logs it) */
+                        fuse_loop_cfg_set_idle_threads(loop, cmd->max_idle_threads);
                 ret = fuse_session_loop_mt(se, loop);
                 fuse_loop_cfg_destroy(loop);
         }
         /* a positive value is the signal that ended the loop: a clean exit */
-        ret = ret < 0 ? 1 : 0;
+        return ret < 0 ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+        struct start st = {0};
+        struct fuse_session *se;
+        struct stfs fs = {.timeout = 86400.0 * 365};
+        int ret = parse(&st, argc, argv);
+
+        if (ret) {
+                start_free(&st);
+                return ret < 0 ? 1 : 0;
+        }
+        ret = 1;
+        stfs_log_init();
+        if (load(&fs, &st))
+                goto out_unload;
+        se = fuse_session_new(&st.args, &stfs_ops, sizeof(stfs_ops), &fs);
+        if (!se)
+                goto out_unload;
+        fs.se = se;
+        if (stf_watch_new(fs.model, stfs_log_truncated, NULL, &fs.watch))
+                goto out_session;
+        if (fuse_set_signal_handlers(se))
+                goto out_session;
+        if (fuse_session_mount(se, st.mountpoint))
+                goto out_signals;
+        raise_readahead(st.mountpoint, st.o.readahead_kb);
+        if (!st.cmd.foreground)
+                stfs_log_to_syslog();
+        if (fuse_daemonize(st.cmd.foreground))
+                goto out_unmount;
+        ret = serve(se, &st.cmd);
         /* stop prefetch jobs while the session can still take their pushes */
         stfs_control_destroy(&fs);
 
@@ -325,19 +347,8 @@ out_session:
         stf_watch_free(fs.watch);
         fs.watch = NULL;
         fuse_session_destroy(se);
-out_tree:
-        stfs_control_destroy(&fs);
-        stfs_free_cache(&fs);
-        stf_ns_free(fs.ns);
-        stf_tree_free(fs.tree);
-out_model:
-        stf_model_close(fs.model);
-out_args:
-        free(mountpoint);
-        free(cmd.mountpoint);
-        free(fsname);
-        free(source);
-        free(o.source);
-        fuse_opt_free_args(&args);
+out_unload:
+        unload(&fs);
+        start_free(&st);
         return ret;
 }

@@ -16,7 +16,8 @@
 #include <syslog.h>
 
 #include "control.h"
-#include "describe.h"
+#include "docs.h"
+#include "ops.h"
 #include "stfs.h"
 
 #define XATTR_PREFIX "user.safetensors."
@@ -24,15 +25,6 @@
 static struct stfs *fs_of(fuse_req_t req)
 {
         return fuse_req_userdata(req);
-}
-
-static void live_free(struct stfs *fs, struct live *lv);
-
-void stfs_free_cache(struct stfs *fs)
-{
-        /* open files the kernel never released (connection aborted at exit) */
-        while (fs->lives)
-                live_free(fs, fs->lives);
 }
 
 /* struct stat of @ino: the namespace decides, the owner is the mounter. */
@@ -137,122 +129,37 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
                 fuse_reply_attr(req, &st, fs->timeout);
 }
 
-/*
- * Control and status are live: direct I/O, their bytes held by the open
- * file. Status is a snapshot taken at open; control holds the reply to the
- * last text command written through this open file.
- */
-struct live {
-        pthread_mutex_t lock; /* a write replaces text while reads copy it */
-        char *text;
-        size_t len;
-        struct live *prev, *next; /* fs->lives: freed at exit if never released */
-};
-
-static void live_link(struct stfs *fs, struct live *lv)
+static struct stfs_doc *doc_of(struct fuse_file_info *fi)
 {
-        pthread_mutex_lock(&fs->lock);
-        lv->next = fs->lives;
-        if (lv->next)
-                lv->next->prev = lv;
-        fs->lives = lv;
-        pthread_mutex_unlock(&fs->lock);
-}
-
-static void live_free(struct stfs *fs, struct live *lv)
-{
-        pthread_mutex_lock(&fs->lock);
-        if (lv->prev)
-                lv->prev->next = lv->next;
-        else
-                fs->lives = lv->next;
-        if (lv->next)
-                lv->next->prev = lv->prev;
-        pthread_mutex_unlock(&fs->lock);
-        pthread_mutex_destroy(&lv->lock);
-        free(lv->text);
-        free(lv);
-}
-
-/*
- * Reply to a read of an open live file from a copy taken under its lock:
- * a text command written on another thread may replace the text, and
- * RELEASE may free it as soon as the reply is out.
- */
-static void read_live(fuse_req_t req, struct live *lv, size_t size, off_t off)
-{
-        char *buf = NULL;
-        size_t n = 0;
-
-        pthread_mutex_lock(&lv->lock);
-        if (lv->text && off >= 0 && (uint64_t)off < lv->len) {
-                n = lv->len - (size_t)off < size ? lv->len - (size_t)off : size;
-                buf = malloc(n);
-                if (buf)
-                        memcpy(buf, lv->text + off, n);
-        }
-        pthread_mutex_unlock(&lv->lock);
-        if (n && !buf)
-                fuse_reply_err(req, ENOMEM);
-        else
-                fuse_reply_buf(req, buf, n);
-        free(buf);
-}
-
-static void open_live(fuse_req_t req, struct stfs *fs, unsigned id, struct fuse_file_info *fi)
-{
-        struct live *lv;
-
-        if (id == STF_SPECIAL_STATUS && (fi->flags & O_ACCMODE) != O_RDONLY) {
-                fuse_reply_err(req, EROFS);
-                return;
-        }
-        lv = calloc(1, sizeof(*lv));
-        if (!lv) {
-                fuse_reply_err(req, ENOMEM);
-                return;
-        }
-        pthread_mutex_init(&lv->lock, NULL);
-        if (id == STF_SPECIAL_STATUS) {
-                lv->text = stfs_status_json(fs, &lv->len);
-                if (!lv->text) {
-                        free(lv);
-                        fuse_reply_err(req, ENOMEM);
-                        return;
-                }
-        }
-        if (id == STF_SPECIAL_HEADER_JSON || id == STF_SPECIAL_METADATA_JSON) {
-                /* fixed content: page-cached like any file; the text lives
-                 * while the file is open */
-                int ret = stf_ns_doc(fs->ns, id, &lv->text, &lv->len);
-
-                if (ret) {
-                        free(lv);
-                        fuse_reply_err(req, -ret);
-                        return;
-                }
-                fi->fh = (uint64_t)(uintptr_t)lv;
-                fi->keep_cache = 1;
-                live_link(fs, lv);
-                if (fuse_reply_open(req, fi) == -ENOENT)
-                        live_free(fs, lv);
-                return;
-        }
-        fi->fh = (uint64_t)(uintptr_t)lv;
-        fi->direct_io = 1;
-        fi->nonseekable = 0;
-        live_link(fs, lv);
-        if (fuse_reply_open(req, fi) == -ENOENT)
-                live_free(fs, lv);
+        return (struct stfs_doc *)(uintptr_t)fi->fh;
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-        struct live *lv = (struct live *)(uintptr_t)fi->fh;
-
-        if (lv)
-                live_free(fs_of(req), lv);
+        if (doc_of(fi))
+                stfs_doc_close(fs_of(req), doc_of(fi));
         fuse_reply_err(req, 0);
+}
+
+/* Open a live document of /.stfs (see docs.h). */
+static void open_doc(fuse_req_t req, struct stfs *fs, const struct stf_ns_entry *e,
+                     struct fuse_file_info *fi)
+{
+        struct stfs_doc *d;
+        bool live;
+        int ret = stfs_doc_open(fs, e, fi->flags, &d, &live);
+
+        if (ret) {
+                fuse_reply_err(req, -ret);
+                return;
+        }
+        fi->fh = (uint64_t)(uintptr_t)d;
+        if (live)
+                fi->direct_io = 1;
+        else
+                fi->keep_cache = 1;
+        if (fuse_reply_open(req, fi) == -ENOENT)
+                stfs_doc_close(fs, d); /* the opener was interrupted */
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -270,11 +177,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
                 return;
         }
         if (e.kind == STF_NS_DOC || e.kind == STF_NS_CONTROL || e.kind == STF_NS_STATUS) {
-                if ((fi->flags & O_ACCMODE) != O_RDONLY && e.kind != STF_NS_CONTROL) {
-                        fuse_reply_err(req, EROFS);
-                        return;
-                }
-                open_live(req, fs, e.index, fi);
+                open_doc(req, fs, &e, fi);
                 return;
         }
         if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
@@ -306,13 +209,18 @@ static void prefault(const struct iovec *iov, size_t n)
         }
 }
 
-/* A shard the watcher found short: say so once (see core/watch.h). */
-void stfs_log_truncated(void *ctx, const struct stf_shard *s)
+/* A read of an open document: from a copy taken under its lock. */
+static void read_doc(fuse_req_t req, struct stfs_doc *d, size_t size, off_t off)
 {
-        stfs_log(LOG_ERR,
-                 "%s: reading its bytes failed: the file was truncated or changed while "
-                 "mounted (%" PRIu64 " bytes at mount); reads of the lost range get EIO",
-                 s->path, s->size);
+        char *buf;
+        size_t n;
+        int ret = stfs_doc_read(d, size, off, &buf, &n);
+
+        if (ret)
+                fuse_reply_err(req, -ret);
+        else
+                fuse_reply_buf(req, buf, n);
+        free(buf);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -326,8 +234,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         char *buf;
         int ret;
 
-        if (fi->fh) {
-                read_live(req, (struct live *)(uintptr_t)fi->fh, size, off);
+        if (doc_of(fi)) {
+                read_doc(req, doc_of(fi), size, off);
                 return;
         } else {
                 ret = stf_ns_view(fs->ns, ino, &tmp, &v);
@@ -626,11 +534,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
                      struct fuse_file_info *fi)
 {
         struct stfs *fs = fs_of(req);
-        struct live *lv = (struct live *)(uintptr_t)fi->fh;
         struct stf_ns_entry e;
         char *reply;
 
-        if (stf_ns_entry(fs->ns, ino, &e) || e.kind != STF_NS_CONTROL || !lv) {
+        if (stf_ns_entry(fs->ns, ino, &e) || e.kind != STF_NS_CONTROL || !doc_of(fi)) {
                 fuse_reply_err(req, EROFS);
                 return;
         }
@@ -639,11 +546,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
                 fuse_reply_err(req, ENOMEM);
                 return;
         }
-        pthread_mutex_lock(&lv->lock);
-        free(lv->text);
-        lv->text = reply;
-        lv->len = strlen(reply);
-        pthread_mutex_unlock(&lv->lock);
+        stfs_doc_set(doc_of(fi), reply);
         fuse_reply_write(req, size);
 }
 

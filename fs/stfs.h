@@ -13,6 +13,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include "log.h"
 #include "model.h"
 #include "ns.h"
 #include "tree.h"
@@ -31,8 +32,7 @@ struct stfs {
         bool no_opendir;       /* kernel needs no OPENDIR (set in init) */
         unsigned readahead_kb; /* 0: kernel default */
 
-        pthread_mutex_t lock; /* guards lives */
-        struct live *lives;   /* open live files (ops.c) */
+        struct stfs_docs *docs; /* open live documents of /.stfs (docs.c) */
 
         /* control plane (control.c) */
         struct fuse_session *se;
@@ -44,17 +44,5 @@ struct stfs {
         struct stf_job **cuda_job; /* per tensor: the job holding it on a GPU */
         uint64_t read_requests, read_bytes, pushed_bytes, pushed_chunks; /* atomic */
 };
-
-/* Free the open live files the kernel never released. */
-void stfs_free_cache(struct stfs *fs);
-
-/* The watcher's report (stf_watch_report_fn): log that a shard lost bytes. */
-void stfs_log_truncated(void *ctx, const struct stf_shard *s);
-
-extern const struct fuse_lowlevel_ops stfs_ops;
-
-/* Log a line: to stderr in the foreground, to syslog once daemonized. */
-void stfs_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void stfs_log_to_syslog(void);
 
 #endif

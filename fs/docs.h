@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef STFS_DOCS_H
+#define STFS_DOCS_H
+
+/*
+ * Live documents: the files of /.stfs whose bytes belong to an open file,
+ * not to a view. header.json and metadata.json are generated at open (fixed
+ * content, page-cached like any file); status is a snapshot taken at open,
+ * and control holds the reply to the last text command written through this
+ * open file (both direct I/O). Reads copy under the file's lock: a write on
+ * another thread may replace the text, and RELEASE may free it as soon as
+ * the reply is out.
+ *
+ * Every function may be called from many threads at once.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "ns.h"
+
+struct stfs;
+struct stfs_docs; /* the open documents of a mount */
+struct stfs_doc;  /* one open document */
+
+/* 0 or -ENOMEM. */
+int stfs_docs_new(struct stfs_docs **out);
+/* Free, with every document the kernel never released; accepts NULL. */
+void stfs_docs_free(struct stfs_docs *docs);
+
+/*
+ * Open document @e (kind STF_NS_DOC, STF_NS_STATUS or STF_NS_CONTROL) with
+ * open(2) @flags. *@live: serve it with direct I/O (status, control); else
+ * its content is fixed. Returns 0, -EROFS (opened for writing, control
+ * aside), -ENOMEM, or the error of generating it.
+ */
+int stfs_doc_open(struct stfs *fs, const struct stf_ns_entry *e, int flags, struct stfs_doc **out,
+                  bool *live);
+void stfs_doc_close(struct stfs *fs, struct stfs_doc *d);
+
+/*
+ * A copy of up to @size bytes of @d at @off in *@buf (caller frees), their
+ * number in *@n (0 past the end; then *@buf is NULL). 0 or -ENOMEM.
+ */
+int stfs_doc_read(struct stfs_doc *d, size_t size, off_t off, char **buf, size_t *n);
+
+/* Replace the text of @d with @text (NUL-terminated; taken over). */
+void stfs_doc_set(struct stfs_doc *d, char *text);
+
+#endif

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include <fuse_log.h>
+
+#include "log.h"
+
+static bool use_syslog;
+
+void stfs_log_to_syslog(void)
+{
+        openlog("stfs", LOG_PID, LOG_DAEMON);
+        use_syslog = true;
+}
+
+void stfs_log(int prio, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        if (use_syslog) {
+                vsyslog(prio, fmt, ap);
+        } else {
+                fputs("stfs: ", stderr);
+                vfprintf(stderr, fmt, ap);
+                fputc('\n', stderr);
+        }
+        va_end(ap);
+}
+
+static void fuse_log_to_us(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+        if (use_syslog)
+                vsyslog((int)level, fmt, ap);
+        else
+                vfprintf(stderr, fmt, ap);
+}
+
+void stfs_log_init(void)
+{
+        fuse_set_log_func(fuse_log_to_us);
+}
+
+void stfs_log_truncated(void *ctx, const struct stf_shard *s)
+{
+        stfs_log(LOG_ERR,
+                 "%s: reading its bytes failed: the file was truncated or changed while "
+                 "mounted (%" PRIu64 " bytes at mount); reads of the lost range get EIO",
+                 s->path, s->size);
+}
