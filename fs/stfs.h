@@ -5,6 +5,10 @@
 /*
  * The FUSE layer: thin glue between the kernel and core/. Core returns
  * 0/-errno; the sign is flipped here, at the edge, and nowhere else.
+ *
+ * struct stfs is one mount: the objects of the modules that serve it (each
+ * keeps its own state behind its pointer) and the few settings fs/ reads.
+ * It is the session's userdata; main.c builds and frees it.
  */
 
 #include <pthread.h>
