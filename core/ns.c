@@ -7,12 +7,14 @@
  * never holds up a lookup or read of anything else.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "describe.h"
+#include "dtype.h"
 #include "ns.h"
 
 struct stf_ns {
@@ -341,4 +343,97 @@ int stf_ns_readdir(const struct stf_ns *ns, uint64_t dir, uint64_t off, struct s
                 return 0;
         }
         return 1;
+}
+
+#define XATTR_PREFIX "user.safetensors."
+
+static const char tensor_xattrs[] =
+    XATTR_PREFIX "name\0" XATTR_PREFIX "dtype\0" XATTR_PREFIX "shape\0" XATTR_PREFIX
+                 "shard\0" XATTR_PREFIX "offset";
+static const char view_xattrs[] = "user.stfs.view\0user.stfs.of";
+
+static bool is_view(enum stf_ns_kind k)
+{
+        return k == STF_NS_NPY || k == STF_NS_SUBSET || k == STF_NS_MODEL;
+}
+
+void stf_ns_xattr_list(const struct stf_ns_entry *e, const char **list, size_t *len)
+{
+        *list = "";
+        *len = 0;
+        if (e->kind == STF_NS_TENSOR) {
+                *list = tensor_xattrs;
+                *len = sizeof(tensor_xattrs);
+        } else if (is_view(e->kind)) {
+                *list = view_xattrs;
+                *len = sizeof(view_xattrs);
+        }
+}
+
+size_t stf_ns_xattr_cap(const struct stf_ns *ns, const struct stf_ns_entry *e)
+{
+        /* shapes: 21 bytes a dimension at most */
+        if (e->kind == STF_NS_TENSOR)
+                return 256 + (size_t)ns->model->tensors[e->index].rank * 22;
+        return 4096;
+}
+
+/* "[d0,d1,...]" of @t into @buf: its length, or -E2BIG. */
+static int shape_json(const struct stf_tensor *t, char *buf, size_t cap)
+{
+        int n = snprintf(buf, cap, "[");
+
+        for (uint32_t d = 0; d < t->rank && (size_t)n < cap; d++)
+                n += snprintf(buf + n, cap - (size_t)n, d ? ",%" PRIu64 : "%" PRIu64, t->shape[d]);
+        if ((size_t)n + 2 > cap)
+                return -E2BIG;
+        return n + snprintf(buf + n, cap - (size_t)n, "]");
+}
+
+static int tensor_xattr(const struct stf_ns *ns, const struct stf_tensor *t, const char *name,
+                        char *buf, size_t cap, const char **val)
+{
+        int n;
+
+        if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)))
+                return -ENODATA;
+        name += strlen(XATTR_PREFIX);
+        if (!strcmp(name, "name")) {
+                *val = t->name;
+                return (int)t->name_len;
+        }
+        if (!strcmp(name, "shard")) {
+                *val = ns->model->shards[t->shard].name;
+                return (int)strlen(*val);
+        }
+        if (!strcmp(name, "dtype"))
+                n = snprintf(buf, cap, "%s", stf_dtype_info(t->dtype)->name);
+        else if (!strcmp(name, "shape"))
+                n = shape_json(t, buf, cap);
+        else if (!strcmp(name, "offset"))
+                n = snprintf(buf, cap, "%" PRIu64, t->begin);
+        else
+                return -ENODATA;
+        return n >= 0 && (size_t)n >= cap ? -E2BIG : n;
+}
+
+int stf_ns_xattr(const struct stf_ns *ns, const struct stf_ns_entry *e, const char *name, char *buf,
+                 size_t cap, const char **val)
+{
+        int n;
+
+        *val = buf;
+        if (e->kind == STF_NS_TENSOR)
+                return tensor_xattr(ns, &ns->model->tensors[e->index], name, buf, cap, val);
+        if (!is_view(e->kind))
+                return -ENODATA;
+        if (!strcmp(name, "user.stfs.view"))
+                n = snprintf(buf, cap, "%s", e->kind == STF_NS_NPY ? "npy" : "safetensors");
+        else if (!strcmp(name, "user.stfs.of"))
+                n = stf_tree_path(ns->tree, e->node, buf, cap);
+        else
+                return -ENODATA;
+        if (n == -ERANGE || (n >= 0 && (size_t)n >= cap))
+                return -E2BIG;
+        return n;
 }

@@ -148,4 +148,30 @@ int stf_ns_doc(const struct stf_ns *ns, unsigned special, char **text, size_t *l
  */
 int stf_ns_readdir(const struct stf_ns *ns, uint64_t dir, uint64_t off, struct stf_ns_dirent *d);
 
+/*
+ * Extended attributes. A tensor (not its .npy) has user.safetensors.name,
+ * .dtype, .shape (a JSON array), .shard (file name) and .offset (absolute
+ * offset of its data in the shard); a view (.npy, D.safetensors,
+ * model.safetensors) has user.stfs.view ("npy" or "safetensors") and
+ * user.stfs.of (the path of its tensor or directory, "" for the root);
+ * nothing else has any.
+ */
+
+/* The names @e has: NUL-terminated names laid end to end, @*len bytes in
+ * all (0: none). Static storage. */
+void stf_ns_xattr_list(const struct stf_ns_entry *e, const char **list, size_t *len);
+
+/* A buffer of this many bytes holds any value of @e's xattrs that
+ * stf_ns_xattr can give (a path is limited to 4 KiB). */
+size_t stf_ns_xattr_cap(const struct stf_ns *ns, const struct stf_ns_entry *e);
+
+/*
+ * The value of xattr @name of @e: in @buf (@cap bytes, not NUL-terminated
+ * when full) or borrowed from the model (*@val points to it either way).
+ * Returns its length, -ENODATA (no such xattr), or -E2BIG (longer than
+ * @cap).
+ */
+int stf_ns_xattr(const struct stf_ns *ns, const struct stf_ns_entry *e, const char *name, char *buf,
+                 size_t cap, const char **val);
+
 #endif

@@ -20,8 +20,6 @@
 #include "ops.h"
 #include "stfs.h"
 
-#define XATTR_PREFIX "user.safetensors."
-
 static struct stfs *fs_of(fuse_req_t req)
 {
         return fuse_req_userdata(req);
@@ -368,61 +366,6 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
         fuse_reply_statfs(req, &sv);
 }
 
-/* The value of xattr @name of tensor @t into @buf (cap 512); its length or -ENODATA. */
-static int xattr_value(struct stfs *fs, const struct stf_tensor *t, const char *name, char *buf,
-                       size_t cap, const char **val)
-{
-        int n = 0;
-
-        if (strncmp(name, XATTR_PREFIX, strlen(XATTR_PREFIX)))
-                return -ENODATA;
-        name += strlen(XATTR_PREFIX);
-        *val = buf;
-        if (!strcmp(name, "name")) {
-                *val = t->name;
-                return (int)t->name_len;
-        } else if (!strcmp(name, "dtype")) {
-                n = snprintf(buf, cap, "%s", stf_dtype_info(t->dtype)->name);
-        } else if (!strcmp(name, "shape")) {
-                n = snprintf(buf, cap, "[");
-                for (uint32_t d = 0; d < t->rank && (size_t)n < cap; d++)
-                        n += snprintf(buf + n, cap - (size_t)n, d ? ",%" PRIu64 : "%" PRIu64,
-                                      t->shape[d]);
-                if ((size_t)n + 2 > cap)
-                        return -E2BIG;
-                n += snprintf(buf + n, cap - (size_t)n, "]");
-        } else if (!strcmp(name, "shard")) {
-                *val = fs->model->shards[t->shard].name;
-                return (int)strlen(*val);
-        } else if (!strcmp(name, "offset")) {
-                n = snprintf(buf, cap, "%" PRIu64, t->begin);
-        } else {
-                return -ENODATA;
-        }
-        return n;
-}
-
-static const char tensor_xattrs[] =
-    XATTR_PREFIX "name\0" XATTR_PREFIX "dtype\0" XATTR_PREFIX "shape\0" XATTR_PREFIX
-                 "shard\0" XATTR_PREFIX "offset";
-static const char view_xattrs[] = "user.stfs.view\0user.stfs.of";
-
-static bool is_view(enum stf_ns_kind k)
-{
-        return k == STF_NS_NPY || k == STF_NS_SUBSET || k == STF_NS_MODEL;
-}
-
-/* Value of xattr @name of a view: what it is, and of which path. */
-static int view_xattr(struct stfs *fs, const struct stf_ns_entry *e, const char *name, char *buf,
-                      size_t cap)
-{
-        if (!strcmp(name, "user.stfs.view"))
-                return snprintf(buf, cap, "%s", e->kind == STF_NS_NPY ? "npy" : "safetensors");
-        if (!strcmp(name, "user.stfs.of"))
-                return stf_tree_path(fs->tree, e->node, buf, cap);
-        return -ENODATA;
-}
-
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
         struct stfs *fs = fs_of(req);
@@ -436,8 +379,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
                 fuse_reply_err(req, -len);
                 return;
         }
-        /* Shapes: rank * 21 bytes at most; paths: 4 KiB, longer ones E2BIG. */
-        cap = e.kind == STF_NS_TENSOR ? 256 + (size_t)fs->model->tensors[e.index].rank * 22 : 4096;
+        cap = stf_ns_xattr_cap(fs->ns, &e);
         buf = malloc(cap);
         if (!buf) {
                 fuse_reply_err(req, ENOMEM);
@@ -446,12 +388,8 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
         val = buf;
         if (e.kind == STF_NS_TENSOR && !strcmp(name, "user.stfs.cuda"))
                 len = stfs_cuda_xattr(fs, e.index, buf, cap);
-        else if (e.kind == STF_NS_TENSOR)
-                len = xattr_value(fs, &fs->model->tensors[e.index], name, buf, cap, &val);
-        else if (is_view(e.kind))
-                len = view_xattr(fs, &e, name, buf, cap);
         else
-                len = -ENODATA;
+                len = stf_ns_xattr(fs->ns, &e, name, buf, cap, &val);
         if (len == -ERANGE)
                 len = -E2BIG;
         if (len < 0)
@@ -469,21 +407,15 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
         struct stfs *fs = fs_of(req);
         struct stf_ns_entry e;
-        const char *list = "";
-        size_t len = 0;
+        const char *list;
+        size_t len;
         int ret = stf_ns_entry(fs->ns, ino, &e);
 
         if (ret) {
                 fuse_reply_err(req, -ret);
                 return;
         }
-        if (e.kind == STF_NS_TENSOR) {
-                list = tensor_xattrs;
-                len = sizeof(tensor_xattrs);
-        } else if (is_view(e.kind)) {
-                list = view_xattrs;
-                len = sizeof(view_xattrs);
-        }
+        stf_ns_xattr_list(&e, &list, &len);
         if (size == 0)
                 fuse_reply_xattr(req, len);
         else if (size < len)

@@ -3,7 +3,7 @@
  * Unit tests of core/ns, the mount namespace: what every inode is, lookups
  * by name and by view suffix (and what they refuse), listings with and
  * without listviews and resumed at every offset, the attributes policy
- * decides, the view cache (one copy even under racing first uses), names
+ * decides, extended attributes, the view cache (one copy even under racing first uses), names
  * at the 255-byte limit, and a tree 5000 directories deep. Expected values
  * come from the tree, the model and the view builders called directly.
  */
@@ -658,6 +658,96 @@ START_TEST(test_deep)
 }
 END_TEST
 
+/* The value of xattr @name of @path, NUL-terminated in @out; its length. */
+static int xattr(struct stf_ns *ns, const char *path, const char *name, char *out, size_t cap)
+{
+        struct stf_ns_entry e;
+        const char *val;
+        char *buf;
+        int len;
+
+        ck_assert_int_eq(stf_ns_entry(ns, resolve(ns, path), &e), 0);
+        buf = malloc(cap ? cap : stf_ns_xattr_cap(ns, &e));
+        ck_assert_ptr_nonnull(buf);
+        len = stf_ns_xattr(ns, &e, name, buf, cap ? cap : stf_ns_xattr_cap(ns, &e), &val);
+        if (len >= 0) {
+                memcpy(out, val, (size_t)len);
+                out[len] = '\0';
+        }
+        free(buf);
+        return len;
+}
+
+static void check_xattr(struct stf_ns *ns, const char *path, const char *name, const char *want)
+{
+        char out[4096];
+        int len = xattr(ns, path, name, out, 0);
+
+        ck_assert_msg(len >= 0, "%s %s: %d", path, name, len);
+        ck_assert_str_eq(out, want);
+}
+
+static void check_xattr_list(struct stf_ns *ns, const char *path, const char *want, size_t len)
+{
+        struct stf_ns_entry e;
+        const char *list;
+        size_t got;
+
+        ck_assert_int_eq(stf_ns_entry(ns, resolve(ns, path), &e), 0);
+        stf_ns_xattr_list(&e, &list, &got);
+        ck_assert_uint_eq(got, len);
+        ck_assert_mem_eq(list, want, len);
+}
+
+START_TEST(test_xattr)
+{
+        static const char tensor_list[] =
+            "user.safetensors.name\0user.safetensors.dtype\0user.safetensors.shape\0"
+            "user.safetensors.shard\0user.safetensors.offset";
+        static const char view_list[] = "user.stfs.view\0user.stfs.of";
+        const struct stf_tensor *t;
+        struct fixture f = {0};
+        char out[4096], want[64];
+
+        make_llama(&f, 0);
+        t = &f.m->tensors[tensor_index(f.m, "model.layers.10.attn.weight")];
+        check_xattr(f.ns, "model/layers/10/attn/weight", "user.safetensors.name",
+                    "model.layers.10.attn.weight");
+        check_xattr(f.ns, "model/layers/10/attn/weight", "user.safetensors.dtype", "U8");
+        check_xattr(f.ns, "model/layers/10/attn/weight", "user.safetensors.shape", "[8]");
+        check_xattr(f.ns, "model/layers/10/attn/weight", "user.safetensors.shard", "a.safetensors");
+        snprintf(want, sizeof(want), "%llu", (unsigned long long)t->begin);
+        check_xattr(f.ns, "model/layers/10/attn/weight", "user.safetensors.offset", want);
+        check_xattr(f.ns, "lm_head/weight", "user.safetensors.shard", "b.safetensors");
+        check_xattr(f.ns, "model/layers/10/attn/weight.npy", "user.stfs.view", "npy");
+        check_xattr(f.ns, "model/layers/10/attn/weight.npy", "user.stfs.of",
+                    "model/layers/10/attn/weight");
+        check_xattr(f.ns, "model/layers.safetensors", "user.stfs.view", "safetensors");
+        check_xattr(f.ns, "model/layers.safetensors", "user.stfs.of", "model/layers");
+        check_xattr(f.ns, ".stfs/model.safetensors", "user.stfs.view", "safetensors");
+        check_xattr(f.ns, ".stfs/model.safetensors", "user.stfs.of", "");
+        /* what has none, and names nobody has */
+        ck_assert_int_eq(xattr(f.ns, "model", "user.stfs.of", out, 0), -ENODATA);
+        ck_assert_int_eq(xattr(f.ns, ".stfs/header.json", "user.stfs.view", out, 0), -ENODATA);
+        ck_assert_int_eq(xattr(f.ns, ".stfs/control", "user.safetensors.name", out, 0), -ENODATA);
+        ck_assert_int_eq(xattr(f.ns, "lm_head/weight", "user.stfs.view", out, 0), -ENODATA);
+        ck_assert_int_eq(xattr(f.ns, "lm_head/weight", "user.safetensors.nam", out, 0), -ENODATA);
+        ck_assert_int_eq(xattr(f.ns, "lm_head/weight.npy", "user.safetensors.name", out, 0),
+                         -ENODATA);
+        /* too small a buffer */
+        ck_assert_int_eq(xattr(f.ns, "model/layers.safetensors", "user.stfs.of", out, 4), -E2BIG);
+        ck_assert_int_eq(xattr(f.ns, "lm_head/weight", "user.safetensors.shape", out, 3), -E2BIG);
+        ck_assert_int_eq(xattr(f.ns, "lm_head/weight", "user.safetensors.offset", out, 1), -E2BIG);
+        check_xattr_list(f.ns, "lm_head/weight", tensor_list, sizeof(tensor_list));
+        check_xattr_list(f.ns, "lm_head/weight.npy", view_list, sizeof(view_list));
+        check_xattr_list(f.ns, "lm_head.safetensors", view_list, sizeof(view_list));
+        check_xattr_list(f.ns, ".stfs/model.safetensors", view_list, sizeof(view_list));
+        check_xattr_list(f.ns, "lm_head", "", 0);
+        check_xattr_list(f.ns, ".stfs/status", "", 0);
+        close_fixture(&f);
+}
+END_TEST
+
 START_TEST(test_new_free)
 {
         struct fixture f = {0};
@@ -693,6 +783,7 @@ static Suite *ns_suite(void)
         tcase_add_test(tc, test_view_race);
         tcase_add_test(tc, test_name_limit);
         tcase_add_test(tc, test_deep);
+        tcase_add_test(tc, test_xattr);
         tcase_add_test(tc, test_new_free);
         suite_add_tcase(s, tc);
         return s;
