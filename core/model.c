@@ -14,20 +14,37 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "companion.h"
 #include "index.h"
 #include "model.h"
+#include "setname.h"
 #include "source.h"
+
+/* @path relative to @root when it is below it, else NULL. */
+static const char *relative(const char *root, const char *path)
+{
+        size_t n = strlen(root);
+
+        if (!strncmp(path, root, n) && path[n] == '/' && path[n + 1])
+                return path + n + 1;
+        return NULL;
+}
 
 static int add_shard(struct stf_model *m, const char *path)
 {
         struct stf_shard *ns;
+        int ret;
 
         ns = realloc(m->shards, (m->nshards + 1) * sizeof(*ns));
         if (!ns)
                 return -ENOMEM;
         m->shards = ns;
-        return stf_shard_init(&m->shards[m->nshards++], path);
+        ret = stf_shard_init(&m->shards[m->nshards++], path);
+        if (!ret && relative(m->root, m->shards[m->nshards - 1].path))
+                m->shards[m->nshards - 1].rel = relative(m->root, m->shards[m->nshards - 1].path);
+        return ret;
 }
 
 static int open_set(struct stf_model *m, const struct stf_set *set, struct stf_sink *sink)
@@ -36,6 +53,8 @@ static int open_set(struct stf_model *m, const struct stf_set *set, struct stf_s
         json_t *wm = NULL;
         char **paths = NULL;
         size_t n = 0, count0 = sink->count;
+        struct stf_setname sn;
+        const char *file;
         int ret;
 
         nc = realloc(m->comps, (m->ncomps + 1) * sizeof(*nc));
@@ -48,6 +67,12 @@ static int open_set(struct stf_model *m, const struct stf_set *set, struct stf_s
         c->source = strdup(set->path);
         if (!c->name || !c->source)
                 return -ENOMEM;
+        file = strrchr(set->path, '/') ? strrchr(set->path, '/') + 1 : set->path;
+        if (stf_setname_parse(file, &sn)) {
+                c->whole = stf_setname_whole(file);
+                if (!c->whole)
+                        return -ENOMEM;
+        }
         c->first_shard = m->nshards;
         ret = stf_set_shards(set, sink, &paths, &n, &wm, &c->index_meta);
         for (size_t i = 0; !ret && i < n; i++)
@@ -107,25 +132,53 @@ static int build_table(struct stf_model *m)
         return 0;
 }
 
-/* stf_model_open and stf_model_check: @sink says which. */
-static int model_open(const char *source, struct stf_sink *sink, struct stf_model **out)
+/* SOURCE, or its directory when it is a file; trailing '/' dropped. */
+static int model_root(const char *source, bool *is_dir, char **out)
 {
+        struct stat st;
+        size_t n = strlen(source);
+        const char *slash;
+
+        *is_dir = !stat(source, &st) && S_ISDIR(st.st_mode);
+        if (!*is_dir) {
+                slash = strrchr(source, '/');
+                n = slash ? (size_t)(slash > source ? slash - source : 1) : 0;
+        }
+        while (n > 1 && source[n - 1] == '/')
+                n--;
+        *out = n ? strndup(source, n) : strdup(".");
+        return *out ? 0 : -ENOMEM;
+}
+
+/* stf_model_open and stf_model_check: @sink says which. */
+static int model_open(const char *source, const struct stf_model_opts *o, struct stf_sink *sink,
+                      struct stf_model **out)
+{
+        static const struct stf_model_opts defaults;
         struct stf_sets sets = {0};
         struct stf_model *m;
         size_t count0 = sink->count;
+        bool is_dir;
         int ret;
 
         *out = NULL;
+        o = o ? o : &defaults;
+        sets.variant = o->variant;
+        sets.all_sets = o->all_sets;
         m = calloc(1, sizeof(*m));
         if (!m)
                 return -ENOMEM;
-        ret = stf_sink_settle(sink, count0, stf_source_find(source, &sets, sink));
+        ret = model_root(source, &is_dir, &m->root);
+        if (!ret)
+                ret = stf_sink_settle(sink, count0, stf_source_find(source, &sets, sink));
         for (size_t i = 0; !ret && i < sets.n; i++)
                 ret = open_set(m, &sets.v[i], sink);
         if (!ret && sink->count != count0)
                 ret = -EINVAL;
         if (!ret)
                 ret = build_table(m);
+        if (!ret && o->companions)
+                ret = stf_companions_load(m, is_dir);
         stf_sets_free(&sets);
         if (ret) {
                 if (ret == -ENOMEM)
@@ -141,7 +194,15 @@ int stf_model_open(const char *source, struct stf_model **out, struct stf_diag *
 {
         struct stf_sink sink = {.diag = diag};
 
-        return model_open(source, &sink, out);
+        return model_open(source, NULL, &sink, out);
+}
+
+int stf_model_open_opts(const char *source, const struct stf_model_opts *o, struct stf_model **out,
+                        struct stf_diag *diag)
+{
+        struct stf_sink sink = {.diag = diag};
+
+        return model_open(source, o, &sink, out);
 }
 
 int stf_model_check(const char *source, stf_report_fn report, void *ctx, struct stf_model **out)
@@ -150,7 +211,7 @@ int stf_model_check(const char *source, stf_report_fn report, void *ctx, struct 
         struct stf_model *m;
         int ret;
 
-        ret = model_open(source, &sink, &m);
+        ret = model_open(source, &(const struct stf_model_opts){.all_sets = true}, &sink, &m);
         if (out)
                 *out = m;
         else
@@ -164,8 +225,15 @@ void stf_model_close(struct stf_model *m)
                 return;
         for (uint32_t i = 0; i < m->nshards; i++)
                 stf_shard_close(&m->shards[i]);
+        for (uint32_t i = 0; i < m->ncompanions; i++) {
+                free(m->companions[i].rel);
+                free(m->companions[i].data);
+        }
+        free(m->companions);
+        free(m->root);
         for (uint32_t i = 0; i < m->ncomps; i++) {
                 free(m->comps[i].name);
+                free(m->comps[i].whole);
                 free(m->comps[i].source);
                 json_decref(m->comps[i].index_meta);
         }

@@ -13,6 +13,7 @@
  * concurrent readers.
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -26,12 +27,38 @@
 struct stf_component {
         char *name;         /* "" when the model has a single component */
         char *source;       /* the index or .safetensors file it came from */
+        char *whole;        /* the name a loader opens for the whole set,
+                               BASE[.VARIANT].safetensors (core/setname.h);
+                               NULL for a file of another name */
         json_t *index_meta; /* the index's "metadata" (owned ref) or NULL */
         uint32_t first_shard, nshards;
         uint32_t first_tensor, ntensors; /* range in stf_model.tensors */
 };
 
+/*
+ * A companion file: a small regular file beside the weights (config.json,
+ * tokenizer files, README.md, ...), read whole at open. Not a .safetensors
+ * file or an index, not hidden (leading '.'), at most STF_COMPANION_MAX
+ * bytes; at most STF_COMPANIONS_TOTAL bytes and STF_COMPANIONS_COUNT files
+ * in all (the rest are left out, in name order). Found in SOURCE and its
+ * sub-directories one level down (a file SOURCE: in its directory).
+ */
+#define STF_COMPANION_MAX (64u << 20)
+#define STF_COMPANIONS_TOTAL (256u << 20)
+#define STF_COMPANIONS_COUNT 4096u
+
+struct stf_companion {
+        char *rel;     /* "config.json", "unet/config.json": relative to root */
+        uint8_t *data; /* its bytes */
+        size_t len;
+        struct timespec mtime;
+};
+
 struct stf_model {
+        char *root; /* SOURCE, or its directory when SOURCE is a file: what
+                       stf_shard.rel and companions are relative to */
+        uint32_t ncompanions;
+        struct stf_companion *companions; /* by rel (bytewise) */
         uint32_t nshards;
         struct stf_shard *shards;
         uint32_t ncomps;
@@ -39,6 +66,14 @@ struct stf_model {
         size_t ntensors;
         struct stf_tensor *tensors; /* by component, then by name (bytewise) */
         uint64_t total_bytes;       /* sum of tensor sizes */
+};
+
+/* Choices of stf_model_open_opts; zero for the defaults. */
+struct stf_model_opts {
+        const char *variant; /* mount the sets of this variant where a
+                                directory has them (core/setname.h) */
+        bool all_sets;       /* every set of a directory, each under its name */
+        bool companions;     /* read the companion files */
 };
 
 /*
@@ -51,9 +86,18 @@ struct stf_model {
 int stf_model_open(const char *source, struct stf_model **out, struct stf_diag *diag);
 
 /*
+ * stf_model_open with choices (@o may be NULL): which sets of a directory
+ * (see stf_source_find), and the companion files. Also returns -EINVAL when
+ * o->variant is set, SOURCE is a directory and no directory has it.
+ */
+int stf_model_open_opts(const char *source, const struct stf_model_opts *o, struct stf_model **out,
+                        struct stf_diag *diag);
+
+/*
  * Check @source for every problem, not only the first: what `stfsctl
- * verify` runs. The same code and the same messages as stf_model_open (see
- * report.h), but each problem goes to @report and the check goes on:
+ * verify` runs. Every set of a directory is checked (all_sets). The same
+ * code and the same messages as stf_model_open (see report.h), but each
+ * problem goes to @report and the check goes on:
  *   - every problem of every shard's header (stf_header_check);
  *   - every weight_map value that is not a plain file name, and every shard
  *     an index lists that does not exist;

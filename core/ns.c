@@ -24,7 +24,9 @@ struct stf_ns {
         uint64_t n;              /* tree nodes: inodes 1..n */
         uint64_t stfs_dir;       /* inode of /.stfs (0: none) */
         struct timespec mtime;   /* newest shard mtime */
-        struct stf_view **views; /* [2n]: at ino - n - 1 (npy, then subset) */
+        struct stf_view **views; /* [3n]: at ino - n - 1 (npy, subset, whole) */
+        uint64_t *whole_dir;     /* [ncomps]: the directory of the component's
+                                    whole-set file; 0: none */
         struct stf_view *model_view;
         uint64_t doc_len[STF_SPECIAL_COUNT]; /* length + 1; 0 while unknown */
 };
@@ -32,6 +34,34 @@ struct stf_ns {
 static bool newer(struct timespec a, struct timespec b)
 {
         return a.tv_sec > b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec > b.tv_nsec);
+}
+
+/*
+ * The directory node where component @name is mounted: the root for "",
+ * else its '/'-separated parts escaped as core/tree does (rules 1-2); 0
+ * when it is not a directory of the tree.
+ */
+static uint64_t comp_dir(const struct stf_tree *t, const char *name)
+{
+        uint64_t dir = STF_ROOT_INO;
+        char part[3 * 255 + 1];
+
+        while (*name) {
+                size_t len = strcspn(name, "/"), k = 0;
+
+                for (size_t i = 0; i < len && k + 3 < sizeof(part); i++) {
+                        if (name[i] == '%' || (i == 0 && name[i] == '.')) {
+                                memcpy(part + k, name[i] == '%' ? "%25" : "%2E", 3);
+                                k += 3;
+                        } else {
+                                part[k++] = name[i];
+                        }
+                }
+                if (stf_tree_lookup(t, dir, part, k, &dir))
+                        return 0;
+                name += len + (name[len] == '/');
+        }
+        return stf_tree_node(t, dir)->kind == STF_NODE_DIR ? dir : 0;
 }
 
 int stf_ns_new(const struct stf_model *m, const struct stf_tree *t, unsigned flags,
@@ -50,11 +80,15 @@ int stf_ns_new(const struct stf_model *m, const struct stf_tree *t, unsigned fla
         for (uint32_t i = 0; i < m->nshards; i++)
                 if (newer(m->shards[i].mtime, ns->mtime))
                         ns->mtime = m->shards[i].mtime;
-        ns->views = calloc(2 * ns->n, sizeof(*ns->views));
-        if (!ns->views) {
-                free(ns);
+        ns->views = calloc(3 * ns->n, sizeof(*ns->views));
+        ns->whole_dir = calloc(m->ncomps ? m->ncomps : 1, sizeof(*ns->whole_dir));
+        if (!ns->views || !ns->whole_dir) {
+                stf_ns_free(ns);
                 return -ENOMEM;
         }
+        for (uint32_t c = 0; c < m->ncomps; c++)
+                if (m->comps[c].whole)
+                        ns->whole_dir[c] = comp_dir(t, m->comps[c].name);
         *out = ns;
         return 0;
 }
@@ -63,9 +97,10 @@ void stf_ns_free(struct stf_ns *ns)
 {
         if (!ns)
                 return;
-        for (uint64_t i = 0; ns->views && i < 2 * ns->n; i++)
+        for (uint64_t i = 0; ns->views && i < 3 * ns->n; i++)
                 stf_view_free(ns->views[i]);
         free(ns->views);
+        free(ns->whole_dir);
         stf_view_free(ns->model_view);
         free(ns);
 }
@@ -97,10 +132,27 @@ static enum stf_ns_kind special_kind(uint32_t index)
         }
 }
 
+/* The component whose whole-set file is in directory @dir, or -1. */
+static int64_t whole_comp(const struct stf_ns *ns, uint64_t dir)
+{
+        for (uint32_t c = 0; dir && c < ns->model->ncomps; c++)
+                if (ns->whole_dir[c] == dir)
+                        return c;
+        return -1;
+}
+
 int stf_ns_entry(const struct stf_ns *ns, uint64_t ino, struct stf_ns_entry *e)
 {
         const struct stf_node *n;
 
+        if (ino > 3 * ns->n && ino <= 4 * ns->n) {
+                int64_t c = whole_comp(ns, ino - 3 * ns->n);
+
+                if (c < 0)
+                        return -ENOENT;
+                *e = (struct stf_ns_entry){STF_NS_WHOLE, ino - 3 * ns->n, (uint32_t)c};
+                return 0;
+        }
         if (ino > ns->n && ino <= 3 * ns->n) {
                 bool npy = ino <= 2 * ns->n;
 
@@ -121,6 +173,8 @@ int stf_ns_entry(const struct stf_ns *ns, uint64_t ino, struct stf_ns_entry *e)
                 e->kind = STF_NS_DIR;
         else if (n->kind == STF_NODE_TENSOR)
                 e->kind = STF_NS_TENSOR;
+        else if (n->kind == STF_NODE_FILE)
+                e->kind = STF_NS_FILE;
         else
                 e->kind = special_kind(n->index);
         if (e->kind == STF_NS_MODEL)
@@ -133,15 +187,24 @@ static bool has_suffix(const char *s, size_t len, const char *suf, size_t n)
         return len > n && !memcmp(s + len - n, suf, n);
 }
 
-/* "T.npy" beside tensor T, "D.safetensors" beside directory D. */
+/*
+ * "T.npy" beside tensor T, "D.part.safetensors" beside directory D, and the
+ * whole-set file of a component in its directory.
+ */
 static int lookup_view(const struct stf_ns *ns, uint64_t parent, const char *name, size_t len,
                        uint64_t *ino)
 {
-        static const char npy_sfx[] = ".npy", st_sfx[] = ".safetensors";
+        static const char npy_sfx[] = ".npy", st_sfx[] = ".part.safetensors";
         bool npy = has_suffix(name, len, npy_sfx, sizeof(npy_sfx) - 1);
         const struct stf_node *c;
+        int64_t comp = whole_comp(ns, parent);
         uint64_t base;
 
+        if (comp >= 0 && strlen(ns->model->comps[comp].whole) == len &&
+            !memcmp(ns->model->comps[comp].whole, name, len)) {
+                *ino = 3 * ns->n + parent;
+                return 0;
+        }
         if (!npy && !has_suffix(name, len, st_sfx, sizeof(st_sfx) - 1))
                 return -ENOENT;
         len -= npy ? sizeof(npy_sfx) - 1 : sizeof(st_sfx) - 1;
@@ -178,12 +241,16 @@ static int cached_view(struct stf_ns *ns, struct stf_view **slot, const struct s
         int ret;
 
         if (!v) {
+                /* a whole set: its own names (relative to its directory,
+                 * full in the root), whatever -o fullnames says */
+                bool full = e->kind == STF_NS_MODEL ||
+                            (e->kind == STF_NS_WHOLE ? e->node == STF_ROOT_INO
+                                                     : (ns->flags & STF_NS_FULLNAMES) != 0);
+
                 if (e->kind == STF_NS_NPY)
                         ret = stf_view_npy(ns->model, e->index, &v);
                 else
-                        ret = stf_view_subset(
-                            ns->model, ns->tree, e->node,
-                            e->kind == STF_NS_MODEL || (ns->flags & STF_NS_FULLNAMES), &v);
+                        ret = stf_view_subset(ns->model, ns->tree, e->node, full, &v);
                 if (ret)
                         return ret;
                 if (!__atomic_compare_exchange_n(slot, &none, v, false, __ATOMIC_ACQ_REL,
@@ -212,7 +279,13 @@ int stf_ns_view(struct stf_ns *ns, uint64_t ino, struct stf_view *tmp, const str
                 return 0;
         case STF_NS_NPY:
         case STF_NS_SUBSET:
+        case STF_NS_WHOLE:
                 return cached_view(ns, &ns->views[ino - ns->n - 1], &e, out);
+        case STF_NS_FILE:
+                stf_view_init_mem(tmp, ns->model->companions[e.index].data,
+                                  ns->model->companions[e.index].len);
+                *out = tmp;
+                return 0;
         case STF_NS_MODEL:
                 return cached_view(ns, &ns->model_view, &e, out);
         case STF_NS_DOC:
@@ -290,6 +363,8 @@ int stf_ns_attr(struct stf_ns *ns, uint64_t ino, struct stf_ns_attr *a)
 
                 a->mtime = ns->model->shards[t->shard].mtime;
         }
+        if (e.kind == STF_NS_FILE)
+                a->mtime = ns->model->companions[e.index].mtime;
         return 0;
 }
 
@@ -312,7 +387,7 @@ int stf_ns_readdir(const struct stf_ns *ns, uint64_t dir, uint64_t off, struct s
         if (e.kind != STF_NS_DIR)
                 return -ENOTDIR;
         nch = n->nchildren;
-        end = 2 + nch * (ns->flags & STF_NS_LISTVIEWS ? 2 : 1);
+        end = 2 + (ns->flags & STF_NS_LISTVIEWS ? 2 * nch + 1 : nch);
         for (uint64_t i = off; i < end; i++) {
                 d->next = i + 1;
                 if (i < 2) {
@@ -330,6 +405,16 @@ int stf_ns_readdir(const struct stf_ns *ns, uint64_t dir, uint64_t off, struct s
                         d->name_len = c->name_len;
                         return 0;
                 }
+                if (i == 2 + 2 * nch) { /* -o listviews: the whole-set file */
+                        int64_t comp = whole_comp(ns, dir);
+
+                        if (comp < 0)
+                                continue;
+                        d->ino = 3 * ns->n + dir;
+                        d->name = ns->model->comps[comp].whole;
+                        d->name_len = strlen(d->name);
+                        return 0;
+                }
                 /* -o listviews: the views of the children, after them */
                 d->ino = n->first_child + (i - 2 - nch);
                 c = stf_tree_node(ns->tree, d->ino);
@@ -337,7 +422,7 @@ int stf_ns_readdir(const struct stf_ns *ns, uint64_t dir, uint64_t off, struct s
                         continue; /* (tree components are 255 bytes at most) */
                 d->name_len =
                     (size_t)snprintf(d->buf, sizeof(d->buf), "%s%s", c->name,
-                                     c->kind == STF_NODE_TENSOR ? ".npy" : ".safetensors");
+                                     c->kind == STF_NODE_TENSOR ? ".npy" : ".part.safetensors");
                 d->name = d->buf;
                 d->ino = view_ino(ns, d->ino, c);
                 return 0;
@@ -354,7 +439,7 @@ static const char view_xattrs[] = "user.stfs.view\0user.stfs.of";
 
 static bool is_view(enum stf_ns_kind k)
 {
-        return k == STF_NS_NPY || k == STF_NS_SUBSET || k == STF_NS_MODEL;
+        return k == STF_NS_NPY || k == STF_NS_SUBSET || k == STF_NS_MODEL || k == STF_NS_WHOLE;
 }
 
 void stf_ns_xattr_list(const struct stf_ns_entry *e, const char **list, size_t *len)
@@ -403,7 +488,7 @@ static int tensor_xattr(const struct stf_ns *ns, const struct stf_tensor *t, con
                 return (int)t->name_len;
         }
         if (!strcmp(name, "shard")) {
-                *val = ns->model->shards[t->shard].name;
+                *val = ns->model->shards[t->shard].rel;
                 return (int)strlen(*val);
         }
         if (!strcmp(name, "dtype"))

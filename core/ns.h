@@ -12,17 +12,29 @@
  *   1 .. N       the tree (directories, tensors, the .stfs files), as
  *                numbered by core/tree;
  *   N+1 .. 2N    N+i is "T.npy", the .npy view of tensor node i;
- *   2N+1 .. 3N   2N+i is "D.safetensors", the subset view of directory node
- *                i (every directory but .stfs).
+ *   2N+1 .. 3N   2N+i is "D.part.safetensors", the subset view of directory
+ *                node i (every directory but .stfs);
+ *   3N+1 .. 4N   3N+i is the whole set of the component mounted at directory
+ *                node i, under the name a loader opens for it (its
+ *                stf_component.whole: "model.safetensors" in the root,
+ *                "unet/diffusion_pytorch_model.safetensors"): tensors under
+ *                their names in the set's own files.
  * Numbers of nodes that have no view (N+i for a directory) are unused. The
  * numbering is a pure function of the tree: the same model always gets the
  * same inodes, and a view's inode gives its node without a table.
  *
- * Views are found by suffix: a lookup of "X.npy" or "X.safetensors" that
- * the tree does not hold (real names win) finds the view of X. They are
- * listed only with STF_NS_LISTVIEWS, after the real entries; so is
+ * Views are found by suffix: a lookup of "X.npy" or "X.part.safetensors"
+ * that the tree does not hold (real names win) finds the view of X. The
+ * suffix of a subtree is not ".safetensors" alone: MNT/model.safetensors
+ * must never be the part of a model under model/ (transformers opens that
+ * name and initialises what it lacks at random). The whole-set files are
+ * found by their name in their directory. Views are listed only with
+ * STF_NS_LISTVIEWS, after the real entries; so are the whole-set files and
  * .stfs/model.safetensors (the whole model again: listed, du would count it
  * and cp -r copy it twice).
+ *
+ * Companion files (FILE nodes of the tree) are real entries: listed, their
+ * bytes the ones read at mount.
  *
  * Views (.npy, D.safetensors, model.safetensors) are built on first use and
  * kept for the life of the namespace: at most one per inode, so at most 2N
@@ -47,14 +59,16 @@
 #define STF_NS_LISTVIEWS 0x1u /* list T.npy, D.safetensors, .stfs/model.safetensors */
 #define STF_NS_FULLNAMES 0x2u /* D.safetensors keeps full tensor names */
 
-/* The longest name a listing gives: a component and ".safetensors". */
-#define STF_NS_NAME_MAX (255 + 12)
+/* The longest name a listing gives: a component and ".part.safetensors". */
+#define STF_NS_NAME_MAX (255 + 17)
 
 enum stf_ns_kind {
         STF_NS_DIR,     /* a directory of the tree (the root and .stfs too) */
         STF_NS_TENSOR,  /* a tensor's bytes */
         STF_NS_NPY,     /* T.npy */
-        STF_NS_SUBSET,  /* D.safetensors */
+        STF_NS_SUBSET,  /* D.part.safetensors */
+        STF_NS_WHOLE,   /* a component's whole set under its conventional name */
+        STF_NS_FILE,    /* a companion file */
         STF_NS_MODEL,   /* .stfs/model.safetensors (the subset view of the root) */
         STF_NS_DOC,     /* .stfs/header.json, .stfs/metadata.json */
         STF_NS_CONTROL, /* .stfs/control */
@@ -68,7 +82,8 @@ struct stf_ns_entry {
                            of a .npy, the directory of a subset view, the
                            root for model.safetensors */
         uint32_t index; /* tensor index (TENSOR, NPY), enum stf_special
-                           (MODEL, DOC, CONTROL, STATUS); 0 otherwise */
+                           (MODEL, DOC, CONTROL, STATUS), component
+                           (WHOLE), companion (FILE); 0 otherwise */
 };
 
 /* The attributes policy decides; the caller adds owner and block size. */
@@ -77,8 +92,8 @@ struct stf_ns_attr {
         uint32_t mode; /* S_IFDIR | 0555, S_IFREG | 0444, control S_IFREG | 0600 */
         uint32_t nlink;
         uint64_t size;         /* bytes; 0 for directories and live files */
-        struct timespec mtime; /* a tensor's (and its .npy's) shard, else the
-                                  newest shard's */
+        struct timespec mtime; /* a tensor's (and its .npy's) shard, a
+                                  companion's own, else the newest shard's */
 };
 
 /* One entry of a listing. */
@@ -150,9 +165,10 @@ int stf_ns_readdir(const struct stf_ns *ns, uint64_t dir, uint64_t off, struct s
 
 /*
  * Extended attributes. A tensor (not its .npy) has user.safetensors.name,
- * .dtype, .shape (a JSON array), .shard (file name) and .offset (absolute
- * offset of its data in the shard); a view (.npy, D.safetensors,
- * model.safetensors) has user.stfs.view ("npy" or "safetensors") and
+ * .dtype, .shape (a JSON array), .shard (the shard's path relative to
+ * SOURCE: stf_shard.rel) and .offset (absolute offset of its data in the
+ * shard); a view (.npy, D.part.safetensors, a whole-set file,
+ * .stfs/model.safetensors) has user.stfs.view ("npy" or "safetensors") and
  * user.stfs.of (the path of its tensor or directory, "" for the root);
  * nothing else has any.
  */

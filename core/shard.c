@@ -11,6 +11,8 @@
 #include "pool.h"
 #include "shard.h"
 
+#define LFS_POINTER "version https://git-lfs.github.com/spec/"
+
 #define OPEN_THREADS 8
 
 int stf_shard_init(struct stf_shard *s, const char *path)
@@ -21,6 +23,7 @@ int stf_shard_init(struct stf_shard *s, const char *path)
         if (!s->path)
                 return -ENOMEM;
         s->name = strrchr(s->path, '/') ? strrchr(s->path, '/') + 1 : s->path;
+        s->rel = s->name;
         return 0;
 }
 
@@ -62,6 +65,15 @@ static int shard_open(struct stf_shard *s, struct stf_sink *sink)
                 return ret;
         }
         s->map = map;
+        /* a clone without Git LFS has these ~130-byte text files instead */
+        if (s->size < 1024 && s->size >= strlen(LFS_POINTER) &&
+            !memcmp(map, LFS_POINTER, strlen(LFS_POINTER))) {
+                stf_sink_report(sink, path, NULL, 0,
+                                "%s: a Git LFS pointer file, not the weights (the repository "
+                                "was cloned without Git LFS: run 'git lfs pull' in it)",
+                                path);
+                return -EINVAL;
+        }
         return stf_header_validate(path, s->map, s->size, s->size, sink, &s->hdr);
 }
 

@@ -17,6 +17,8 @@
 struct stf_shard {
         char *path;             /* as opened */
         const char *name;       /* file name (points into path) */
+        const char *rel;        /* path relative to the model's root (into
+                                   path; set by the model), else name */
         int fd;                 /* read-only */
         uint64_t size;          /* at open */
         struct timespec mtime;  /* at open */

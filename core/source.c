@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "index.h"
+#include "setname.h"
 #include "source.h"
 
 #define QMAX 400
@@ -42,16 +43,50 @@ static int dir_of(const char *path, char **out)
         return *out ? 0 : -ENOMEM;
 }
 
+static void set_free(struct stf_set *s)
+{
+        free(s->path);
+        free(s->name);
+        json_decref(s->wm);
+        json_decref(s->names);
+        json_decref(s->meta);
+}
+
 void stf_sets_free(struct stf_sets *l)
 {
-        for (size_t i = 0; i < l->n; i++) {
-                free(l->v[i].path);
-                free(l->v[i].name);
-                json_decref(l->v[i].wm);
-                json_decref(l->v[i].names);
-                json_decref(l->v[i].meta);
-        }
+        for (size_t i = 0; i < l->n; i++)
+                set_free(&l->v[i]);
         free(l->v);
+}
+
+/* Keep the sets [first, n) of one directory that stf_setname_choose keeps. */
+static int choose_sets(struct stf_sets *l, size_t first)
+{
+        size_t n = l->n - first, k = first;
+        struct stf_setname *names = calloc(n ? n : 1, sizeof(*names));
+        bool *keep = calloc(n ? n : 1, sizeof(*keep));
+
+        if (!names || !keep) {
+                free(names);
+                free(keep);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                const char *p = l->v[first + i].path, *slash = strrchr(p, '/');
+
+                stf_setname_parse(slash ? slash + 1 : p, &names[i]);
+        }
+        stf_setname_choose(names, n, l->variant, l->all_sets, keep, &l->variant_found);
+        for (size_t i = 0; i < n; i++) {
+                if (keep[i])
+                        l->v[k++] = l->v[first + i];
+                else
+                        set_free(&l->v[first + i]);
+        }
+        l->n = k;
+        free(names);
+        free(keep);
+        return 0;
 }
 
 static int setlist_add(struct stf_sets *l, char *path, char *name, bool is_index)
@@ -127,15 +162,16 @@ fail:
         return -ENOMEM;
 }
 
+/* "model" for model.safetensors.index.json, "model.fp16" for its variant. */
 static char *stem(const char *file)
 {
-        size_t len = strlen(file);
+        char *whole = stf_setname_whole(file), *out;
 
-        if (ends_with(file, INDEX_SUFFIX))
-                len -= strlen(INDEX_SUFFIX);
-        else if (ends_with(file, ST_SUFFIX))
-                len -= strlen(ST_SUFFIX);
-        return strndup(file, len);
+        if (!whole)
+                return NULL;
+        out = strndup(whole, strlen(whole) - strlen(ST_SUFFIX));
+        free(whole);
+        return out;
 }
 
 /*
@@ -161,8 +197,9 @@ static int scan_dir(const char *dir, const char *sub, struct stf_sets *out, stru
                 char *p;
                 size_t count0 = sink->count;
                 json_t *names = NULL, *wm = NULL, *meta = NULL;
+                struct stf_setname sn;
 
-                if (!ends_with(ents[i], INDEX_SUFFIX))
+                if (!stf_setname_parse(ents[i], &sn) || !sn.is_index)
                         continue;
                 p = path_join(dir, ents[i]);
                 if (!p) {
@@ -201,6 +238,9 @@ static int scan_dir(const char *dir, const char *sub, struct stf_sets *out, stru
                 if (ret)
                         goto out;
         }
+        ret = choose_sets(out, first);
+        if (ret)
+                goto out;
         /* Name the sets of a sub-directory after it ("unet"), or "unet/STEM". */
         for (size_t i = first; sub && i < out->n; i++) {
                 char *name;
@@ -266,6 +306,13 @@ int stf_source_find(const char *source, struct stf_sets *sets, struct stf_sink *
         ret = scan_dir(source, NULL, sets, sink);
         if (ret)
                 return ret;
+        if (sets->variant && !sets->variant_found) {
+                stf_sink_report(sink, source, NULL, -1,
+                                "%s: no set of variant '%s' in this directory or its "
+                                "sub-directories",
+                                source, sets->variant);
+                return -EINVAL;
+        }
         if (sets->n == 0) {
                 stf_sink_report(sink, source, NULL, -1,
                                 "%s: no .safetensors file or index in this directory or its "

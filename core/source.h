@@ -36,16 +36,26 @@ struct stf_set {
         json_t *wm, *names, *meta; /* the parsed index, kept from a directory scan, or NULL */
 };
 
-/* The sets of a SOURCE, in a stable order. Start from {0}. */
+/*
+ * The sets of a SOURCE, in a stable order. Start from {0}, with the choice
+ * of sets (core/setname.h) in variant and all_sets.
+ */
 struct stf_sets {
         struct stf_set *v;
         size_t n, cap;
+        const char *variant; /* in: the sets of this variant where there are */
+        bool all_sets;       /* in: every set of a directory */
+        bool variant_found;  /* out: a directory has @variant */
 };
 
 /*
- * Find the sets of @source (see above) and add them to @sets. A directory
- * with no set, or two sets that would mount under the same or nested
- * names, is a problem. Returns 0, -ENOENT or another -errno of stat
+ * Find the sets of @source (see above) and add them to @sets. Of the sets of
+ * one directory only those stf_setname_choose keeps count: by default the
+ * ones without a variant (only the conventional model / diffusion_pytorch_
+ * model where there are), with sets->variant that variant's, with
+ * sets->all_sets all. A directory with no set, two sets that would mount
+ * under the same or nested names, or a variant asked for that no directory
+ * has, is a problem. Returns 0, -ENOENT or another -errno of stat
  * (SOURCE), -EINVAL, -ENOMEM (see stf_sink_settle for the check mode).
  */
 int stf_source_find(const char *source, struct stf_sets *sets, struct stf_sink *sink);

@@ -28,6 +28,8 @@ struct key {
         size_t cur;   /* start of the part at the current depth */
         uint32_t idx; /* entry index */
         bool done;    /* no part left: this entry is the directory itself */
+        bool file;    /* a FILE entry */
+        bool dropped; /* a FILE whose path a tensor has */
 };
 
 struct child {
@@ -207,6 +209,7 @@ struct builder {
         struct child *kids;
         size_t nkids, kcap;
         struct stf_diag *diag;
+        size_t nfiles_before; /* FILE index = entry index - this */
 };
 
 static int push_child(struct builder *b, struct child c)
@@ -279,6 +282,31 @@ static int name_long(struct builder *b, struct longname *ls, size_t n)
 }
 
 /* The children of a directory whose entries are keys [lo, hi). */
+/*
+ * In the group [i, j) of keys sharing a part, drop the files that would
+ * change a tensor's path or take a directory's name: a file ending here
+ * beside others, and every file where a tensor ends here. Returns the keys
+ * left and the first of them in *@first.
+ */
+static size_t drop_files(struct builder *b, size_t i, size_t j, size_t *first)
+{
+        bool tensor_ends = false;
+        size_t live = 0;
+
+        for (size_t m = i; m < j; m++)
+                tensor_ends |= !b->keys[m].file && !b->keys[m].dropped &&
+                               part_end(&b->keys[m]) == b->keys[m].len;
+        for (size_t m = i; m < j && j > i + 1; m++)
+                if (b->keys[m].file && (tensor_ends || part_end(&b->keys[m]) == b->keys[m].len))
+                        b->keys[m].dropped = true;
+        for (size_t m = j; m-- > i;)
+                if (!b->keys[m].dropped) {
+                        *first = m;
+                        live++;
+                }
+        return live;
+}
+
 static int make_children(struct builder *b, size_t lo, size_t hi)
 {
         struct longname *ls = NULL;
@@ -286,6 +314,8 @@ static int make_children(struct builder *b, size_t lo, size_t hi)
         int ret = 0;
 
         b->nkids = 0;
+        while (i < hi && b->keys[i].dropped)
+                i++;
         if (i < hi && b->keys[i].done) {
                 ret = push_child(b, (struct child){.name = "%t",
                                                    .name_len = 2,
@@ -297,20 +327,29 @@ static int make_children(struct builder *b, size_t lo, size_t hi)
         }
         while (i < hi) {
                 struct key *k = &b->keys[i];
-                size_t end = part_end(k), plen = end - k->cur, j = i + 1;
+                size_t end, plen, j = i + 1, live, rep = i;
                 struct child c = {0};
 
+                if (k->dropped) {
+                        i++;
+                        continue;
+                }
+                end = part_end(k);
+                plen = end - k->cur;
                 while (j < hi && part_end(&b->keys[j]) - b->keys[j].cur == plen &&
                        !memcmp(b->keys[j].k + b->keys[j].cur, k->k + k->cur, plen))
                         j++;
+                live = drop_files(b, i, j, &rep);
+                k = &b->keys[rep];
+                end = part_end(k);
                 encode(&b->sb, k->k + k->cur, plen);
                 if (b->sb.failed) {
                         ret = -ENOMEM;
                         goto out;
                 }
-                if (j == i + 1 && end == k->len) {
-                        c.kind = STF_NODE_TENSOR;
-                        c.index = k->idx;
+                if (live == 1 && end == k->len) {
+                        c.kind = k->file ? STF_NODE_FILE : STF_NODE_TENSOR;
+                        c.index = k->file ? (uint32_t)(k->idx - b->nfiles_before) : k->idx;
                 } else {
                         c.kind = STF_NODE_DIR;
                         c.lo = i;
@@ -468,14 +507,37 @@ out:
         return ret;
 }
 
-static int make_keys(struct builder *b, const struct stf_tree_entry *e, size_t n, unsigned flags)
+/* Keys of the files after the @n entry keys: '/' separates the parts. */
+static int file_keys(struct builder *b, size_t n, const char *const *files, size_t nfiles)
+{
+        for (size_t i = 0; i < nfiles; i++) {
+                size_t len = strlen(files[i]);
+                char *k = malloc(len ? len : 1);
+
+                if (!k)
+                        return -ENOMEM;
+                for (size_t j = 0; j < len; j++)
+                        k[j] = files[i][j] == '/' ? '\0' : files[i][j];
+                b->keys[n + i] =
+                    (struct key){.k = k, .len = len, .idx = (uint32_t)(n + i), .file = true};
+        }
+        b->nfiles_before = n;
+        return 0;
+}
+
+static int make_keys(struct builder *b, const struct stf_tree_entry *e, size_t n,
+                     const char *const *files, size_t nfiles, unsigned flags)
 {
         char q[QMAX];
+        int ret;
 
-        b->keys = calloc(n ? n : 1, sizeof(*b->keys));
+        b->keys = calloc(n + nfiles ? n + nfiles : 1, sizeof(*b->keys));
         if (!b->keys)
                 return -ENOMEM;
-        b->nkeys = n;
+        b->nkeys = n + nfiles;
+        ret = file_keys(b, n, files, nfiles);
+        if (ret)
+                return ret;
         for (size_t i = 0; i < n; i++) {
                 const char *pre = e[i].prefix ? e[i].prefix : "";
                 size_t plen = strlen(pre), len = plen + (plen ? 1 : 0) + e[i].name_len;
@@ -498,8 +560,14 @@ static int make_keys(struct builder *b, const struct stf_tree_entry *e, size_t n
                             (!(flags & STF_TREE_FLAT) && e[i].name[j] == '.') ? '\0' : e[i].name[j];
                 b->keys[i] = (struct key){.k = k, .len = len, .idx = (uint32_t)i};
         }
-        qsort(b->keys, n, sizeof(*b->keys), cmp_key);
-        for (size_t i = 1; i < n; i++) {
+        qsort(b->keys, b->nkeys, sizeof(*b->keys), cmp_key);
+        for (size_t i = 1; i < b->nkeys; i++) {
+                if (!cmp_key(&b->keys[i - 1], &b->keys[i]) &&
+                    (b->keys[i - 1].file || b->keys[i].file)) {
+                        /* a file at a tensor's path (flat mode): the tensor */
+                        b->keys[b->keys[i].file ? i : i - 1].dropped = true;
+                        continue;
+                }
                 if (!cmp_key(&b->keys[i - 1], &b->keys[i])) {
                         const struct stf_tree_entry *d = &e[b->keys[i].idx];
 
@@ -516,12 +584,19 @@ static int make_keys(struct builder *b, const struct stf_tree_entry *e, size_t n
 int stf_tree_build(const struct stf_tree_entry *entries, size_t n, unsigned flags,
                    struct stf_tree **out, struct stf_diag *diag)
 {
+        return stf_tree_build_files(entries, n, NULL, 0, flags, out, diag);
+}
+
+int stf_tree_build_files(const struct stf_tree_entry *entries, size_t n, const char *const *files,
+                         size_t nfiles, unsigned flags, struct stf_tree **out,
+                         struct stf_diag *diag)
+{
         struct builder b = {.diag = diag};
         struct stf_tree *t;
         int ret;
 
         *out = NULL;
-        if (n >= UINT32_MAX)
+        if (n + nfiles >= UINT32_MAX)
                 return -EOVERFLOW;
         t = calloc(1, sizeof(*t));
         if (!t)
@@ -533,7 +608,7 @@ int stf_tree_build(const struct stf_tree_entry *entries, size_t n, unsigned flag
                 ret = -ENOMEM;
                 goto out;
         }
-        ret = make_keys(&b, entries, n, flags);
+        ret = make_keys(&b, entries, n, files, nfiles, flags);
         if (!ret)
                 ret = build(&b, flags);
 out:
@@ -558,14 +633,19 @@ int stf_tree_build_model(const struct stf_model *m, unsigned flags, struct stf_t
                          struct stf_diag *diag)
 {
         struct stf_tree_entry *e = calloc(m->ntensors ? m->ntensors : 1, sizeof(*e));
-        int ret;
+        const char **files = calloc(m->ncompanions ? m->ncompanions : 1, sizeof(*files));
+        int ret = -ENOMEM;
 
-        if (!e)
-                return -ENOMEM;
+        if (!e || !files)
+                goto out_arrays;
         for (size_t i = 0; i < m->ntensors; i++)
                 e[i] = (struct stf_tree_entry){m->comps[m->tensors[i].comp].name,
                                                m->tensors[i].name, m->tensors[i].name_len};
-        ret = stf_tree_build(e, m->ntensors, flags, out, diag);
+        for (size_t i = 0; i < m->ncompanions; i++)
+                files[i] = m->companions[i].rel;
+        ret = stf_tree_build_files(e, m->ntensors, files, m->ncompanions, flags, out, diag);
+out_arrays:
+        free(files);
         free(e);
         return ret;
 }

@@ -51,6 +51,7 @@ enum stf_node_kind {
         STF_NODE_DIR,
         STF_NODE_TENSOR,
         STF_NODE_SPECIAL,
+        STF_NODE_FILE, /* a companion file (stf_model.companions) */
 };
 
 enum stf_special {
@@ -69,7 +70,8 @@ struct stf_node {
         uint32_t parent;      /* inode of the parent (root: itself) */
         uint32_t first_child; /* inode of the first child (dirs) */
         uint32_t nchildren;   /* dirs */
-        uint32_t index;       /* tensor index (TENSOR) or enum stf_special */
+        uint32_t index;       /* tensor index (TENSOR), enum stf_special, or
+                                 companion index (FILE) */
 };
 
 /* One name to place in the tree. */
@@ -90,7 +92,18 @@ struct stf_tree;
 int stf_tree_build(const struct stf_tree_entry *entries, size_t n, unsigned flags,
                    struct stf_tree **out, struct stf_diag *diag);
 
-/* The same for every tensor of @m (index = index in m->tensors). */
+/*
+ * stf_tree_build, and @nfiles FILE nodes: @files[i] is a '/'-separated path
+ * (not split on '.', escaped by rules 1-2 and 5 like any part), FILE node
+ * index i. A file is left out where it would take a tensor's path, make a
+ * tensor's path change, or take the name of a directory (tensors win).
+ */
+int stf_tree_build_files(const struct stf_tree_entry *entries, size_t n, const char *const *files,
+                         size_t nfiles, unsigned flags, struct stf_tree **out,
+                         struct stf_diag *diag);
+
+/* The same for every tensor of @m (index = index in m->tensors), and every
+ * companion file (FILE nodes, index in m->companions). */
 int stf_tree_build_model(const struct stf_model *m, unsigned flags, struct stf_tree **out,
                          struct stf_diag *diag);
 

@@ -111,6 +111,28 @@ int stfs_doc_open(struct stfs *fs, const struct stf_ns_entry *e, int flags, stru
         return 0;
 }
 
+int stfs_doc_size(struct stfs *fs, enum stf_ns_kind kind, struct stfs_doc *d, uint64_t *size)
+{
+        char *text;
+        size_t len = 0;
+
+        if (d) {
+                pthread_mutex_lock(&d->lock);
+                *size = d->len;
+                pthread_mutex_unlock(&d->lock);
+                return 0;
+        }
+        *size = 0;
+        if (kind != STF_NS_STATUS)
+                return 0;
+        text = stfs_status_json(fs, &len);
+        if (!text)
+                return -ENOMEM;
+        free(text);
+        *size = len;
+        return 0;
+}
+
 void stfs_doc_close(struct stfs *fs, struct stfs_doc *d)
 {
         unlink_doc(fs->docs, d);

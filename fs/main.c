@@ -29,6 +29,8 @@ struct options {
         int flat;
         int listviews;
         int fullnames;
+        int allsets;
+        char *variant;
         unsigned readahead_kb;
         int show_help;
         int show_version;
@@ -44,6 +46,8 @@ static const struct fuse_opt opt_spec[] = {
     OPT("flat", flat),
     OPT("listviews", listviews),
     OPT("fullnames", fullnames),
+    OPT("allsets", allsets),
+    {"variant=%s", offsetof(struct options, variant), 0},
     {"readahead_kb=%u", offsetof(struct options, readahead_kb), 0},
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
@@ -85,8 +89,12 @@ static void usage(const char *prog)
                "\n"
                "stfs options:\n"
                "    -o flat                every tensor in the root under its full name\n"
-               "    -o listviews           list the T.npy and D.safetensors views too\n"
-               "    -o fullnames           D.safetensors keeps full tensor names\n"
+               "    -o listviews           list the views (T.npy, D.part.safetensors, the\n"
+               "                           whole-set files) too\n"
+               "    -o fullnames           D.part.safetensors keeps full tensor names\n"
+               "    -o variant=NAME        the NAME variant of each set where there is one\n"
+               "                           (diffusion_pytorch_model.NAME.safetensors)\n"
+               "    -o allsets             every set of a folder, each under its own name\n"
                "    -o readahead_kb=N      kernel readahead of the mount, as root (default 4096;\n"
                "                           0 leaves the kernel's default)\n"
                "    -o rw                  mount read-write (files stay read-only; the default\n"
@@ -182,6 +190,7 @@ static void start_free(struct start *st)
         free(st->cmd.mountpoint);
         free(st->source);
         free(st->o.source);
+        free(st->o.variant);
         fuse_opt_free_args(&st->args);
 }
 
@@ -250,7 +259,11 @@ static int load(struct stfs *fs, const struct start *st)
         unsigned ns_flags =
             (st->o.listviews ? STF_NS_LISTVIEWS : 0) | (st->o.fullnames ? STF_NS_FULLNAMES : 0);
 
-        if (stf_model_open(st->source, &fs->model, &diag)) {
+        if (stf_model_open_opts(st->source,
+                                &(struct stf_model_opts){.variant = st->o.variant,
+                                                         .all_sets = st->o.allsets,
+                                                         .companions = true},
+                                &fs->model, &diag)) {
                 fprintf(stderr, "stfs: %s\n", diag.msg);
                 return -1;
         }

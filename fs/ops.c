@@ -25,14 +25,34 @@ static struct stfs *fs_of(fuse_req_t req)
         return fuse_req_userdata(req);
 }
 
-/* struct stat of @ino: the namespace decides, the owner is the mounter. */
-static int fill_attr(struct stfs *fs, fuse_ino_t ino, struct stat *st)
+static struct stfs_doc *doc_of(struct fuse_file_info *fi)
+{
+        return fi ? (struct stfs_doc *)(uintptr_t)fi->fh : NULL;
+}
+
+/* Live files (status, control) change size: the kernel must ask each time. */
+static bool is_live(enum stf_ns_kind k)
+{
+        return k == STF_NS_STATUS || k == STF_NS_CONTROL;
+}
+
+/*
+ * struct stat of @ino: the namespace decides, the owner is the mounter; a
+ * live file's size is its text's (docs.h). @fi: the open file of a GETATTR,
+ * or NULL. *@live (may be NULL): whether it is a live file.
+ */
+static int fill_attr(struct stfs *fs, fuse_ino_t ino, struct stat *st, struct fuse_file_info *fi,
+                     bool *live)
 {
         struct stf_ns_attr a;
         int ret = stf_ns_attr(fs->ns, ino, &a);
 
+        if (!ret && is_live(a.kind))
+                ret = stfs_doc_size(fs, a.kind, doc_of(fi), &a.size);
         if (ret)
                 return ret;
+        if (live)
+                *live = is_live(a.kind);
         memset(st, 0, sizeof(*st));
         st->st_ino = ino;
         st->st_mode = a.mode;
@@ -95,6 +115,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         struct stfs *fs = fs_of(req);
         struct fuse_entry_param e = {0};
         uint64_t ino;
+        bool live = false;
         int ret;
 
         ret = stf_ns_lookup(fs->ns, parent, name, strlen(name), &ino);
@@ -106,11 +127,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
                 return;
         }
         if (!ret)
-                ret = fill_attr(fs, ino, &e.attr);
+                ret = fill_attr(fs, ino, &e.attr, NULL, &live);
         if (ret) {
                 fuse_reply_err(req, -ret);
                 return;
         }
+        if (live)
+                e.attr_timeout = 0;
         e.ino = ino;
         fuse_reply_entry(req, &e);
 }
@@ -119,17 +142,13 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
         struct stfs *fs = fs_of(req);
         struct stat st;
-        int ret = fill_attr(fs, ino, &st);
+        bool live;
+        int ret = fill_attr(fs, ino, &st, fi, &live);
 
         if (ret)
                 fuse_reply_err(req, -ret);
         else
-                fuse_reply_attr(req, &st, fs->timeout);
-}
-
-static struct stfs_doc *doc_of(struct fuse_file_info *fi)
-{
-        return (struct stfs_doc *)(uintptr_t)fi->fh;
+                fuse_reply_attr(req, &st, live ? 0 : fs->timeout);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -152,10 +171,9 @@ static void open_doc(fuse_req_t req, struct stfs *fs, const struct stf_ns_entry 
                 return;
         }
         fi->fh = (uint64_t)(uintptr_t)d;
-        if (live)
-                fi->direct_io = 1;
-        else
-                fi->keep_cache = 1;
+        /* status through the page cache (dropped at open), so mmap works */
+        fi->direct_io = e->kind == STF_NS_CONTROL;
+        fi->keep_cache = !live;
         if (fuse_reply_open(req, fi) == -ENOENT)
                 stfs_doc_close(fs, d); /* the opener was interrupted */
 }
@@ -313,15 +331,18 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 
         for (uint64_t at = (uint64_t)off; !ret; at = d.next) {
                 struct fuse_entry_param e = {0};
+                bool live;
                 size_t need;
 
                 ret = stf_ns_readdir(fs->ns, ino, at, &d);
                 if (ret)
                         break;
-                if (fill_attr(fs, d.ino, &e.attr))
+                if (fill_attr(fs, d.ino, &e.attr, NULL, &live))
                         continue;
                 if (plus) {
                         fill_entry(fs, &e);
+                        if (live)
+                                e.attr_timeout = 0;
                         e.ino = d.ino;
                         need = fuse_add_direntry_plus(req, buf + used, size - used, d.name, &e,
                                                       (off_t)d.next);

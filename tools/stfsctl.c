@@ -244,11 +244,15 @@ static void json_tensor_name(struct stf_strbuf *sb, const struct stf_model *m,
         json_cstr(sb, m->comps[t->comp].name);
 }
 
-/* Open @source for inspect/verify --scan, printing the parser's one line. */
+/*
+ * Open @source for inspect/verify --scan, printing the parser's one line.
+ * Every set of a folder (variants, consolidated.safetensors), each a
+ * component: the mount shows one, inspect shows what there is.
+ */
 static int open_model(const char *source, struct stf_model **m)
 {
         struct stf_diag diag = {{0}};
-        int ret = stf_model_open(source, m, &diag);
+        int ret = stf_model_open_opts(source, &(struct stf_model_opts){.all_sets = true}, m, &diag);
 
         if (ret == 0)
                 return 0;

@@ -13,9 +13,12 @@ diffusers are several GB). Everything is made here and loaded offline
     link and the snapshot; LlamaForCausalLM.from_pretrained(MNT) gives
     logits identical to the original's;
   - a tiny diffusers UNet2DConditionModel and AutoencoderKL saved with an
-    fp16 variant beside; from_pretrained(MNT, subfolder=...) gives outputs
-    identical to the originals, and with -o variant=fp16 and variant="fp16"
-    identical to the fp16 ones.
+    fp16 variant beside; from_pretrained(MNT, subfolder=...) gives weights
+    identical to the originals and outputs identical to the same models
+    loaded from the folder itself (a loaded model's outputs differ from the
+    in-memory original's in the last bits, weights equal, mount or not), and
+    with -o variant=fp16 and variant="fp16" weights identical to the fp16
+    ones.
 """
 
 import argparse
@@ -151,8 +154,13 @@ class DiffusersTest(ClientCase):
         cls.sample = torch.randn(1, 4, 8, 8, generator=g)
         cls.text = torch.randn(1, 3, 16, generator=g)
         cls.image = torch.randn(1, 3, 16, 16, generator=g)
-        cls.want_unet = cls.run_unet(cls.unet)
-        cls.want_vae = cls.run_vae(cls.vae)
+        # The reference is the same loader on the source folder: a model
+        # from from_pretrained differs from the one in memory in its last
+        # bits (not in its weights: test_from_pretrained compares those).
+        cls.want_unet = cls.run_unet(
+            UNet2DConditionModel.from_pretrained(os.path.join(cls.src, "unet")).eval())
+        cls.want_vae = cls.run_vae(
+            AutoencoderKL.from_pretrained(os.path.join(cls.src, "vae")).eval())
 
     @classmethod
     def run_unet(cls, unet):
@@ -177,6 +185,11 @@ class DiffusersTest(ClientCase):
         vae = AutoencoderKL.from_pretrained(mnt, subfolder="vae").eval()
         self.assertTrue(torch.equal(self.run_unet(unet), self.want_unet))
         self.assertTrue(torch.equal(self.run_vae(vae), self.want_vae))
+        for got, want in ((unet, self.unet), (vae, self.vae)):
+            a, b = got.state_dict(), want.state_dict()
+            self.assertEqual(sorted(a), sorted(b))
+            for k in a:
+                self.assertTrue(torch.equal(a[k], b[k]), k)
 
     def test_from_pretrained_fp16_variant(self):
         from diffusers import AutoencoderKL, UNet2DConditionModel

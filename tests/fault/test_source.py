@@ -5,7 +5,7 @@
     python3 tests/fault/test_source.py --stfs build/fs/stfs --gen tools/gen_model.py
 
 - A shard truncated in place: reads of the lost range (tensor files, their
-  .npy, a D.safetensors view and /.stfs/model.safetensors spanning it, a
+  .npy, a D.part.safetensors view and /.stfs/model.safetensors spanning it, a
   host prefetch of it) fail with EIO, never zeros; every other tensor keeps
   reading right; the daemon stays up, logs exactly one line naming the
   shard, and exits 0 at unmount.
@@ -114,7 +114,7 @@ class TruncatedSourceTest(FaultCase):
 
         self.check_eio(m, [t.path for t in lost])
         self.check_eio(m, [victim.path + ".npy", lost[-1].path + ".npy",
-                           span_dir + ".safetensors", ".stfs/model.safetensors"])
+                           span_dir + ".part.safetensors", ".stfs/model.safetensors"])
         self.check_intact(m, intact)
 
         # views that do not touch the lost range keep working
@@ -122,11 +122,11 @@ class TruncatedSourceTest(FaultCase):
         raw, err = self.read_errno(m.p(t.path + ".npy"))
         self.assertIsNone(err, "%s.npy: %s" % (t.path, err and errname(err)))
         self.assertBytes(raw[-len(t.data):], t.data, t.path + ".npy data")
-        raw, err = self.read_errno(m.p(whole_dir + ".safetensors"))
-        self.assertIsNone(err, "%s.safetensors: %s" % (whole_dir, err and errname(err)))
+        raw, err = self.read_errno(m.p(whole_dir + ".part.safetensors"))
+        self.assertIsNone(err, "%s.part.safetensors: %s" % (whole_dir, err and errname(err)))
         hdr, start = parse_subset(raw)
         under = {t.name: t for t in intact if dir_of(t) == whole_dir}
-        self.assertEqual(len(hdr), len(under), "tensors in %s.safetensors" % whole_dir)
+        self.assertEqual(len(hdr), len(under), "tensors in %s.part.safetensors" % whole_dir)
         for name, e in hdr.items():
             full = whole_dir.replace("/", ".") + "." + name
             b, end = e["data_offsets"]
@@ -183,7 +183,7 @@ class TruncatedSourceTest(FaultCase):
         time.sleep(WATCH_DELAY)
         # whole-file reads cross from intact bytes into the lost shard
         self.assertTrue(os.path.isdir(m.p(span)), span)
-        self.check_eio(m, [".stfs/model.safetensors", span + ".safetensors"])
+        self.check_eio(m, [".stfs/model.safetensors", span + ".part.safetensors"])
         self.check_eio(m, [t.path for t in lost])
         self.check_intact(m, intact)
         self.assertIsNone(m.proc.poll(), "stfs died; stderr:\n" + m.stderr())

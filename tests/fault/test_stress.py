@@ -7,7 +7,7 @@
 
 32 threads in 4 processes (multiprocessing, 8 threads each) read for
 STFS_STRESS_SECONDS (default 20) at random offsets and lengths: every
-tensor file, every T.npy, D.safetensors of several directories and
+tensor file, every T.npy, D.part.safetensors of several directories and
 /.stfs/model.safetensors, through pread (also O_DIRECT where the kernel
 takes it), whole-file reads, fresh opens and mmaps; now and then a file's
 cached pages are dropped (POSIX_FADV_DONTNEED) so reads keep reaching the
@@ -250,7 +250,7 @@ class StressTest(FaultCase):
         files = [(t.path, t.data) for t in self.tensors]
         files += [(t.path + ".npy", self.expect_npy(m, t)) for t in self.tensors]
         for d in SUBSET_DIRS:
-            files.append((d + ".safetensors", self.expect_subset(m, d + ".safetensors",
+            files.append((d + ".part.safetensors", self.expect_subset(m, d + ".part.safetensors",
                                                                  d.replace("/", ".") + ".")))
         files.append((".stfs/model.safetensors",
                       self.expect_subset(m, ".stfs/model.safetensors", "")))

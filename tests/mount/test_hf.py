@@ -238,7 +238,6 @@ class HfCacheTest(HfCase):
         self.assertEqual(os.getxattr(p, "user.safetensors.shard"),
                          b"model-00002-of-00003.safetensors")
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_single_file_link(self):
         m = self.mount(os.path.join(self.snap1, "model.safetensors"))
         self.check_tensors(m, self.tensors1)
@@ -249,7 +248,6 @@ class HfCacheTest(HfCase):
         m = self.mount(self.snap)
         self.check_shard_xattrs(m, self.tensors, self.snap)
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_companions(self):
         """The small files beside the weights, byte for byte, read-only; not
         the weights, the index or hidden files."""
@@ -262,7 +260,6 @@ class HfCacheTest(HfCase):
                         ".gitattributes"):
                 self.assertFalse(os.path.lexists(m.p(rel)), rel)
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_conventional_name_is_whole_model(self):
         """Defect: MNT/model.safetensors was the subtree view of model/, so
         from_pretrained(MNT) loaded a model without lm_head."""
@@ -271,7 +268,6 @@ class HfCacheTest(HfCase):
         self.check_whole(m.p(".stfs", "model.safetensors"), self.tensors)
         self.assertFalse(os.path.lexists(m.p("model.safetensors.index.json")))
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_subtree_view_suffix(self):
         m = self.mount(self.snap)
         raw = read(m.p("model.part.safetensors"))
@@ -282,7 +278,6 @@ class HfCacheTest(HfCase):
         for rel in ("lm_head.safetensors", "model/layers/0.safetensors"):
             self.assertFalse(os.path.lexists(m.p(rel)), rel)
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_stat_vs_read(self):
         """Defect: .stfs/status had st_size 0 while a read returned JSON."""
         m = self.mount(self.snap)
@@ -290,7 +285,6 @@ class HfCacheTest(HfCase):
         m2 = self.mount(self.snap, "listviews")
         self.check_stat_vs_read(m2)
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_status_copies(self):
         m = self.mount(self.snap)
         p = m.p(".stfs", "status")
@@ -304,7 +298,6 @@ class HfCacheTest(HfCase):
             self.assertIn(b"jobs", mm[:])
             mm.close()
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_aligned_views(self):
         m = self.mount(self.snap)
         for rel in ("model.safetensors", ".stfs/model.safetensors", "model.part.safetensors",
@@ -336,7 +329,6 @@ class DiffusersVariantTest(HfCase):
                 ts += t
             cls.sets[v] = ts
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_default_is_the_non_variant_set(self):
         m = self.mount(self.var)
         self.check_tensors(m, self.sets[None])
@@ -347,13 +339,11 @@ class DiffusersVariantTest(HfCase):
                          read(plain.p(".stfs", "header.json")).replace(
                              self.plain.encode(), self.var.encode()))
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_cache_snapshot(self):
         m = self.mount(self.snap)
         self.check_tensors(m, self.sets[None])
         self.check_shard_xattrs(m, self.sets[None], self.snap)
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_variant_option(self):
         m = self.mount(self.var, "variant=fp16")
         self.check_tensors(m, self.sets["fp16"])
@@ -368,14 +358,12 @@ class DiffusersVariantTest(HfCase):
         err = self.expect_refused(self.var, "variant=bf16")
         self.assertIn("bf16", err)
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_all_sets(self):
         m = self.mount(self.var, "allsets")
         with open(m.p(".stfs", "header.json")) as f:
             doc = json.load(f)
         self.assertEqual(len(doc["tensors"]), len(self.sets[None]) + len(self.sets["fp16"]))
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_component_whole_files(self):
         """diffusers opens COMPONENT/diffusion_pytorch_model.safetensors."""
         m = self.mount(self.var)
@@ -387,14 +375,12 @@ class DiffusersVariantTest(HfCase):
         self.assertFalse(os.path.lexists(m.p("unet.safetensors")))
         self.assertTrue(os.path.isfile(m.p("unet.part.safetensors")))
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_companions(self):
         m = self.mount(self.var)
         self.check_companions(m, self.var, ("model_index.json", "README.md", "unet/config.json",
                                             "vae/config.json", "text_encoder/config.json",
                                             "scheduler/scheduler_config.json"))
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_shard_xattr_relative_to_source(self):
         m = self.mount(self.var)
         self.check_shard_xattrs(m, self.sets[None], self.var)
@@ -402,7 +388,6 @@ class DiffusersVariantTest(HfCase):
                                      "user.safetensors.shard"),
                          b"vae/diffusion_pytorch_model.safetensors")
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_stat_vs_read(self):
         self.check_stat_vs_read(self.mount(self.var))
 
@@ -421,7 +406,6 @@ class MistralTest(HfCase):
                                    for k in (1, 2)])
         cls.cons, _ = cls.reference([os.path.join(cls.src, "consolidated.safetensors")])
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_default_is_the_hf_set(self):
         m = self.mount(self.src)
         self.check_tensors(m, self.hf)
@@ -435,7 +419,6 @@ class MistralTest(HfCase):
         m = self.mount(os.path.join(self.src, "consolidated.safetensors"))
         self.check_tensors(m, self.cons)
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_all_sets(self):
         m = self.mount(self.src, "allsets")
         with open(m.p(".stfs", "header.json")) as f:
@@ -446,7 +429,6 @@ class MistralTest(HfCase):
 class LfsPointerTest(HfCase):
     PRESET = "lfs"
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_message(self):
         for source in (self.model, os.path.join(self.model, "model.safetensors")):
             err = self.expect_refused(source)
@@ -459,7 +441,6 @@ class AlignmentTest(HfCase):
     its element size, whatever the source's own layout."""
     PRESET = "dtypes"
 
-    @unittest.expectedFailure  # issue 14: not fixed yet
     def test_views_aligned(self):
         m = self.mount(self.model)
         self.check_aligned(m.p(".stfs", "model.safetensors"))

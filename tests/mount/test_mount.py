@@ -244,6 +244,7 @@ class Mount:
 class MountCase(unittest.TestCase):
     PRESET = None       # gen_model.py preset, generated once per class
     GEN_ARGS = ()
+    COMPANIONS = set()  # companion files the root lists beside the tensors
     maxDiff = 2000
 
     @classmethod
@@ -388,6 +389,7 @@ class MountCase(unittest.TestCase):
                 continue
             if rel == "":
                 got.discard(".stfs")
+                got -= self.COMPANIONS
             if got != want:
                 bad.append("listing %r: missing %s, unexpected %s"
                            % (rel, sorted(want - got)[:5], sorted(got - want)[:5]))
@@ -1203,6 +1205,7 @@ class OddTest(MountCase):
 class DiffusersTest(MountCase):
     """A multi-component folder: unet/, vae/, text_encoder/."""
     PRESET = "diffusers"
+    COMPANIONS = {"model_index.json"}  # passed through (issue 14)
     COMPS = {"unet": "unet/diffusion_pytorch_model.safetensors",
              "vae": "vae/diffusion_pytorch_model.safetensors",
              "text_encoder": "text_encoder/model.safetensors"}
@@ -1217,7 +1220,7 @@ class DiffusersTest(MountCase):
     def test_contents(self):
         m = self.mount(self.model)
         self.check_contents(m, self.tensors)
-        self.assertEqual(set(os.listdir(m.path)) - {".stfs"}, set(self.COMPS))
+        self.assertEqual(set(os.listdir(m.path)) - {".stfs"}, set(self.COMPS) | self.COMPANIONS)
 
     def test_layout_and_xattrs(self):
         m = self.mount(self.model)
@@ -1228,7 +1231,7 @@ class DiffusersTest(MountCase):
         p = m.p("vae", "decoder", "conv_out", "weight")
         self.assertEqual(os.getxattr(p, "user.safetensors.name"), b"decoder.conv_out.weight")
         self.assertEqual(os.getxattr(p, "user.safetensors.shard"),
-                         b"diffusion_pytorch_model.safetensors")
+                         b"vae/diffusion_pytorch_model.safetensors")
         t = next(t for t in self.tensors if t.comp == "vae" and t.name == "decoder.conv_out.weight")
         self.assertEqual(int(os.getxattr(p, "user.safetensors.offset")), t.offset)
         self.assertTrue(os.path.isfile(m.p(".stfs", "header.json")))
@@ -1288,7 +1291,10 @@ class MultiSetTest(MountCase):
                    os.getxattr(p, "user.safetensors.shard").decode(),
                    int(os.getxattr(p, "user.safetensors.offset")),
                    os.stat(p).st_mtime_ns)
-            want = (t.name, os.path.basename(t.shard), t.offset, os.stat(t.shard).st_mtime_ns)
+            # the shard relative to SOURCE (issue 14: two components may
+            # both have diffusion_pytorch_model.safetensors)
+            want = (t.name, os.path.relpath(t.shard, self.model), t.offset,
+                    os.stat(t.shard).st_mtime_ns)
             if got != want:
                 bad.append("%s/%s: %r, expected %r" % (t.comp, t.name, got, want))
         self.assertEqual(bad, [])

@@ -556,17 +556,29 @@ START_TEST(test_dir_subdir_index_and_two_sets)
 }
 END_TEST
 
-/* An index beside a .safetensors file it does not list: two sets. */
+/*
+ * An index beside a .safetensors file it does not list (Mistral's
+ * consolidated.safetensors beside the HF shards): by default the
+ * conventional set alone, at the root; with all_sets two sets.
+ */
 START_TEST(test_dir_index_plus_unlisted)
 {
         static const struct ts x[] = {{"extra.w", 6}};
         char *dir = ut_mkdtemp(), *index = make_sharded(dir, "model.safetensors.index.json");
         char *p = ut_printf("%s/extra.safetensors", dir);
+        struct stf_diag d = {{0}};
         struct stf_model *m;
         uint32_t cm, cx;
 
         write_st(p, x, 1, NULL);
         m = open_ok(dir);
+        ck_assert_uint_eq(m->ncomps, 1);
+        ck_assert_str_eq(m->comps[0].name, "");
+        ck_assert_str_eq(m->comps[0].whole, "model.safetensors");
+        ck_assert_uint_eq(m->comps[0].ntensors, 7);
+        stf_model_close(m);
+        ck_assert_int_eq(
+            stf_model_open_opts(dir, &(struct stf_model_opts){.all_sets = true}, &m, &d), 0);
         check_model(m);
         ck_assert_uint_eq(m->ncomps, 2);
         ck_assert_uint_eq(m->nshards, 4);

@@ -148,9 +148,11 @@ START_TEST(test_entry_kinds)
                     (uint32_t)w);
         check_entry(f.ns, "model/layers/0/attn/weight.npy", STF_NS_NPY, stf_tree_tensor_ino(f.t, w),
                     (uint32_t)w);
-        check_entry(f.ns, "model/layers.safetensors", STF_NS_SUBSET, layers, 0);
-        check_entry(f.ns, "model/layers/0/attn.safetensors", STF_NS_SUBSET, attn, 0);
-        check_entry(f.ns, "model.safetensors", STF_NS_SUBSET, resolve(f.ns, "model"), 0);
+        check_entry(f.ns, "model/layers.part.safetensors", STF_NS_SUBSET, layers, 0);
+        check_entry(f.ns, "model/layers/0/attn.part.safetensors", STF_NS_SUBSET, attn, 0);
+        check_entry(f.ns, "model.part.safetensors", STF_NS_SUBSET, resolve(f.ns, "model"), 0);
+        /* the name transformers opens is the whole set, never model/ */
+        check_entry(f.ns, "model.safetensors", STF_NS_WHOLE, STF_ROOT_INO, 0);
         check_entry(f.ns, ".stfs", STF_NS_DIR, resolve(f.ns, ".stfs"), 0);
         check_entry(f.ns, ".stfs/model.safetensors", STF_NS_MODEL, STF_ROOT_INO,
                     STF_SPECIAL_MODEL_SAFETENSORS);
@@ -188,7 +190,9 @@ START_TEST(test_entry_unused)
         ck_assert_int_eq(stf_ns_entry(f.ns, 2 * n + tensor, &e), -ENOENT); /* no tensor subset */
         ck_assert_int_eq(stf_ns_entry(f.ns, 2 * n + resolve(f.ns, ".stfs"), &e), -ENOENT);
         ck_assert_int_eq(stf_ns_entry(f.ns, n + resolve(f.ns, ".stfs/status"), &e), -ENOENT);
-        ck_assert_int_eq(stf_ns_entry(f.ns, 3 * n + 1, &e), -ENOENT);
+        ck_assert_int_eq(stf_ns_entry(f.ns, 3 * n + dir, &e), -ENOENT); /* no set there */
+        ck_assert_int_eq(stf_ns_entry(f.ns, 3 * n + 1, &e), 0);         /* the root's */
+        ck_assert_int_eq(stf_ns_entry(f.ns, 4 * n + 1, &e), -ENOENT);
         ck_assert_int_eq(stf_ns_entry(f.ns, UINT64_MAX, &e), -ENOENT);
         close_fixture(&f);
 }
@@ -209,7 +213,10 @@ START_TEST(test_lookup_refused)
         make_llama(&f, 0);
         attn = resolve(f.ns, "model/layers/0/attn");
         ck_assert_int_eq(lookup(f.ns, attn, "weight.safetensors"), -ENOENT); /* tensor */
-        ck_assert_int_eq(lookup(f.ns, STF_ROOT_INO, "model.npy"), -ENOENT);  /* directory */
+        ck_assert_int_eq(lookup(f.ns, attn, "weight.part.safetensors"), -ENOENT);
+        ck_assert_int_eq(lookup(f.ns, STF_ROOT_INO, "lm_head.safetensors"), -ENOENT);
+        ck_assert_int_eq(lookup(f.ns, resolve(f.ns, "model"), "model.safetensors"), -ENOENT);
+        ck_assert_int_eq(lookup(f.ns, STF_ROOT_INO, "model.npy"), -ENOENT); /* directory */
         ck_assert_int_eq(lookup(f.ns, STF_ROOT_INO, ".stfs.safetensors"), -ENOENT);
         ck_assert_int_eq(lookup(f.ns, resolve(f.ns, ".stfs"), "status.npy"), -ENOENT);
         ck_assert_int_eq(lookup(f.ns, resolve(f.ns, ".stfs"), "model.safetensors.npy"), -ENOENT);
@@ -311,7 +318,7 @@ START_TEST(test_listing)
         check_listing(f.ns, "model/layers", ". .. 0 2 10");
         check_listing(f.ns, "model/layers/0/attn", ". .. bias weight");
         ck_assert_int_eq(stf_ns_readdir(f.ns, resolve(f.ns, "lm_head/weight"), 0, &d), -ENOTDIR);
-        ck_assert_int_eq(stf_ns_readdir(f.ns, resolve(f.ns, "lm_head.safetensors"), 0, &d),
+        ck_assert_int_eq(stf_ns_readdir(f.ns, resolve(f.ns, "lm_head.part.safetensors"), 0, &d),
                          -ENOTDIR);
         ck_assert_int_eq(stf_ns_readdir(f.ns, 0, 0, &d), -ENOENT);
         /* ".." */
@@ -329,12 +336,12 @@ START_TEST(test_listing_listviews)
 
         make_llama(&f, STF_NS_LISTVIEWS);
         check_listing(f.ns, "",
-                      ". .. .stfs empty lm_head model empty.npy lm_head.safetensors "
-                      "model.safetensors");
+                      ". .. .stfs empty lm_head model empty.npy lm_head.part.safetensors "
+                      "model.part.safetensors model.safetensors");
         check_listing(f.ns, ".stfs",
                       ". .. control header.json metadata.json model.safetensors status");
         check_listing(f.ns, "model/layers",
-                      ". .. 0 2 10 0.safetensors 2.safetensors 10.safetensors");
+                      ". .. 0 2 10 0.part.safetensors 2.part.safetensors 10.part.safetensors");
         check_listing(f.ns, "model/layers/0/attn", ". .. bias weight bias.npy weight.npy");
         close_fixture(&f);
 }
@@ -397,17 +404,18 @@ static void check_attrs(unsigned flags)
         check_attr(f.ns, "empty", file, 0, 2000);
         check_attr(f.ns, "model/embed/weight.npy", file, npy_size(&f, "model.embed.weight"), 1000);
         check_attr(f.ns, "empty.npy", file, npy_size(&f, "empty"), 2000);
-        check_attr(f.ns, "model/layers.safetensors", file,
+        check_attr(f.ns, "model/layers.part.safetensors", file,
                    subset_size(&f, "model/layers", flags & STF_NS_FULLNAMES), 2000);
-        check_attr(f.ns, "model.safetensors", file,
+        check_attr(f.ns, "model.part.safetensors", file,
                    subset_size(&f, "model", flags & STF_NS_FULLNAMES), 2000);
+        check_attr(f.ns, "model.safetensors", file, subset_size(&f, "", true), 2000);
         check_attr(f.ns, ".stfs/model.safetensors", file, subset_size(&f, "", true), 2000);
         check_attr(f.ns, ".stfs/header.json", file, hlen, 2000);
         check_attr(f.ns, ".stfs/metadata.json", file, mlen, 2000);
         check_attr(f.ns, ".stfs/control", S_IFREG | 0600, 0, 2000);
         check_attr(f.ns, ".stfs/status", file, 0, 2000);
         ck_assert_int_eq(stf_ns_attr(f.ns, 0, &a), -ENOENT);
-        ck_assert_int_eq(stf_ns_attr(f.ns, 3 * stf_tree_count(f.t) + 1, &a), -ENOENT);
+        ck_assert_int_eq(stf_ns_attr(f.ns, 4 * stf_tree_count(f.t) + 1, &a), -ENOENT);
         close_fixture(&f);
 }
 
@@ -528,7 +536,7 @@ START_TEST(test_view_race)
         for (int i = 0; i < RACERS; i++) {
                 r[i] = (struct race){.ns = f.ns, .go = &go};
                 r[i].ino[0] = resolve(f.ns, ".stfs/model.safetensors");
-                r[i].ino[1] = resolve(f.ns, "model/layers.safetensors");
+                r[i].ino[1] = resolve(f.ns, "model/layers.part.safetensors");
                 r[i].ino[2] = resolve(f.ns, "lm_head/weight.npy");
                 ck_assert_int_eq(pthread_create(&th[i], NULL, race_run, &r[i]), 0);
         }
@@ -578,7 +586,7 @@ START_TEST(test_name_limit)
         free(path);
         /* the views of 255-byte names are longer than a path component may be
          * (the kernel never asks), but the namespace still answers */
-        view = ut_printf("%s.safetensors", a255);
+        view = ut_printf("%s.part.safetensors", a255);
         ck_assert_int_eq(lookup(f.ns, STF_ROOT_INO, view), 0);
         path = ut_printf("x/%s.npy", b255);
         check_entry(f.ns, path, STF_NS_NPY, stf_tree_tensor_ino(f.t, tensor_index(f.m, n2)),
@@ -589,7 +597,7 @@ START_TEST(test_name_limit)
                 if (d.name_len == strlen(view) && !strcmp(d.name, view))
                         break;
         ck_assert_str_eq(d.name, view);
-        ck_assert_uint_eq(d.name_len, 255 + strlen(".safetensors"));
+        ck_assert_uint_eq(d.name_len, 255 + strlen(".part.safetensors"));
         ck_assert_int_eq(stf_ns_entry(f.ns, d.ino, &e), 0);
         ck_assert_int_eq(e.kind, STF_NS_SUBSET);
         free(view);
@@ -634,18 +642,18 @@ START_TEST(test_deep)
                 ck_assert_int_eq(stf_ns_readdir(f.ns, ino, 1, &d), 0);
                 ck_assert_uint_eq(d.ino, parent);
         }
-        check_listing(f.ns, "", ". .. .stfs d top d.safetensors top.npy");
+        check_listing(f.ns, "", ". .. .stfs d top d.part.safetensors top.npy m.safetensors");
         ck_assert_int_eq(stf_ns_readdir(f.ns, ino, 2, &d), 0);
         ck_assert_str_eq(d.name, "w");
         ck_assert_int_eq(stf_ns_readdir(f.ns, ino, 3, &d), 0);
         ck_assert_str_eq(d.name, "w.npy");
         ck_assert_int_eq(stf_ns_readdir(f.ns, ino, 4, &d), 1);
         /* the deepest directory's subset view, and the root's holding it */
-        ck_assert_int_eq(stf_ns_lookup(f.ns, parent, "d.safetensors", 13, &ino), 0);
+        ck_assert_int_eq(stf_ns_lookup(f.ns, parent, "d.part.safetensors", 18, &ino), 0);
         ck_assert_int_eq(stf_ns_attr(f.ns, ino, &a), 0);
         ck_assert_int_eq(a.kind, STF_NS_SUBSET);
         ck_assert_uint_gt(a.size, 4);
-        ck_assert_int_eq(stf_ns_attr(f.ns, resolve(f.ns, "d.safetensors"), &a), 0);
+        ck_assert_int_eq(stf_ns_attr(f.ns, resolve(f.ns, "d.part.safetensors"), &a), 0);
         ck_assert_uint_gt(a.size, 2 * DEPTH + 4);
         for (int i = 0; i < DEPTH; i++)
                 memcpy(path + 2 * i, "d/", 2);
@@ -722,8 +730,10 @@ START_TEST(test_xattr)
         check_xattr(f.ns, "model/layers/10/attn/weight.npy", "user.stfs.view", "npy");
         check_xattr(f.ns, "model/layers/10/attn/weight.npy", "user.stfs.of",
                     "model/layers/10/attn/weight");
-        check_xattr(f.ns, "model/layers.safetensors", "user.stfs.view", "safetensors");
-        check_xattr(f.ns, "model/layers.safetensors", "user.stfs.of", "model/layers");
+        check_xattr(f.ns, "model/layers.part.safetensors", "user.stfs.view", "safetensors");
+        check_xattr(f.ns, "model/layers.part.safetensors", "user.stfs.of", "model/layers");
+        check_xattr(f.ns, "model.safetensors", "user.stfs.view", "safetensors"); /* whole set */
+        check_xattr(f.ns, "model.safetensors", "user.stfs.of", "");
         check_xattr(f.ns, ".stfs/model.safetensors", "user.stfs.view", "safetensors");
         check_xattr(f.ns, ".stfs/model.safetensors", "user.stfs.of", "");
         /* what has none, and names nobody has */
@@ -735,12 +745,14 @@ START_TEST(test_xattr)
         ck_assert_int_eq(xattr(f.ns, "lm_head/weight.npy", "user.safetensors.name", out, 0),
                          -ENODATA);
         /* too small a buffer */
-        ck_assert_int_eq(xattr(f.ns, "model/layers.safetensors", "user.stfs.of", out, 4), -E2BIG);
+        ck_assert_int_eq(xattr(f.ns, "model/layers.part.safetensors", "user.stfs.of", out, 4),
+                         -E2BIG);
         ck_assert_int_eq(xattr(f.ns, "lm_head/weight", "user.safetensors.shape", out, 3), -E2BIG);
         ck_assert_int_eq(xattr(f.ns, "lm_head/weight", "user.safetensors.offset", out, 1), -E2BIG);
         check_xattr_list(f.ns, "lm_head/weight", tensor_list, sizeof(tensor_list));
         check_xattr_list(f.ns, "lm_head/weight.npy", view_list, sizeof(view_list));
-        check_xattr_list(f.ns, "lm_head.safetensors", view_list, sizeof(view_list));
+        check_xattr_list(f.ns, "lm_head.part.safetensors", view_list, sizeof(view_list));
+        check_xattr_list(f.ns, "model.safetensors", view_list, sizeof(view_list));
         check_xattr_list(f.ns, ".stfs/model.safetensors", view_list, sizeof(view_list));
         check_xattr_list(f.ns, "lm_head", "", 0);
         check_xattr_list(f.ns, ".stfs/status", "", 0);

@@ -1018,6 +1018,70 @@ START_TEST(test_big_model_shape)
 }
 END_TEST
 
+/* ---- companion files (FILE nodes) ------------------------------------ */
+
+/* The FILE node at '/'-separated @path, or 0. */
+static uint64_t file_at(const struct stf_tree *t, const char *path)
+{
+        uint64_t ino = STF_ROOT_INO;
+
+        while (*path) {
+                size_t len = strcspn(path, "/");
+
+                if (stf_tree_lookup(t, ino, path, len, &ino))
+                        return 0;
+                path += len + (path[len] == '/');
+        }
+        return stf_tree_node(t, ino)->kind == STF_NODE_FILE ? ino : 0;
+}
+
+START_TEST(test_files)
+{
+        const struct stf_tree_entry e[] = {
+            {"unet", "conv.w", 6},
+            {NULL, "lm_head", 7},
+            {NULL, "model.norm", 10},
+        };
+        static const char *const files[] = {
+            "config.json",      /* 0: root */
+            "unet/config.json", /* 1: beside unet's tensors */
+            "sched/s.json",     /* 2: a directory of files only */
+            "lm_head",          /* 3: a tensor's path: left out */
+            "model",            /* 4: a directory's name: left out */
+            "lm_head/x.txt",    /* 5: would make lm_head a directory: left out */
+            "100%.md",          /* 6: escaped like a part */
+        };
+        struct stf_tree *t = NULL;
+        struct stf_diag d = {{0}};
+        uint64_t ino;
+
+        ck_assert_int_eq(stf_tree_build_files(e, N(e), files, N(files), 0, &t, &d), 0);
+        check_tree(t, N(e));
+        expect_path(t, 0, "unet/conv/w");
+        expect_path(t, 1, "lm_head");
+        expect_path(t, 2, "model/norm");
+        ck_assert_uint_eq(stf_tree_node(t, file_at(t, "config.json"))->index, 0);
+        ck_assert_uint_eq(stf_tree_node(t, file_at(t, "unet/config.json"))->index, 1);
+        ck_assert_uint_eq(stf_tree_node(t, file_at(t, "sched/s.json"))->index, 2);
+        ck_assert_uint_eq(stf_tree_node(t, file_at(t, "100%25.md"))->index, 6);
+        ck_assert_int_eq(stf_tree_lookup(t, STF_ROOT_INO, "lm_head", 7, &ino), 0);
+        ck_assert_uint_eq(stf_tree_node(t, ino)->kind, STF_NODE_TENSOR);
+        ck_assert_int_eq(stf_tree_lookup(t, STF_ROOT_INO, "model", 5, &ino), 0);
+        ck_assert_uint_eq(stf_tree_node(t, ino)->kind, STF_NODE_DIR);
+        ck_assert_uint_eq(file_at(t, "lm_head/x.txt"), 0);
+        stf_tree_free(t);
+
+        /* flat: a file named like a tensor is left out, the tensor stays */
+        ck_assert_int_eq(stf_tree_build_files(e, N(e), (const char *const[]){"model.norm", "a"}, 2,
+                                              STF_TREE_FLAT, &t, &d),
+                         0);
+        ck_assert_int_eq(stf_tree_lookup(t, STF_ROOT_INO, "model.norm", 10, &ino), 0);
+        ck_assert_uint_eq(stf_tree_node(t, ino)->kind, STF_NODE_TENSOR);
+        ck_assert_uint_eq(stf_tree_node(t, file_at(t, "a"))->index, 1);
+        stf_tree_free(t);
+}
+END_TEST
+
 /* ---- prefixes -------------------------------------------------------- */
 
 START_TEST(test_prefixes)
@@ -1223,6 +1287,7 @@ static Suite *tree_suite(void)
 
         tc = tcase_create("prefixes");
         tcase_add_test(tc, test_prefixes);
+        tcase_add_test(tc, test_files);
         tcase_add_test(tc, test_prefixes_flat);
         tcase_add_test(tc, test_prefix_null_or_empty);
         suite_add_tcase(s, tc);

@@ -1175,9 +1175,16 @@ START_TEST(test_subset_full_name_clash)
         struct opened o;
         struct stf_view *v = NULL;
 
+        char path[4096];
+        struct stf_diag diag = {{0}};
+
         write_st(subdir("fclash"), "p.safetensors", p, 1, o0, NULL);
         write_st(tmpdir, "fclash/p.x.safetensors", px, 1, o0, NULL);
-        open_model("fclash", &o);
+        /* "p.x" reads as variant x of "p": every set, to have both */
+        snprintf(path, sizeof(path), "%s/fclash", tmpdir);
+        ck_assert_int_eq(
+            stf_model_open_opts(path, &(struct stf_model_opts){.all_sets = true}, &o.m, &diag), 0);
+        ck_assert_int_eq(stf_tree_build_model(o.m, 0, &o.t, &diag), 0);
         ck_assert_uint_eq(o.m->ncomps, 2);
         ck_assert_int_eq(stf_view_subset(o.m, o.t, STF_ROOT_INO, true, &v), -EINVAL);
         ck_assert_ptr_null(v);

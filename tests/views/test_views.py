@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
-"""Mount tests of the views: T.npy beside each tensor T, D.safetensors
+"""Mount tests of the views: T.npy beside each tensor T, D.part.safetensors
 beside each directory D, /.stfs/model.safetensors.
 
     python3 tests/views/test_views.py --stfs build/fs/stfs --gen tools/gen_model.py [unittest args]
@@ -151,12 +151,17 @@ class Source:
         top = sorted(os.listdir(model_dir))
         index = [f for f in top if f.endswith(".safetensors.index.json")]
         files = [f for f in top if f.endswith(".safetensors")]
+        # the whole-set file of each component's directory (README: the
+        # name a loader opens for the set)
+        self.wholes = {}
         if index:
             with open(os.path.join(model_dir, index[0])) as f:
                 wm = json.load(f)["weight_map"]
             self.shards = [("", os.path.join(model_dir, s)) for s in sorted(set(wm.values()))]
+            self.wholes[""] = index[0].replace(".safetensors.index.json", ".safetensors")
         elif files:
             self.shards = [("", os.path.join(model_dir, f)) for f in files]
+            self.wholes[""] = files[0]
         else:
             for d in top:
                 sub = os.path.join(model_dir, d)
@@ -164,6 +169,7 @@ class Source:
                     for f in sorted(os.listdir(sub)):
                         if f.endswith(".safetensors"):
                             self.shards.append((d, os.path.join(sub, f)))
+                            self.wholes[d] = f
         self.tensors = []
         self.meta = []          # per shard
         for k, (comp, path) in enumerate(self.shards):
@@ -495,7 +501,7 @@ class DtypesViews(ViewsCase):
     def test_subsets_every_directory(self):
         m = self.mount()
         for d in self.all_dirs():
-            p = m.p(".stfs", "model.safetensors") if d == "" else m.p(d + ".safetensors")
+            p = m.p(".stfs", "model.safetensors") if d == "" else m.p(d + ".part.safetensors")
             raw, bounds = self.check_subset(p, d)
             self.check_reads(p, raw, bounds, count=20)
             self.check_safe_open(p, d)
@@ -509,8 +515,10 @@ class DtypesViews(ViewsCase):
             kids = self.src.children(d)
             want = set(kids)
             if views:
-                want |= {k + (".npy" if v == "tensor" else ".safetensors")
+                want |= {k + (".npy" if v == "tensor" else ".part.safetensors")
                          for k, v in kids.items()}
+                if d in self.src.wholes:
+                    want.add(self.src.wholes[d])
             got = set(os.listdir(m.p(d) if d else m.path))
             if d == "":
                 self.assertIn(".stfs", got)
@@ -524,12 +532,12 @@ class DtypesViews(ViewsCase):
             # views are there to look up either way
             for k, v in kids.items():
                 self.assertTrue(os.path.isfile(os.path.join(m.p(d) if d else m.path,
-                                k + (".npy" if v == "tensor" else ".safetensors"))))
+                                k + (".npy" if v == "tensor" else ".part.safetensors"))))
         # no view of .stfs, none of the wrong kind
         for bad in (".stfs.safetensors", ".stfs.npy", "dtype.npy", "empty.npy"):
             self.assertFalse(os.path.exists(m.p(bad)), bad)
         t = self.src.tensors[0]
-        self.assertFalse(os.path.exists(m.p(t.path + ".safetensors")))
+        self.assertFalse(os.path.exists(m.p(t.path + ".part.safetensors")))
         self.assertFalse(os.path.exists(m.p(t.path + ".npy.npy")))
 
     def test_xattrs(self):
@@ -542,7 +550,7 @@ class DtypesViews(ViewsCase):
         for d in self.all_dirs():
             if not d:
                 continue
-            p = m.p(d + ".safetensors")
+            p = m.p(d + ".part.safetensors")
             self.assertEqual(set(os.listxattr(p)), VIEW_XATTRS, p)
             self.assertEqual(os.getxattr(p, "user.stfs.view"), b"safetensors")
             self.assertEqual(os.getxattr(p, "user.stfs.of"), d.encode())
@@ -568,7 +576,7 @@ class LlamaViews(ViewsCase):
         m = self.mount()
         for d in self.all_dirs():
             if d:
-                p = m.p(d + ".safetensors")
+                p = m.p(d + ".part.safetensors")
                 self.check_subset(p, d)
                 self.check_safe_open(p, d)
 
@@ -604,7 +612,7 @@ class LlamaViews(ViewsCase):
     def test_random_reads_and_mmap(self):
         m = self.mount()
         for d in ("model", "model/layers", "model/layers/3", "model/layers/0/mlp", "lm_head"):
-            p = m.p(d + ".safetensors")
+            p = m.p(d + ".part.safetensors")
             raw, bounds = self.check_subset(p, d)
             self.check_reads(p, raw, bounds, count=100)
             self.check_mmap(p, raw)
@@ -615,7 +623,7 @@ class LlamaViews(ViewsCase):
     def test_fullnames(self):
         m = self.mount("fullnames")
         for d in ("model/layers/2", "model/layers/2/self_attn", "lm_head"):
-            p = m.p(d + ".safetensors")
+            p = m.p(d + ".part.safetensors")
             self.check_subset(p, d, full=True)
             with safetensors.safe_open(p, framework="numpy") as f:
                 self.assertTrue(all(k.startswith(d.replace("/", ".") + ".") for k in f.keys()))
@@ -623,7 +631,7 @@ class LlamaViews(ViewsCase):
 
     def test_relative_names(self):
         m = self.mount()
-        with safetensors.safe_open(m.p("model/layers/2.safetensors"), framework="numpy") as f:
+        with safetensors.safe_open(m.p("model/layers/2.part.safetensors"), framework="numpy") as f:
             keys = set(f.keys())
         self.assertIn("self_attn.q_proj.weight", keys)
         self.assertIn("mlp.down_proj.weight", keys)
@@ -639,7 +647,7 @@ class LlamaViews(ViewsCase):
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.assertEqual(r.returncode, 0, r.stdout)
         layer = os.path.join(out, "layer1.safetensors")
-        r = subprocess.run(["cp", m.p("model/layers/1.safetensors"), layer],
+        r = subprocess.run(["cp", m.p("model/layers/1.part.safetensors"), layer],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.assertEqual(r.returncode, 0, r.stdout)
 
@@ -674,8 +682,8 @@ class LlamaViews(ViewsCase):
             self.assertIn(size - len(t.data), (len(hdr), len(hdr) - 64), t.path)
         for d in self.all_dirs():
             if d:
-                st = os.stat(m.p(d + ".safetensors"))
-                with open(m.p(d + ".safetensors"), "rb") as f:
+                st = os.stat(m.p(d + ".part.safetensors"))
+                with open(m.p(d + ".part.safetensors"), "rb") as f:
                     n = int.from_bytes(f.read(8), "little")
                 want = 8 + n + sum(len(t.data) for t in self.src.dirs[d])
                 self.assertEqual(st.st_size, want, d)
@@ -694,7 +702,7 @@ class OddViews(ViewsCase):
         m = self.mount()
         fallback = []
         for d in self.all_dirs():
-            p = m.p(".stfs", "model.safetensors") if d == "" else m.p(d + ".safetensors")
+            p = m.p(".stfs", "model.safetensors") if d == "" else m.p(d + ".part.safetensors")
             raw, bounds = self.check_subset(p, d)
             self.check_reads(p, raw, bounds, count=10)
             want, _ = self.src.subset(d)
@@ -708,8 +716,10 @@ class OddViews(ViewsCase):
         for d in self.all_dirs():
             kids = self.src.children(d)
             got = set(os.listdir(m.p(d) if d else m.path)) - {".stfs"}
-            want = set(kids) | {k + (".npy" if v == "tensor" else ".safetensors")
+            want = set(kids) | {k + (".npy" if v == "tensor" else ".part.safetensors")
                                 for k, v in kids.items()}
+            if d in self.src.wholes:
+                want.add(self.src.wholes[d])
             self.assertEqual(got, want, d)
 
 
@@ -727,7 +737,7 @@ class MoeViews(ViewsCase):
         d = "model/layers/1/mlp/experts"
         self.assertGreater(len(self.src.dirs[d]), 256)
         self.assertLessEqual(max(len(t.data) for t in self.src.dirs[d]), 256)
-        p = m.p(d + ".safetensors")
+        p = m.p(d + ".part.safetensors")
         # cold, in one request of the daemon (O_DIRECT), then through the cache
         if has_odirect(p):
             fd = os.open(p, os.O_RDONLY | os.O_DIRECT)
@@ -754,7 +764,7 @@ class MoeViews(ViewsCase):
                 "model/embed_tokens", "model"]
         dirs += self.rng.sample([d for d in self.all_dirs() if d], 20)
         for d in dirs:
-            p = m.p(d + ".safetensors")
+            p = m.p(d + ".part.safetensors")
             self.check_subset(p, d)
         p = m.p(".stfs", "model.safetensors")
         raw, bounds = self.check_subset(p, "")
@@ -771,19 +781,19 @@ class DiffusersViews(ViewsCase):
         self.assertEqual(sorted({t.comp for t in self.src.tensors}),
                          ["text_encoder", "unet", "vae"])
         for d in self.all_dirs():
-            p = m.p(".stfs", "model.safetensors") if d == "" else m.p(d + ".safetensors")
+            p = m.p(".stfs", "model.safetensors") if d == "" else m.p(d + ".part.safetensors")
             self.check_subset(p, d)
         with safetensors.safe_open(m.p(".stfs", "model.safetensors"), framework="numpy") as f:
             keys = set(f.keys())
         self.assertIn("unet.conv_in.weight", keys)
         self.assertIn("vae.encoder.conv_in.weight", keys)
-        with safetensors.safe_open(m.p("unet.safetensors"), framework="numpy") as f:
+        with safetensors.safe_open(m.p("unet.part.safetensors"), framework="numpy") as f:
             self.assertIn("conv_in.weight", set(f.keys()))
 
     def test_fullnames(self):
         m = self.mount("fullnames")
         for d in ("unet", "unet/down_blocks/0", "vae/encoder"):
-            self.check_subset(m.p(d + ".safetensors"), d, full=True)
+            self.check_subset(m.p(d + ".part.safetensors"), d, full=True)
 
     def test_npy(self):
         self.check_all_npy(self.mount())
