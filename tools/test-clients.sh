@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # Opt-in suite with the heavy clients (not run by tools/test.sh): PyTorch
 # (CPU use; the PyPI wheel), transformers and diffusers from PyPI in a venv
-# (about 5 GB), then tests/clients/test_clients.py against real mounts.
+# (about 6 GB), then tests/clients/test_clients.py against real mounts.
 #   tools/test-clients.sh [unittest args]
 # STFS_CLIENTS_VENV: where the venv lives (default build-clients/venv).
 # Needs root (or /dev/fuse access) and fusermount3, like the mount suite.
