@@ -3,9 +3,8 @@
 #define STFSCTL_H
 
 /*
- * stfsctl subcommands that drive a mount through its control file
- * (ioctls of stfs_ioctl.h). Each takes the arguments after its name and
- * returns the process exit status.
+ * The stfsctl commands: one function per command, returning the process
+ * exit status.
  */
 
 /*
@@ -19,6 +18,14 @@
 #define CTL_EXIT_FAILED 1
 #define CTL_EXIT_USAGE 2
 
+/*
+ * inspect and verify (ctl_model.c): argv[0] is the command's name, for
+ * getopt.
+ */
+int ctl_inspect(int argc, char **argv);
+int ctl_verify(int argc, char **argv);
+
+/* The job commands (ctl_jobs.c): the arguments after the command's name. */
 int ctl_prefetch(int argc, char **argv);
 int ctl_status(int argc, char **argv);
 int ctl_cancel(int argc, char **argv);
