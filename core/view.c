@@ -346,7 +346,8 @@ static int order_aligned(const struct stf_model *m, uint32_t *idx, size_t n)
                 for (size_t i = 0; i < n; i++)
                         if (align_of(&m->tensors[idx[i]]) == a)
                                 tmp[k++] = idx[i];
-        memcpy(idx, tmp, n * sizeof(*idx));
+        if (n) /* idx is NULL for an empty subset: memcpy(NULL, ...) is undefined */
+                memcpy(idx, tmp, n * sizeof(*idx));
         free(tmp);
         return 0;
 }
