@@ -101,6 +101,12 @@ static int cmp_tensor_name(const void *a, const void *b)
         return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
 }
 
+void stf_model_sort_table(struct stf_tensor *v, size_t n)
+{
+        if (n)
+                qsort(v, n, sizeof(*v), cmp_tensor_name);
+}
+
 static int build_table(struct stf_model *m)
 {
         size_t n = 0, k = 0;
@@ -128,7 +134,7 @@ static int build_table(struct stf_model *m)
                 c->ntensors = (uint32_t)(k - c->first_tensor);
         }
         m->ntensors = n;
-        qsort(m->tensors, n, sizeof(*m->tensors), cmp_tensor_name);
+        stf_model_sort_table(m->tensors, n);
         return 0;
 }
 

@@ -117,6 +117,13 @@ int stf_model_open_opts(const char *source, const struct stf_model_opts *o, stru
 int stf_model_check(const char *source, stf_report_fn report, void *ctx, struct stf_model **out);
 
 /*
+ * Sort @n tensors into the order of stf_model.tensors: by component, then
+ * by name (bytewise, a prefix first). For models built by hand in tests
+ * and fuzzers, so they need not write the order again.
+ */
+void stf_model_sort_table(struct stf_tensor *v, size_t n);
+
+/*
  * Sort @n tensor indices of @m into layout order: shard, then offset, then
  * size (a zero-size tensor before the one starting at the same offset).
  */

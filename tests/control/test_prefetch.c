@@ -28,6 +28,7 @@
 
 #include <check.h>
 
+#include "bytes.h"
 #include "dtype.h"
 #include "model.h"
 #include "prefetch.h"
@@ -134,8 +135,7 @@ static void write_shard(const char *dir, const char *file, const struct spec *t,
         ck_assert_uint_lt(jl, sizeof(json));
         buf = malloc(8 + jl + off);
         ck_assert_ptr_nonnull(buf);
-        for (int i = 0; i < 8; i++)
-                buf[i] = (uint8_t)((uint64_t)jl >> (8 * i));
+        stf_put_le64(buf, jl);
         memcpy(buf + 8, json, jl);
         for (uint64_t i = 0; i < off; i++)
                 buf[8 + jl + i] = pat(seed, i);

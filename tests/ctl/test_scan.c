@@ -14,6 +14,7 @@
 
 #include <check.h>
 
+#include "bytes.h"
 #include "model.h"
 #include "scan.h"
 
@@ -187,6 +188,7 @@ static void write_model(struct tmpmodel *tm, size_t n, const char *const *dts, c
 {
         char *json = malloc(64 + n * 160);
         size_t jl = 0, off = 0, pad;
+        uint8_t le[8];
         FILE *f;
 
         ck_assert_ptr_nonnull(json);
@@ -209,8 +211,8 @@ static void write_model(struct tmpmodel *tm, size_t n, const char *const *dts, c
         jl += pad;
         f = fopen(tm->path, "wb");
         ck_assert_ptr_nonnull(f);
-        for (int i = 0; i < 8; i++)
-                fputc((int)((uint64_t)jl >> (8 * i) & 0xff), f);
+        stf_put_le64(le, jl);
+        fwrite(le, 1, 8, f);
         fwrite(json, 1, jl, f);
         for (size_t i = 0; i < n; i++) {
                 size_t len = elems[i] * bits[i] / 8;

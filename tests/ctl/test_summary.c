@@ -70,24 +70,10 @@ static void add(struct fake *f, uint32_t comp, const char *name, enum stf_dtype 
         f->m.ntensors++;
 }
 
-static int cmp_tensor(const void *a, const void *b)
-{
-        const struct stf_tensor *x = a, *y = b;
-        uint32_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-        int c;
-
-        if (x->comp != y->comp)
-                return x->comp < y->comp ? -1 : 1;
-        c = memcmp(x->name, y->name, n);
-        if (c)
-                return c;
-        return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
-}
-
 /* Sort as model.h promises, then summarize. */
 static const struct stf_summary *build(struct fake *f, size_t top)
 {
-        qsort(f->t, f->m.ntensors, sizeof(f->t[0]), cmp_tensor);
+        stf_model_sort_table(f->t, f->m.ntensors);
         ck_assert_int_eq(stf_summary_build(&f->m, top, &f->s), 0);
         ck_assert_ptr_nonnull(f->s);
         return f->s;

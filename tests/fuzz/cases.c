@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "model.h"
 #include "tree.h"
 
@@ -349,8 +350,7 @@ static bool put_le64(FILE *f, uint64_t n)
 {
         uint8_t le[8];
 
-        for (int i = 0; i < 8; i++)
-                le[i] = (uint8_t)(n >> (8 * i));
+        stf_put_le64(le, n);
         return fwrite(le, 8, 1, f) == 1;
 }
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "fuzz_helpers.h"
 
 void fuzz_fail(const char *file, int line, const char *cond, const char *fmt, ...)
@@ -105,8 +106,7 @@ uint8_t *fuzz_st_build(const char *const *names, const size_t *sizes, size_t n, 
                 free(json);
                 return NULL;
         }
-        for (int i = 0; i < 8; i++)
-                buf[i] = (uint8_t)((uint64_t)jlen >> (8 * i));
+        stf_put_le64(buf, jlen);
         memcpy(buf + 8, json, jlen);
         for (size_t i = 0; i < dlen; i++)
                 buf[8 + jlen + i] = (uint8_t)i;

@@ -75,18 +75,6 @@ static struct stf_component comps[2];
 static struct stf_tree *trees[2];
 static char **paths[2]; /* paths[tree][tensor] */
 
-static int cmp_tensor(const void *a, const void *b)
-{
-        const struct stf_tensor *x = a, *y = b;
-        uint32_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-        int c;
-
-        if (x->comp != y->comp)
-                return x->comp < y->comp ? -1 : 1;
-        c = memcmp(x->name, y->name, n);
-        return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
-}
-
 static void add_comp(uint32_t ci, const char *name, const char *const *names, const size_t *sizes,
                      size_t n)
 {
@@ -131,7 +119,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         model.ncomps = 2;
         add_comp(0, "enc", enc_names, enc_sizes, ne);
         add_comp(1, "dec/sub", dec_names, dec_sizes, nd);
-        qsort(model.tensors, model.ntensors, sizeof(*model.tensors), cmp_tensor);
+        stf_model_sort_table(model.tensors, model.ntensors);
         for (int k = 0; k < 2; k++) {
                 FUZZ_ASSERT_MSG(!stf_tree_build_model(&model, k ? STF_TREE_FLAT : 0, &trees[k], &d),
                                 "%s", d.msg);

@@ -17,6 +17,7 @@
 
 #include <check.h>
 
+#include "bytes.h"
 #include "format.h"
 #include "util.h"
 
@@ -531,8 +532,7 @@ START_TEST(test_header_limit_inclusive)
         struct stf_diag d = {{0}};
         struct stf_header *h;
 
-        for (int i = 0; i < 8; i++)
-                buf[i] = (uint8_t)(STF_HEADER_MAX >> (8 * i));
+        stf_put_le64(buf, STF_HEADER_MAX);
         memcpy(buf + 8, "{}      ", 8);
         /* Claims a 100,000,000-byte header in a file big enough for it. */
         ck_assert_int_eq(stf_header_parse(FN, buf, sizeof(buf), 8 + STF_HEADER_MAX, &h, &d),

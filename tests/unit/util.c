@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "bytes.h"
 #include "util.h"
 
 void ut_fill(uint8_t *p, size_t n, uint8_t seed)
@@ -23,8 +24,7 @@ uint8_t *ut_st_raw(uint64_t n, const char *json, size_t jlen, size_t dlen, uint8
         uint8_t *b = malloc(8 + jlen + dlen + 1);
 
         ck_assert_ptr_nonnull(b);
-        for (int i = 0; i < 8; i++)
-                b[i] = (uint8_t)(n >> (8 * i));
+        stf_put_le64(b, n);
         memcpy(b + 8, json, jlen);
         ut_fill(b + 8 + jlen, dlen, seed);
         *len = 8 + jlen + dlen;

@@ -27,6 +27,7 @@
 
 #include <jansson.h>
 
+#include "bytes.h"
 #include "dtype.h"
 #include "format.h"
 #include "model.h"
@@ -662,6 +663,7 @@ static void write_st(const char *dir, const char *file, const struct tspec *t, s
 {
         char path[4096], *hdr = NULL;
         uint64_t off[32], total = 0, hlen;
+        uint8_t le8[8];
         size_t hsize = 0;
         FILE *h, *f;
 
@@ -691,8 +693,8 @@ static void write_st(const char *dir, const char *file, const struct tspec *t, s
         f = fopen(path, "wb");
         ck_assert_ptr_nonnull(f);
         hlen = hsize;
-        for (int i = 0; i < 8; i++)
-                fputc((int)(hlen >> (8 * i) & 0xff), f);
+        stf_put_le64(le8, hlen);
+        fwrite(le8, 1, 8, f);
         fwrite(hdr, 1, hsize, f);
         for (size_t i = 0; i < n; i++) {
                 const struct tspec *x = &t[order[i]];
