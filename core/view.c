@@ -155,34 +155,47 @@ int stf_view_npy(const struct stf_model *m, size_t tensor, struct stf_view **out
         return 0;
 }
 
-/* Tensors under @dir, depth-first. */
+static int push_u32(uint32_t **v, size_t *n, size_t *cap, uint32_t x)
+{
+        if (*n == *cap) {
+                size_t ncap = *cap ? *cap * 2 : 64;
+                uint32_t *nv = realloc(*v, ncap * sizeof(*nv));
+
+                if (!nv)
+                        return -ENOMEM;
+                *v = nv;
+                *cap = ncap;
+        }
+        (*v)[(*n)++] = x;
+        return 0;
+}
+
+/*
+ * Tensors under @dir, in no particular order (the caller sorts them). An
+ * explicit stack of directories, not recursion: the depth of a tree comes
+ * from the model (a name of 100,000 dotted parts is 100,000 levels).
+ */
 static int collect(const struct stf_tree *t, uint64_t dir, uint32_t **v, size_t *n, size_t *cap)
 {
-        const struct stf_node *d = stf_tree_node(t, dir);
+        uint32_t *stack = NULL;
+        size_t depth = 0, scap = 0;
+        int ret = push_u32(&stack, &depth, &scap, (uint32_t)dir);
 
-        for (uint32_t i = 0; i < d->nchildren; i++) {
-                uint64_t ino = d->first_child + i;
-                const struct stf_node *c = stf_tree_node(t, ino);
-                int ret;
+        while (!ret && depth > 0) {
+                const struct stf_node *d = stf_tree_node(t, stack[--depth]);
 
-                if (c->kind == STF_NODE_DIR) {
-                        ret = collect(t, ino, v, n, cap);
-                        if (ret)
-                                return ret;
-                } else if (c->kind == STF_NODE_TENSOR) {
-                        if (*n == *cap) {
-                                size_t ncap = *cap ? *cap * 2 : 64;
-                                uint32_t *nv = realloc(*v, ncap * sizeof(*nv));
+                for (uint32_t i = 0; i < d->nchildren && !ret; i++) {
+                        uint32_t ino = d->first_child + i;
+                        const struct stf_node *c = stf_tree_node(t, ino);
 
-                                if (!nv)
-                                        return -ENOMEM;
-                                *v = nv;
-                                *cap = ncap;
-                        }
-                        (*v)[(*n)++] = c->index;
+                        if (c->kind == STF_NODE_DIR)
+                                ret = push_u32(&stack, &depth, &scap, ino);
+                        else if (c->kind == STF_NODE_TENSOR)
+                                ret = push_u32(v, n, cap, c->index);
                 }
         }
-        return 0;
+        free(stack);
+        return ret;
 }
 
 static uint32_t count_parts(const char *s, char sep)

@@ -760,6 +760,41 @@ START_TEST(test_xattr)
 }
 END_TEST
 
+/*
+ * A name of 300,000 dotted parts: far deeper than any stack could walk
+ * recursively (the daemon died of SIGSEGV here when the subset view
+ * collected its tensors by recursion). Every walk is iterative; the depth
+ * is bounded only by the header size.
+ */
+#define VERY_DEEP 300000
+
+START_TEST(test_very_deep)
+{
+        char *name = malloc(2 * VERY_DEEP + 2);
+        struct ut_tensor t[] = {{name, 4}, {"top", 2}};
+        struct fixture f = {0};
+        const struct stf_view *v;
+        struct stf_view tmp;
+        struct stf_ns_attr a;
+        char *text;
+        size_t len;
+
+        for (int i = 0; i < VERY_DEEP; i++)
+                memcpy(name + 2 * i, "d.", 2);
+        strcpy(name + 2 * VERY_DEEP, "w");
+        make_single(&f, t, N(t), 0, 0);
+        ck_assert_int_eq(stf_ns_attr(f.ns, resolve(f.ns, "d.part.safetensors"), &a), 0);
+        ck_assert_uint_gt(a.size, 2 * VERY_DEEP + 4);
+        ck_assert_int_eq(stf_ns_view(f.ns, resolve(f.ns, ".stfs/model.safetensors"), &tmp, &v), 0);
+        ck_assert_uint_eq(v->size, subset_size(&f, "", true));
+        ck_assert_int_eq(stf_ns_doc(f.ns, STF_SPECIAL_HEADER_JSON, &text, &len), 0);
+        ck_assert_uint_gt(len, 4 * VERY_DEEP);
+        free(text);
+        close_fixture(&f);
+        free(name);
+}
+END_TEST
+
 START_TEST(test_new_free)
 {
         struct fixture f = {0};
@@ -796,6 +831,7 @@ static Suite *ns_suite(void)
         tcase_add_test(tc, test_name_limit);
         tcase_add_test(tc, test_deep);
         tcase_add_test(tc, test_xattr);
+        tcase_add_test(tc, test_very_deep);
         tcase_add_test(tc, test_new_free);
         suite_add_tcase(s, tc);
         return s;
