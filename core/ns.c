@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The mount namespace (see ns.h for the inode space). Everything here is a
- * function of the tree, except the view cache and the document sizes,
- * which are filled on first use without a lock (compare-and-swap), so a
+ * function of the tree, except the view cache (bounded, see ns.h), the
+ * shared documents and the document sizes. Views and documents are built
+ * outside any lock that a lookup or read of something else waits on, so a
  * slow build (model.safetensors or header.json of a 100k-tensor model)
- * never holds up a lookup or read of anything else.
+ * never holds up anything else.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,18 +19,39 @@
 #include "dtype.h"
 #include "ns.h"
 
+/* A cached view and its place in the LRU list. */
+struct cview {
+        struct stf_view *v;
+        uint64_t slot; /* index in views[], or 2n for model.safetensors */
+        size_t bytes;  /* what it holds in memory */
+        struct cview *prev, *next;
+};
+
+/* A shared document: built on the first get, freed at the last put. */
+struct doc {
+        pthread_mutex_t lock;
+        char *text;
+        size_t len;
+        unsigned long refs;
+};
+
 struct stf_ns {
         const struct stf_model *model;
         const struct stf_tree *tree;
         unsigned flags;
-        uint64_t n;              /* tree nodes: inodes 1..n */
-        uint64_t stfs_dir;       /* inode of /.stfs (0: none) */
-        struct timespec mtime;   /* newest shard mtime */
-        struct stf_view **views; /* [3n]: at ino - n - 1 (npy, subset, whole) */
-        uint64_t *whole_dir;     /* [ncomps]: the directory of the component's
-                                    whole-set file; 0: none */
-        struct stf_view *model_view;
+        uint64_t n;            /* tree nodes: inodes 1..n */
+        uint64_t stfs_dir;     /* inode of /.stfs (0: none) */
+        struct timespec mtime; /* newest shard mtime */
+        pthread_mutex_t lock;  /* the view cache: views, lru, bytes, refs */
+        struct cview **views;  /* [3n + 1]: at ino - n - 1 (npy, subset,
+                                  whole), then model.safetensors */
+        struct cview *lru;     /* most recently used first */
+        struct cview *lru_tail;
+        size_t bytes, budget;
+        uint64_t *whole_dir;                 /* [ncomps]: the directory of the component's
+                                                whole-set file; 0: none */
         uint64_t doc_len[STF_SPECIAL_COUNT]; /* length + 1; 0 while unknown */
+        struct doc docs[2];                  /* header.json, metadata.json */
 };
 
 static bool newer(struct timespec a, struct timespec b)
@@ -80,7 +103,11 @@ int stf_ns_new(const struct stf_model *m, const struct stf_tree *t, unsigned fla
         for (uint32_t i = 0; i < m->nshards; i++)
                 if (newer(m->shards[i].mtime, ns->mtime))
                         ns->mtime = m->shards[i].mtime;
-        ns->views = calloc(3 * ns->n, sizeof(*ns->views));
+        ns->budget = STF_NS_VIEW_CACHE_DEFAULT;
+        pthread_mutex_init(&ns->lock, NULL);
+        for (int i = 0; i < 2; i++)
+                pthread_mutex_init(&ns->docs[i].lock, NULL);
+        ns->views = calloc(3 * ns->n + 1, sizeof(*ns->views));
         ns->whole_dir = calloc(m->ncomps ? m->ncomps : 1, sizeof(*ns->whole_dir));
         if (!ns->views || !ns->whole_dir) {
                 stf_ns_free(ns);
@@ -97,12 +124,37 @@ void stf_ns_free(struct stf_ns *ns)
 {
         if (!ns)
                 return;
-        for (uint64_t i = 0; ns->views && i < 3 * ns->n; i++)
-                stf_view_free(ns->views[i]);
+        while (ns->lru) {
+                struct cview *c = ns->lru;
+
+                ns->lru = c->next;
+                stf_view_free(c->v);
+                free(c);
+        }
         free(ns->views);
         free(ns->whole_dir);
-        stf_view_free(ns->model_view);
+        pthread_mutex_destroy(&ns->lock);
+        for (int i = 0; i < 2; i++) {
+                free(ns->docs[i].text);
+                pthread_mutex_destroy(&ns->docs[i].lock);
+        }
         free(ns);
+}
+void stf_ns_set_view_cache(struct stf_ns *ns, size_t bytes)
+{
+        pthread_mutex_lock(&ns->lock);
+        ns->budget = bytes;
+        pthread_mutex_unlock(&ns->lock);
+}
+
+size_t stf_ns_view_cache_bytes(struct stf_ns *ns)
+{
+        size_t b;
+
+        pthread_mutex_lock(&ns->lock);
+        b = ns->bytes;
+        pthread_mutex_unlock(&ns->lock);
+        return b;
 }
 
 /* Does tree node @node (@c) have a view: a tensor its .npy, a directory
@@ -233,34 +285,148 @@ uint64_t stf_ns_npy_ino(const struct stf_ns *ns, size_t index)
         return node ? node + ns->n : 0;
 }
 
-/* The view in *@slot, built on first use; see the file-top note. */
-static int cached_view(struct stf_ns *ns, struct stf_view **slot, const struct stf_ns_entry *e,
+static size_t view_bytes(const struct stf_view *v)
+{
+        return sizeof(*v) + sizeof(struct cview) + v->n * sizeof(*v->ext) + v->mem_len;
+}
+
+/* Drop a reference to cached view @v; returns @v when that was the last
+ * (the caller frees it after unlocking), else NULL. Under ns->lock. */
+static struct stf_view *unref_locked(struct stf_view *v)
+{
+        return --v->refs == 0 ? v : NULL;
+}
+
+static void lru_unlink(struct stf_ns *ns, struct cview *c)
+{
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                ns->lru = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        else
+                ns->lru_tail = c->prev;
+        c->prev = c->next = NULL;
+}
+
+static void lru_push(struct stf_ns *ns, struct cview *c)
+{
+        c->next = ns->lru;
+        if (ns->lru)
+                ns->lru->prev = c;
+        ns->lru = c;
+        if (!ns->lru_tail)
+                ns->lru_tail = c;
+}
+
+/*
+ * Evict least recently used views until the cache fits its budget, the
+ * newest (@keep) aside: one view larger than the whole budget stays, alone.
+ * A view in use by a reader is freed by its last stf_ns_view_put. Under
+ * ns->lock; what to free (outside it) is chained on *@dead.
+ */
+static void evict_locked(struct stf_ns *ns, struct cview *keep, struct cview **dead)
+{
+        while (ns->bytes > ns->budget && ns->lru_tail && ns->lru_tail != keep) {
+                struct cview *c = ns->lru_tail;
+
+                lru_unlink(ns, c);
+                ns->views[c->slot] = NULL;
+                ns->bytes -= c->bytes;
+                c->v = unref_locked(c->v); /* NULL while a reader holds it */
+                c->next = *dead;
+                *dead = c;
+        }
+}
+
+static void free_dead(struct cview *dead)
+{
+        while (dead) {
+                struct cview *next = dead->next;
+
+                stf_view_free(dead->v);
+                free(dead);
+                dead = next;
+        }
+}
+
+static int build_view(struct stf_ns *ns, const struct stf_ns_entry *e, struct stf_view **v)
+{
+        /* a whole set: its own names (relative to its directory, full in
+         * the root), whatever -o fullnames says */
+        bool full = e->kind == STF_NS_MODEL ||
+                    (e->kind == STF_NS_WHOLE ? e->node == STF_ROOT_INO
+                                             : (ns->flags & STF_NS_FULLNAMES) != 0);
+
+        if (e->kind == STF_NS_NPY)
+                return stf_view_npy(ns->model, e->index, v);
+        return stf_view_subset(ns->model, ns->tree, e->node, full, v);
+}
+
+/*
+ * The view of slot @slot, from the cache or built (outside the lock, so a
+ * slow build never holds up other requests; when two threads race on the
+ * same first use, the copy installed first is kept). Returns it with a
+ * reference for the caller.
+ */
+static int cached_view(struct stf_ns *ns, uint64_t slot, const struct stf_ns_entry *e,
                        const struct stf_view **out)
 {
-        struct stf_view *v = __atomic_load_n(slot, __ATOMIC_ACQUIRE), *none = NULL;
+        struct cview *c, *dead = NULL;
+        struct stf_view *v;
         int ret;
 
-        if (!v) {
-                /* a whole set: its own names (relative to its directory,
-                 * full in the root), whatever -o fullnames says */
-                bool full = e->kind == STF_NS_MODEL ||
-                            (e->kind == STF_NS_WHOLE ? e->node == STF_ROOT_INO
-                                                     : (ns->flags & STF_NS_FULLNAMES) != 0);
-
-                if (e->kind == STF_NS_NPY)
-                        ret = stf_view_npy(ns->model, e->index, &v);
-                else
-                        ret = stf_view_subset(ns->model, ns->tree, e->node, full, &v);
-                if (ret)
-                        return ret;
-                if (!__atomic_compare_exchange_n(slot, &none, v, false, __ATOMIC_ACQ_REL,
-                                                 __ATOMIC_ACQUIRE)) {
-                        stf_view_free(v); /* another thread was first */
-                        v = none;
-                }
+        pthread_mutex_lock(&ns->lock);
+        c = ns->views[slot];
+        if (c) {
+                lru_unlink(ns, c);
+                lru_push(ns, c);
+                c->v->refs++;
+                *out = c->v;
+                pthread_mutex_unlock(&ns->lock);
+                return 0;
         }
-        *out = v;
+        pthread_mutex_unlock(&ns->lock);
+        ret = build_view(ns, e, &v);
+        if (ret)
+                return ret;
+        c = calloc(1, sizeof(*c));
+        if (!c) {
+                stf_view_free(v);
+                return -ENOMEM;
+        }
+        pthread_mutex_lock(&ns->lock);
+        if (ns->views[slot]) { /* another thread was first */
+                free(c);
+                stf_view_free(v);
+                c = ns->views[slot];
+                lru_unlink(ns, c);
+        } else {
+                *c = (struct cview){.v = v, .slot = slot, .bytes = view_bytes(v)};
+                v->refs = 1; /* the cache's */
+                ns->views[slot] = c;
+                ns->bytes += c->bytes;
+        }
+        lru_push(ns, c);
+        c->v->refs++;
+        *out = c->v;
+        evict_locked(ns, c, &dead);
+        pthread_mutex_unlock(&ns->lock);
+        free_dead(dead);
         return 0;
+}
+
+void stf_ns_view_put(struct stf_ns *ns, const struct stf_view *view)
+{
+        struct stf_view *v = (struct stf_view *)view, *last;
+
+        if (!v || !v->refs)
+                return; /* a view built in the caller's storage */
+        pthread_mutex_lock(&ns->lock);
+        last = unref_locked(v);
+        pthread_mutex_unlock(&ns->lock);
+        stf_view_free(last);
 }
 
 int stf_ns_view(struct stf_ns *ns, uint64_t ino, struct stf_view *tmp, const struct stf_view **out)
@@ -280,14 +446,14 @@ int stf_ns_view(struct stf_ns *ns, uint64_t ino, struct stf_view *tmp, const str
         case STF_NS_NPY:
         case STF_NS_SUBSET:
         case STF_NS_WHOLE:
-                return cached_view(ns, &ns->views[ino - ns->n - 1], &e, out);
+                return cached_view(ns, ino - ns->n - 1, &e, out);
         case STF_NS_FILE:
                 stf_view_init_mem(tmp, ns->model->companions[e.index].data,
                                   ns->model->companions[e.index].len);
                 *out = tmp;
                 return 0;
         case STF_NS_MODEL:
-                return cached_view(ns, &ns->model_view, &e, out);
+                return cached_view(ns, 3 * ns->n, &e, out);
         case STF_NS_DOC:
         case STF_NS_CONTROL:
         case STF_NS_STATUS:
@@ -308,25 +474,74 @@ int stf_ns_doc(const struct stf_ns *ns, unsigned special, char **text, size_t *l
         return -EINVAL;
 }
 
+static struct doc *doc_of(struct stf_ns *ns, unsigned special)
+{
+        if (special == STF_SPECIAL_HEADER_JSON)
+                return &ns->docs[0];
+        if (special == STF_SPECIAL_METADATA_JSON)
+                return &ns->docs[1];
+        return NULL;
+}
+
 /*
- * The size of a document. It is generated once to learn its size and
- * dropped: header.json of a 100k-tensor model is ~25 MB that stat should
- * not keep alive. Opens generate it again, held by the open file.
+ * Built under the document's own lock: concurrent first opens wait for one
+ * copy rather than each building their own (60 opens of a 100k-tensor
+ * header.json were 60 copies, +930 MB).
+ */
+int stf_ns_doc_get(struct stf_ns *ns, unsigned special, const char **text, size_t *len)
+{
+        struct doc *d = doc_of(ns, special);
+        int ret = 0;
+
+        if (!d)
+                return -EINVAL;
+        pthread_mutex_lock(&d->lock);
+        if (!d->text)
+                ret = stf_ns_doc(ns, special, &d->text, &d->len);
+        if (!ret) {
+                d->refs++;
+                *text = d->text;
+                *len = d->len;
+                __atomic_store_n(&ns->doc_len[special], (uint64_t)d->len + 1, __ATOMIC_RELAXED);
+        }
+        pthread_mutex_unlock(&d->lock);
+        return ret;
+}
+
+void stf_ns_doc_put(struct stf_ns *ns, unsigned special)
+{
+        struct doc *d = doc_of(ns, special);
+        char *text = NULL;
+
+        if (!d)
+                return;
+        pthread_mutex_lock(&d->lock);
+        if (d->refs && --d->refs == 0) {
+                text = d->text;
+                d->text = NULL;
+        }
+        pthread_mutex_unlock(&d->lock);
+        free(text);
+}
+
+/*
+ * The size of a document: it is generated once to learn its size and
+ * dropped unless a file holds it open (header.json of a 100k-tensor model
+ * is ~25 MB that stat should not keep alive).
  */
 static int doc_size(struct stf_ns *ns, unsigned special, uint64_t *size)
 {
         uint64_t known = __atomic_load_n(&ns->doc_len[special], __ATOMIC_RELAXED);
-        char *text = NULL;
+        const char *text;
         size_t len;
         int ret;
 
         if (!known) {
-                ret = stf_ns_doc(ns, special, &text, &len);
+                ret = stf_ns_doc_get(ns, special, &text, &len);
                 if (ret)
                         return ret;
-                free(text);
+                stf_ns_doc_put(ns, special);
                 known = (uint64_t)len + 1;
-                __atomic_store_n(&ns->doc_len[special], known, __ATOMIC_RELAXED);
         }
         *size = known - 1;
         return 0;
@@ -358,6 +573,7 @@ int stf_ns_attr(struct stf_ns *ns, uint64_t ino, struct stf_ns_attr *a)
         if (ret)
                 return ret;
         a->size = v->size;
+        stf_ns_view_put(ns, v);
         if (e.kind == STF_NS_TENSOR || e.kind == STF_NS_NPY) {
                 const struct stf_tensor *t = &ns->model->tensors[e.index];
 

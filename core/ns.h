@@ -36,13 +36,20 @@
  * Companion files (FILE nodes of the tree) are real entries: listed, their
  * bytes the ones read at mount.
  *
- * Views (.npy, D.safetensors, model.safetensors) are built on first use and
- * kept for the life of the namespace: at most one per inode, so at most 2N
- * plus one. Building one never blocks a lookup or read of another: a view
- * is built without a lock and installed with a compare-and-swap (two
- * threads that race on the same first use both build; one copy is kept).
- * The sizes of header.json and metadata.json are learnt the same way, by
- * generating the text once and dropping it.
+ * Memory a reader can make the namespace hold is bounded:
+ *  - Views (.npy, D.part.safetensors, the whole-set files, model.safetensors)
+ *    are built on first use and kept in a cache of at most stf_ns_set_view_cache bytes (default
+ *    STF_NS_VIEW_CACHE_DEFAULT), least recently used evicted first and
+ *    rebuilt when asked again; one view larger than the whole budget is
+ *    kept alone. A view is built without a lock (two threads racing on the
+ *    same first use both build; one copy is kept), so a slow build never
+ *    holds up another request. A caller holds a view from stf_ns_view to
+ *    stf_ns_view_put; an evicted view is freed by its last put. Held at
+ *    once: the budget (or the largest view), plus the views requests in
+ *    flight hold or build (at most one each).
+ *  - header.json and metadata.json are one shared copy each while any
+ *    open file holds them (stf_ns_doc_get/put), and none when none does:
+ *    their sizes are learnt by generating the text once and dropping it.
  *
  * Thread safety: every function may be called from many threads at once.
  */
@@ -58,6 +65,9 @@
 
 #define STF_NS_LISTVIEWS 0x1u /* list T.npy, D.safetensors, .stfs/model.safetensors */
 #define STF_NS_FULLNAMES 0x2u /* D.safetensors keeps full tensor names */
+
+/* The default budget of the view cache (stf_ns_set_view_cache). */
+#define STF_NS_VIEW_CACHE_DEFAULT ((size_t)64 << 20)
 
 /* The longest name a listing gives: a component and ".part.safetensors". */
 #define STF_NS_NAME_MAX (255 + 17)
@@ -118,6 +128,13 @@ int stf_ns_new(const struct stf_model *m, const struct stf_tree *t, unsigned fla
 /* Free the namespace and every view it built; accepts NULL. */
 void stf_ns_free(struct stf_ns *ns);
 
+/* Set the byte budget of the view cache (see the file-top note); takes
+ * effect from the next view built. */
+void stf_ns_set_view_cache(struct stf_ns *ns, size_t bytes);
+
+/* Bytes the view cache holds now (views, their extents and headers). */
+size_t stf_ns_view_cache_bytes(struct stf_ns *ns);
+
 /* What @ino is. Returns 0, or -ENOENT for a number that is no inode. */
 int stf_ns_entry(const struct stf_ns *ns, uint64_t ino, struct stf_ns_entry *e);
 
@@ -140,12 +157,17 @@ int stf_ns_attr(struct stf_ns *ns, uint64_t ino, struct stf_ns_attr *a);
 
 /*
  * The content of file @ino as a view. Raw tensors are built in @tmp (no
- * allocation on the read path); other views are cached and borrowed from
- * the namespace. Documents and live files (header.json, metadata.json,
- * control, status) are empty here: their bytes belong to an open file.
+ * allocation on the read path); other views come from the cache with a
+ * reference the caller drops with stf_ns_view_put (a no-op for @tmp).
+ * Documents and live files (header.json, metadata.json, control, status)
+ * are empty here: their bytes belong to an open file.
  * Returns 0, -ENOENT, -EISDIR, or the error of building the view.
  */
 int stf_ns_view(struct stf_ns *ns, uint64_t ino, struct stf_view *tmp, const struct stf_view **out);
+
+/* Drop the reference of stf_ns_view to @v; accepts NULL and views built in
+ * the caller's storage. */
+void stf_ns_view_put(struct stf_ns *ns, const struct stf_view *v);
 
 /*
  * The text of document @special (STF_SPECIAL_HEADER_JSON or
@@ -153,6 +175,14 @@ int stf_ns_view(struct stf_ns *ns, uint64_t ino, struct stf_view *tmp, const str
  * Returns 0, -EINVAL for another file, -ENOMEM.
  */
 int stf_ns_doc(const struct stf_ns *ns, unsigned special, char **text, size_t *len);
+
+/*
+ * The shared text of document @special, built on the first get and freed
+ * at the last put: *@text stays valid until the caller's stf_ns_doc_put.
+ * Returns 0, -EINVAL for another file, -ENOMEM.
+ */
+int stf_ns_doc_get(struct stf_ns *ns, unsigned special, const char **text, size_t *len);
+void stf_ns_doc_put(struct stf_ns *ns, unsigned special);
 
 /*
  * The entry at offset @off of the listing of directory @dir. Offsets are

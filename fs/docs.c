@@ -18,6 +18,8 @@ struct stfs_doc {
         pthread_mutex_t lock; /* a write replaces text while reads copy it */
         char *text;
         size_t len;
+        struct stf_ns *ns; /* text is the namespace's shared copy of */
+        unsigned shared;   /* document shared - 1 (stf_ns_doc_get); 0: ours */
         struct stfs_doc *prev, *next;
 };
 
@@ -52,7 +54,10 @@ static void unlink_doc(struct stfs_docs *docs, struct stfs_doc *d)
 static void free_doc(struct stfs_doc *d)
 {
         pthread_mutex_destroy(&d->lock);
-        free(d->text);
+        if (d->shared)
+                stf_ns_doc_put(d->ns, d->shared - 1);
+        else
+                free(d->text);
         free(d);
 }
 
@@ -77,8 +82,17 @@ static int gen(struct stfs *fs, const struct stf_ns_entry *e, struct stfs_doc *d
                 d->text = stfs_status_json(fs, &d->len);
                 return d->text ? 0 : -ENOMEM;
         }
-        if (e->kind == STF_NS_DOC)
-                return stf_ns_doc(fs->ns, e->index, &d->text, &d->len);
+        if (e->kind == STF_NS_DOC) {
+                /* fixed content: one shared copy while any file holds it */
+                const char *text;
+                int ret = stf_ns_doc_get(fs->ns, e->index, &text, &d->len);
+
+                if (ret)
+                        return ret;
+                d->text = (char *)text;
+                d->ns = fs->ns;
+                d->shared = e->index + 1;
+        }
         return 0;
 }
 

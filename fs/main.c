@@ -32,6 +32,7 @@ struct options {
         int allsets;
         char *variant;
         unsigned readahead_kb;
+        char *view_cache;
         int show_help;
         int show_version;
 };
@@ -49,6 +50,7 @@ static const struct fuse_opt opt_spec[] = {
     OPT("allsets", allsets),
     {"variant=%s", offsetof(struct options, variant), 0},
     {"readahead_kb=%u", offsetof(struct options, readahead_kb), 0},
+    {"view_cache=%s", offsetof(struct options, view_cache), 0},
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
     FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -97,6 +99,8 @@ static void usage(const char *prog)
                "    -o allsets             every set of a folder, each under its own name\n"
                "    -o readahead_kb=N      kernel readahead of the mount, as root (default 4096;\n"
                "                           0 leaves the kernel's default)\n"
+               "    -o view_cache=SIZE     bytes of views kept built (K, M, G suffixes;\n"
+               "                           default 64M; see README, Reliability)\n"
                "    -o rw                  mount read-write (files stay read-only; the default\n"
                "                           is ro)\n"
                "    -h, --help             this help\n"
@@ -191,7 +195,32 @@ static void start_free(struct start *st)
         free(st->source);
         free(st->o.source);
         free(st->o.variant);
+        free(st->o.view_cache);
         fuse_opt_free_args(&st->args);
+}
+
+/* "SIZE" with an optional K, M or G suffix (powers of 1024). */
+static bool parse_size(const char *s, size_t *out)
+{
+        unsigned shift = 0;
+        unsigned long long v;
+        char *end;
+
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (end == s || errno || *s == '-')
+                return false;
+        if (*end) {
+                const char *units = "KMG", *u = strchr(units, *end);
+
+                if (!u || end[1])
+                        return false;
+                shift = 10 * (unsigned)(u - units + 1);
+        }
+        if (v > (SIZE_MAX >> shift))
+                return false;
+        *out = (size_t)v << shift;
+        return true;
 }
 
 /* Add -o fsname=SOURCE: the mount table shows it (commas escaped). */
@@ -278,10 +307,27 @@ static int load(struct stfs *fs, const struct start *st)
         fs->mountpoint = st->mountpoint;
         /* the parse left tens of MB of freed heap: give it back (RSS) */
         malloc_trim(0);
+        /*
+         * Views and documents a reader makes us build are large blocks that
+         * live briefly (README, Reliability: the memory a reader can cause).
+         * A fixed threshold keeps them mapped, so a free gives them back; the
+         * default raises the threshold after each such free and keeps them.
+         */
+        mallopt(M_MMAP_THRESHOLD, 1 << 20);
         if (stf_ns_new(fs->model, fs->tree, ns_flags, &fs->ns) || stfs_docs_new(&fs->docs) ||
             stfs_control_init(fs)) {
                 fprintf(stderr, "stfs: out of memory\n");
                 return -1;
+        }
+        if (st->o.view_cache) {
+                size_t budget;
+
+                if (!parse_size(st->o.view_cache, &budget)) {
+                        fprintf(stderr, "stfs: -o view_cache=%s: not a size (N, NK, NM, NG)\n",
+                                st->o.view_cache);
+                        return -1;
+                }
+                stf_ns_set_view_cache(fs->ns, budget);
         }
         return 0;
 }

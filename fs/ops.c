@@ -239,35 +239,21 @@ static void read_doc(fuse_req_t req, struct stfs_doc *d, size_t size, off_t off)
         free(buf);
 }
 
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                    struct fuse_file_info *fi)
+/* Reply to a read of [@off, @off + @size) of view @v. */
+static void read_view(fuse_req_t req, struct stfs *fs, const struct stf_view *v, size_t size,
+                      off_t off)
 {
-        struct stfs *fs = fs_of(req);
         struct iovec iov[READ_IOVS];
-        const struct stf_view *v;
-        struct stf_view tmp;
         size_t n, got, want;
         char *buf;
         int ret;
 
-        if (doc_of(fi)) {
-                read_doc(req, doc_of(fi), size, off);
-                return;
-        } else {
-                ret = stf_ns_view(fs->ns, ino, &tmp, &v);
-                if (ret) {
-                        fuse_reply_err(req, -ret);
-                        return;
-                }
-                __atomic_add_fetch(&fs->read_requests, 1, __ATOMIC_RELAXED);
-        }
         if (off < 0 || (uint64_t)off >= v->size) {
                 fuse_reply_buf(req, NULL, 0);
                 return;
         }
         want = v->size - (uint64_t)off < size ? (size_t)(v->size - (uint64_t)off) : size;
-        if (!fi->fh)
-                __atomic_add_fetch(&fs->read_bytes, want, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&fs->read_bytes, want, __ATOMIC_RELAXED);
         if (!stf_watch_intact(fs->watch, v, (uint64_t)off, want)) {
                 stf_watch_fault(fs->watch, v, (uint64_t)off, want);
                 fuse_reply_err(req, EIO);
@@ -300,6 +286,28 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 fuse_reply_buf(req, buf, want);
         }
         free(buf);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+        struct stfs *fs = fs_of(req);
+        const struct stf_view *v;
+        struct stf_view tmp;
+        int ret;
+
+        if (doc_of(fi)) {
+                read_doc(req, doc_of(fi), size, off);
+                return;
+        }
+        ret = stf_ns_view(fs->ns, ino, &tmp, &v);
+        if (ret) {
+                fuse_reply_err(req, -ret);
+                return;
+        }
+        __atomic_add_fetch(&fs->read_requests, 1, __ATOMIC_RELAXED);
+        read_view(req, fs, v, size, off);
+        stf_ns_view_put(fs->ns, v);
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

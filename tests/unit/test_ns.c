@@ -787,11 +787,131 @@ START_TEST(test_very_deep)
         ck_assert_uint_gt(a.size, 2 * VERY_DEEP + 4);
         ck_assert_int_eq(stf_ns_view(f.ns, resolve(f.ns, ".stfs/model.safetensors"), &tmp, &v), 0);
         ck_assert_uint_eq(v->size, subset_size(&f, "", true));
+        stf_ns_view_put(f.ns, v);
         ck_assert_int_eq(stf_ns_doc(f.ns, STF_SPECIAL_HEADER_JSON, &text, &len), 0);
         ck_assert_uint_gt(len, 4 * VERY_DEEP);
         free(text);
         close_fixture(&f);
         free(name);
+}
+END_TEST
+
+/*
+ * The view cache keeps to its budget: views are evicted least recently used
+ * first and rebuilt equal; a view a reader holds survives its eviction
+ * until the reader's put; one view larger than the budget is kept alone.
+ */
+START_TEST(test_view_cache_budget)
+{
+        static const char *const views[] = {
+            "model/layers/0/attn/weight.npy",
+            "model/layers/0/attn/bias.npy",
+            "model/layers/2/attn/weight.npy",
+            "model/layers/10/attn/weight.npy",
+            "model/layers.part.safetensors",
+            "model.part.safetensors",
+            "lm_head/weight.npy",
+            "model/embed/weight.npy",
+        };
+        const struct stf_view *held, *v, *again;
+        struct fixture f = {0};
+        struct stf_view tmp;
+        uint64_t held_size, size0;
+        uint8_t *copy;
+        size_t one, budget;
+
+        make_llama(&f, 0);
+        ck_assert_uint_eq(stf_ns_view_cache_bytes(f.ns), 0);
+        ck_assert_int_eq(stf_ns_view(f.ns, resolve(f.ns, views[0]), &tmp, &v), 0);
+        one = stf_ns_view_cache_bytes(f.ns);
+        ck_assert_uint_gt(one, v->size);
+        size0 = v->size;
+        stf_ns_view_put(f.ns, v);
+        /* room for about two .npy views */
+        budget = 2 * one + one / 2;
+        stf_ns_set_view_cache(f.ns, budget);
+        ck_assert_int_eq(stf_ns_view(f.ns, resolve(f.ns, "model.safetensors"), &tmp, &held), 0);
+        held_size = held->size;
+        copy = malloc(held_size);
+        ck_assert_int_eq(stf_view_pread(held, f.m, 0, held_size, copy), 0);
+        for (size_t i = 0; i < N(views); i++) {
+                ck_assert_int_eq(stf_ns_view(f.ns, resolve(f.ns, views[i]), &tmp, &v), 0);
+                /* a subset view is larger than the budget: kept alone */
+                if (strstr(views[i], ".npy"))
+                        ck_assert_uint_le(stf_ns_view_cache_bytes(f.ns), budget);
+                stf_ns_view_put(f.ns, v);
+        }
+        /* the held view was evicted, and is still whole */
+        ck_assert_int_eq(stf_view_pread(held, f.m, 0, held_size, copy), 0);
+        ck_assert_int_eq(stf_ns_view(f.ns, resolve(f.ns, "model.safetensors"), &tmp, &again), 0);
+        ck_assert_ptr_ne(again, held);
+        ck_assert_uint_eq(again->size, held_size);
+        {
+                uint8_t *b = malloc(held_size);
+
+                ck_assert_int_eq(stf_view_pread(again, f.m, 0, held_size, b), 0);
+                ck_assert_mem_eq(b, copy, held_size);
+                free(b);
+        }
+        stf_ns_view_put(f.ns, again);
+        stf_ns_view_put(f.ns, held);
+        /* rebuilt equal after eviction */
+        ck_assert_int_eq(stf_ns_view(f.ns, resolve(f.ns, views[0]), &tmp, &v), 0);
+        ck_assert_uint_eq(v->size, size0);
+        stf_ns_view_put(f.ns, v);
+        /* a budget of 1 byte: the last view built stays, alone */
+        stf_ns_set_view_cache(f.ns, 1);
+        for (size_t i = 0; i < N(views); i++) {
+                ck_assert_int_eq(stf_ns_view(f.ns, resolve(f.ns, views[i]), &tmp, &v), 0);
+                stf_ns_view_put(f.ns, v);
+                ck_assert_int_eq(stf_ns_view(f.ns, resolve(f.ns, views[i]), &tmp, &again), 0);
+                ck_assert_ptr_eq(again, v);
+                ck_assert_uint_le(stf_ns_view_cache_bytes(f.ns), v->size + one);
+                stf_ns_view_put(f.ns, again);
+        }
+        /* a raw tensor is the caller's: put is a no-op */
+        ck_assert_int_eq(stf_ns_view(f.ns, resolve(f.ns, "lm_head/weight"), &tmp, &v), 0);
+        ck_assert_ptr_eq(v, &tmp);
+        stf_ns_view_put(f.ns, v);
+        stf_ns_view_put(f.ns, NULL);
+        free(copy);
+        close_fixture(&f);
+}
+END_TEST
+
+/* Documents: one shared copy while held, equal to a fresh one. */
+START_TEST(test_doc_shared)
+{
+        struct fixture f = {0};
+        const char *a, *b;
+        size_t la, lb, wlen;
+        char *want;
+        struct stf_ns_attr at;
+
+        make_llama(&f, 0);
+        ck_assert_int_eq(stf_ns_doc_get(f.ns, STF_SPECIAL_HEADER_JSON, &a, &la), 0);
+        ck_assert_int_eq(stf_ns_doc_get(f.ns, STF_SPECIAL_HEADER_JSON, &b, &lb), 0);
+        ck_assert_ptr_eq(a, b);
+        ck_assert_int_eq(stf_describe_header(f.m, f.t, &want, &wlen), 0);
+        ck_assert_uint_eq(la, wlen);
+        ck_assert_mem_eq(a, want, wlen);
+        free(want);
+        ck_assert_int_eq(stf_ns_attr(f.ns, resolve(f.ns, ".stfs/header.json"), &at), 0);
+        ck_assert_uint_eq(at.size, la);
+        stf_ns_doc_put(f.ns, STF_SPECIAL_HEADER_JSON);
+        ck_assert_int_eq(stf_ns_doc_get(f.ns, STF_SPECIAL_METADATA_JSON, &b, &lb), 0);
+        ck_assert_int_eq(stf_describe_metadata(f.m, &want, &wlen), 0);
+        ck_assert_uint_eq(lb, wlen);
+        ck_assert_mem_eq(b, want, wlen);
+        free(want);
+        stf_ns_doc_put(f.ns, STF_SPECIAL_METADATA_JSON);
+        stf_ns_doc_put(f.ns, STF_SPECIAL_HEADER_JSON);
+        /* released: a stat generates, measures and drops it */
+        ck_assert_int_eq(stf_ns_attr(f.ns, resolve(f.ns, ".stfs/metadata.json"), &at), 0);
+        ck_assert_uint_eq(at.size, lb);
+        ck_assert_int_eq(stf_ns_doc_get(f.ns, STF_SPECIAL_CONTROL, &a, &la), -EINVAL);
+        stf_ns_doc_put(f.ns, STF_SPECIAL_CONTROL);
+        close_fixture(&f);
 }
 END_TEST
 
@@ -832,6 +952,8 @@ static Suite *ns_suite(void)
         tcase_add_test(tc, test_deep);
         tcase_add_test(tc, test_xattr);
         tcase_add_test(tc, test_very_deep);
+        tcase_add_test(tc, test_view_cache_budget);
+        tcase_add_test(tc, test_doc_shared);
         tcase_add_test(tc, test_new_free);
         suite_add_tcase(s, tc);
         return s;
