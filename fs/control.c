@@ -36,24 +36,54 @@ struct target {
 
 /*
  * notify_store needs the kernel to know the inode (ENOENT otherwise): a
- * stat of the tensor's path through the mount makes it look it up. This
- * runs on a job thread, never on a FUSE worker, so the lookup is served by
- * the session loop as usual.
+ * lookup of the tensor through the mount makes it known. This runs on a
+ * job thread, never on a FUSE worker, so the lookups are served by the
+ * session loop as usual. The walk goes one component at a time from the
+ * mount's root (openat, never a path: a tensor's path can be longer than
+ * PATH_MAX, and the tree as deep as the model makes it).
  */
 static int make_known(struct stfs *fs, uint64_t ino)
 {
-        size_t ml = strlen(fs->mountpoint);
-        char *path = malloc(ml + 2 + 65536);
+        const struct stf_node *n;
+        uint64_t *chain = NULL;
+        size_t depth = 0, cap = 0;
         struct stat st;
-        int len, ret;
+        int dir, ret = 0;
 
-        if (!path)
-                return -ENOMEM;
-        memcpy(path, fs->mountpoint, ml);
-        path[ml] = '/';
-        len = stf_tree_path(fs->tree, ino, path + ml + 1, 65536);
-        ret = len < 0 ? len : stat(path, &st) ? -errno : 0;
-        free(path);
+        for (uint64_t i = ino; i != STF_ROOT_INO; i = n->parent) {
+                n = stf_tree_node(fs->tree, i);
+                if (!n)
+                        return -ENOENT;
+                if (depth == cap) {
+                        uint64_t *nc = realloc(chain, (cap ? cap * 2 : 64) * sizeof(*nc));
+
+                        if (!nc) {
+                                free(chain);
+                                return -ENOMEM;
+                        }
+                        chain = nc;
+                        cap = cap ? cap * 2 : 64;
+                }
+                chain[depth++] = i;
+        }
+        dir = open(fs->mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dir < 0)
+                ret = -errno;
+        while (!ret && depth > 1) {
+                int next = openat(dir, stf_tree_node(fs->tree, chain[--depth])->name,
+                                  O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+                if (next < 0)
+                        ret = -errno;
+                close(dir);
+                dir = next;
+        }
+        if (!ret && depth == 1 &&
+            fstatat(dir, stf_tree_node(fs->tree, chain[0])->name, &st, AT_SYMLINK_NOFOLLOW))
+                ret = -errno;
+        if (dir >= 0)
+                close(dir);
+        free(chain);
         return ret;
 }
 

@@ -20,6 +20,7 @@ cleanly.
 | metadata x dirs | 4 MB __metadata__, 32 directories | stat and read every D.part.safetensors | view_cache + 2 views |
 | header.json opens | 40,000 tensors | 60 opens of header.json held at once | one copy + 16 MiB |
 | listviews depth | one tensor 12,000 parts deep, -o listviews | a walk that stats every entry | view_cache + 24 MiB; 120 s |
+| path > PATH_MAX | a tensor whose path is 9,000 bytes | host prefetch of everything (root) | job done; 60 s |
 
 Needs root and setpriv (skips otherwise); exits 77 (SKIP) without
 /dev/fuse or fusermount3.
@@ -40,6 +41,7 @@ import faultlib  # noqa: E402
 from faultlib import FaultCase  # noqa: E402
 
 MiB = 1 << 20
+PAGE = os.sysconf("SC_PAGE_SIZE")
 VIEW_CACHE = 16 * MiB
 
 # Runs as nobody; standard library only. argv[1]: JSON arguments; prints a
@@ -228,6 +230,26 @@ class ReaderTest(FaultCase):
         self.assertEqual(rep["steps"]["walk "], 4 + 2 * (depth - 1) + 2 + 5)
         self.assertLess(rep["took"], 120)
         self.assert_added_below(rep, VIEW_CACHE + 24 * MiB, "a walk")
+        self.unmount(m)
+
+    def test_prefetch_path_past_path_max(self):
+        """Host prefetch of a selection holding a tensor whose mount path is
+        longer than PATH_MAX (the daemon used to make it known by a stat of
+        that path: the whole job failed, "No such file or directory")."""
+        deep = ".".join(["dd"] * 3000) + ".w"    # a 9,000-byte path
+        src = self.model("longpath", [(deep, 3 * PAGE), ("top", PAGE)])
+        m = self.mount(src)
+        c = self.control(m)
+        job = c.prefetch("", threads=2)
+        deadline = time.monotonic() + 60
+        while c.status(job)["state"] in (faultlib.QUEUED, faultlib.RUNNING):
+            self.assertLess(time.monotonic(), deadline, "the prefetch did not end")
+            time.sleep(0.01)
+        st = c.status(job)
+        self.assertEqual((faultlib.STATE_NAMES[st["state"]], st["error"], st["message"]),
+                         ("done", 0, ""), "prefetch of a deep tensor: %r" % st)
+        self.assertEqual(st["tensors"], 2)
+        c.close()
         self.unmount(m)
 
 
