@@ -21,10 +21,12 @@ struct stf_watch {
         const struct stf_model *model;
         stf_watch_report_fn report;
         void *ctx;
-        uint64_t *size; /* per shard: its size now (atomic) */
-        uint8_t *said;  /* per shard: reported (atomic) */
-        int inotify_fd; /* -1: none */
-        int stop_fd;    /* eventfd: the thread's signal to return */
+        uint64_t *size;   /* per shard: its size now (atomic) */
+        uint8_t *said;    /* per shard: reported (atomic) */
+        uint8_t *written; /* per shard: written to while mounted (atomic) */
+        int *wd;          /* per shard: its inotify watch, or -1 */
+        int inotify_fd;   /* -1: none */
+        int stop_fd;      /* eventfd: the thread's signal to return */
         pthread_t thread;
         bool running;
 };
@@ -34,8 +36,45 @@ void stf_watch_refresh(struct stf_watch *w)
         for (uint32_t i = 0; i < w->model->nshards; i++) {
                 struct stat st;
 
-                if (!fstat(w->model->shards[i].fd, &st))
+                if (__atomic_load_n(&w->written[i], __ATOMIC_RELAXED))
+                        __atomic_store_n(&w->size[i], 0, __ATOMIC_RELAXED);
+                else if (!fstat(w->model->shards[i].fd, &st))
                         __atomic_store_n(&w->size[i], (uint64_t)st.st_size, __ATOMIC_RELAXED);
+        }
+}
+
+static void say(struct stf_watch *w, uint32_t shard, bool written)
+{
+        if (__atomic_exchange_n(&w->said[shard], 1, __ATOMIC_RELAXED))
+                return;
+        if (w->report)
+                w->report(w->ctx, &w->model->shards[shard], written);
+}
+
+void stf_watch_written(struct stf_watch *w, uint32_t shard)
+{
+        struct stat st;
+
+        /* a shorter file is a truncation: its lost range alone is refused */
+        if (!w || (!fstat(w->model->shards[shard].fd, &st) &&
+                   (uint64_t)st.st_size < w->model->shards[shard].size))
+                return;
+        __atomic_store_n(&w->written[shard], 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&w->size[shard], 0, __ATOMIC_RELAXED);
+        say(w, shard, true);
+}
+
+/* The shards IN_MODIFY events in @buf (@n bytes) name were written to. */
+static void note_writes(struct stf_watch *w, const char *buf, ssize_t n)
+{
+        for (ssize_t at = 0; at + (ssize_t)sizeof(struct inotify_event) <= n;) {
+                const struct inotify_event *ev = (const void *)(buf + at);
+
+                if (ev->mask & IN_MODIFY)
+                        for (uint32_t i = 0; i < w->model->nshards; i++)
+                                if (w->wd[i] == ev->wd)
+                                        stf_watch_written(w, i);
+                at += (ssize_t)sizeof(*ev) + ev->len;
         }
 }
 
@@ -45,6 +84,7 @@ static void *run(void *arg)
         char buf[4096] __attribute__((aligned(8)));
         struct pollfd p[2] = {{.fd = w->inotify_fd, .events = POLLIN},
                               {.fd = w->stop_fd, .events = POLLIN}};
+        ssize_t n;
 
         for (;;) {
                 if (poll(p, 2, -1) < 0) {
@@ -54,9 +94,10 @@ static void *run(void *arg)
                 }
                 if (p[1].revents)
                         return NULL;
-                if (read(w->inotify_fd, buf, sizeof(buf)) <= 0 && errno != EINTR && errno != EAGAIN)
+                n = read(w->inotify_fd, buf, sizeof(buf));
+                if (n <= 0 && errno != EINTR && errno != EAGAIN)
                         return NULL;
-                /* which shard changed does not matter: sizes are cheap to ask */
+                note_writes(w, buf, n);
                 stf_watch_refresh(w);
         }
 }
@@ -71,8 +112,8 @@ static void start(struct stf_watch *w)
         if (w->stop_fd < 0)
                 return;
         for (uint32_t i = 0; i < w->model->nshards; i++)
-                inotify_add_watch(w->inotify_fd, w->model->shards[i].path,
-                                  IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE);
+                w->wd[i] = inotify_add_watch(w->inotify_fd, w->model->shards[i].path,
+                                             IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE);
         w->running = pthread_create(&w->thread, NULL, run, w) == 0;
 }
 
@@ -89,12 +130,16 @@ int stf_watch_new(const struct stf_model *m, stf_watch_report_fn report, void *c
         w->inotify_fd = w->stop_fd = -1;
         w->size = calloc(m->nshards + 1, sizeof(*w->size));
         w->said = calloc(m->nshards + 1, sizeof(*w->said));
-        if (!w->size || !w->said) {
+        w->written = calloc(m->nshards + 1, sizeof(*w->written));
+        w->wd = calloc(m->nshards + 1, sizeof(*w->wd));
+        if (!w->size || !w->said || !w->written || !w->wd) {
                 stf_watch_free(w);
                 return -ENOMEM;
         }
-        for (uint32_t i = 0; i < m->nshards; i++)
+        for (uint32_t i = 0; i < m->nshards; i++) {
                 w->size[i] = m->shards[i].size;
+                w->wd[i] = -1;
+        }
         start(w);
         *out = w;
         return 0;
@@ -116,6 +161,8 @@ void stf_watch_free(struct stf_watch *w)
         if (w->inotify_fd >= 0)
                 close(w->inotify_fd);
         free(w->said);
+        free(w->written);
+        free(w->wd);
         free(w->size);
         free(w);
 }
@@ -146,10 +193,8 @@ bool stf_watch_intact(const struct stf_watch *w, const struct stf_view *v, uint6
 
 void stf_watch_report(struct stf_watch *w, uint32_t shard)
 {
-        if (!w || __atomic_exchange_n(&w->said[shard], 1, __ATOMIC_RELAXED))
-                return;
-        if (w->report)
-                w->report(w->ctx, &w->model->shards[shard]);
+        if (w)
+                say(w, shard, __atomic_load_n(&w->written[shard], __ATOMIC_RELAXED));
 }
 
 void stf_watch_fault(struct stf_watch *w, const struct stf_view *v, uint64_t off, size_t len)
@@ -162,6 +207,10 @@ void stf_watch_fault(struct stf_watch *w, const struct stf_view *v, uint64_t off
 
                 if (e->shard < 0)
                         continue;
+                if (__atomic_load_n(&w->written[e->shard], __ATOMIC_RELAXED)) {
+                        stf_watch_report(w, (uint32_t)e->shard);
+                        continue;
+                }
                 if (!fstat(w->model->shards[e->shard].fd, &st)) {
                         if ((uint64_t)st.st_size >= file_end(w, e))
                                 continue;

@@ -13,6 +13,15 @@
  * the caller reports with stf_watch_fault) is reported once, through the
  * callback given at creation, however often it is read afterwards.
  *
+ * A shard written to while mounted (an IN_MODIFY event, the file not
+ * shorter than at mount: an overwrite in place, same size or longer) has
+ * lost every byte: its size is held at 0, so no range of it is intact and
+ * every read of it is refused, and it is reported at once, by the thread.
+ * Its bytes may already be mixed (some pages old, some new) and no read
+ * may serve them: what the kernel cached from before stays the mounted
+ * version; all else is an error. A read that races with the write itself,
+ * before the event is seen (milliseconds), can still see the new bytes.
+ *
  * Thread safety: every function but stf_watch_free may be called from
  * many threads at once; the callback runs on the thread that found the
  * loss.
@@ -27,8 +36,9 @@
 
 struct stf_watch;
 
-/* Called once per shard that lost bytes while watched. */
-typedef void (*stf_watch_report_fn)(void *ctx, const struct stf_shard *s);
+/* Called once per shard that lost bytes while watched; @written: it was
+ * written to (every byte lost), else it is short. */
+typedef void (*stf_watch_report_fn)(void *ctx, const struct stf_shard *s, bool written);
 
 /*
  * Watch the shards of @m (which the caller keeps open until stf_watch_free).
@@ -63,6 +73,13 @@ void stf_watch_fault(struct stf_watch *w, const struct stf_view *v, uint64_t off
 
 /* Report @shard as having lost bytes (once; later calls do nothing). */
 void stf_watch_report(struct stf_watch *w, uint32_t shard);
+
+/*
+ * Shard @shard was written to (the thread calls this on IN_MODIFY): unless
+ * it is now shorter than at mount (a truncation, left to the size checks),
+ * it is refused from now on and reported. Accepts a NULL @w.
+ */
+void stf_watch_written(struct stf_watch *w, uint32_t shard);
 
 /* Re-read every shard's size now, as the thread does on an event. */
 void stf_watch_refresh(struct stf_watch *w);

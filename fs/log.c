@@ -44,10 +44,17 @@ void stfs_log_init(void)
         fuse_set_log_func(fuse_log_to_us);
 }
 
-void stfs_log_truncated(void *ctx, const struct stf_shard *s)
+void stfs_log_truncated(void *ctx, const struct stf_shard *s, bool written)
 {
-        stfs_log(LOG_ERR,
-                 "%s: reading its bytes failed: the file was truncated or changed while "
-                 "mounted (%" PRIu64 " bytes at mount); reads of the lost range get EIO",
-                 s->path, s->size);
+        if (written)
+                stfs_log(LOG_ERR,
+                         "%s: the file was written to while mounted; every read of its "
+                         "tensors gets EIO from now on (remount to serve the new bytes)",
+                         s->path);
+        else
+                stfs_log(LOG_ERR,
+                         "%s: reading its bytes failed: the file was truncated or changed "
+                         "while mounted (%" PRIu64 " bytes at mount); reads of the lost range "
+                         "get EIO",
+                         s->path, s->size);
 }

@@ -7,6 +7,7 @@
  * libfuse's own messages go the same way (stfs_log_init).
  */
 
+#include <stdbool.h>
 #include <syslog.h>
 
 #include "model.h"
@@ -19,7 +20,7 @@ void stfs_log_to_syslog(void);
 /* Log a line at @prio (LOG_ERR, LOG_WARNING, ...). Thread-safe. */
 void stfs_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* The watcher's report (stf_watch_report_fn): log that a shard lost bytes. */
-void stfs_log_truncated(void *ctx, const struct stf_shard *s);
+/* Log that a shard lost bytes: short, or @written to (stf_watch_report_fn). */
+void stfs_log_truncated(void *ctx, const struct stf_shard *s, bool written);
 
 #endif

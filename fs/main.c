@@ -383,7 +383,7 @@ int main(int argc, char **argv)
         if (!se)
                 goto out_unload;
         fs.se = se;
-        if (stf_watch_new(fs.model, stfs_log_truncated, NULL, &fs.watch))
+        if (stf_watch_new(fs.model, stfs_shard_lost, &fs, &fs.watch))
                 goto out_session;
         if (fuse_set_signal_handlers(se))
                 goto out_session;

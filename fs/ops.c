@@ -239,6 +239,36 @@ static void read_doc(fuse_req_t req, struct stfs_doc *d, size_t size, off_t off)
         free(buf);
 }
 
+/*
+ * Drop what the mount's page cache holds of shard @shard: the tensors in
+ * it, their .npy, and every subset view (any may hold it). A read that
+ * raced the write may have cached new bytes beside old ones; from here on
+ * every read of the shard comes to us and gets EIO.
+ */
+static void drop_cached(struct stfs *fs, uint32_t shard)
+{
+        for (uint64_t ino = 1; ino <= 3 * stf_tree_count(fs->tree); ino++) {
+                struct stf_ns_entry e;
+
+                if (stf_ns_entry(fs->ns, ino, &e) || e.kind == STF_NS_DIR || e.kind == STF_NS_DOC ||
+                    e.kind == STF_NS_CONTROL || e.kind == STF_NS_STATUS)
+                        continue;
+                if ((e.kind == STF_NS_TENSOR || e.kind == STF_NS_NPY) &&
+                    fs->model->tensors[e.index].shard != shard)
+                        continue;
+                fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
+        }
+}
+
+void stfs_shard_lost(void *ctx, const struct stf_shard *s, bool written)
+{
+        struct stfs *fs = ctx;
+
+        stfs_log_truncated(ctx, s, written);
+        if (written && fs && fs->se)
+                drop_cached(fs, (uint32_t)(s - fs->model->shards));
+}
+
 /* Reply to a read of [@off, @off + @size) of view @v. */
 static void read_view(fuse_req_t req, struct stfs *fs, const struct stf_view *v, size_t size,
                       off_t off)

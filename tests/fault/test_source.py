@@ -9,6 +9,9 @@
   host prefetch of it) fail with EIO, never zeros; every other tensor keeps
   reading right; the daemon stays up, logs exactly one line naming the
   shard, and exits 0 at unmount.
+- A shard overwritten in place (same size): no read serves the new bytes
+  (alone or mixed with the old); what is not in the mount's page cache
+  gives EIO; one log line names the shard.
 - A shard replaced (a new file renamed over it): the mount keeps serving the
   bytes it was mounted with.
 
@@ -189,6 +192,50 @@ class TruncatedSourceTest(FaultCase):
         self.assertIsNone(m.proc.poll(), "stfs died; stderr:\n" + m.stderr())
         self.unmount(m)
         self.check_one_log_line(m, shard, [s for s in shards if s != shard])
+
+    def test_overwritten_in_place(self):
+        """A shard written to in place, same size: no read of it serves the
+        new bytes, alone or mixed with the old (the mount's page cache may
+        still give the bytes mounted); uncached reads fail with EIO; other
+        shards keep working; one log line names the shard. Before, cached
+        pages gave the old bytes and uncached ones the new, silently."""
+        model, tensors, shards = self.fresh_model()
+        shard = shards[0]
+        mine = [t for t in tensors if t.shard == shard and len(t.data) >= 16]
+        others = [t for t in tensors if t.shard != shard]
+        cached, victim = mine[0], mine[-1]
+        m = self.mount(model)
+        got, err = self.read_errno(m.p(cached.path))
+        self.assertEqual((got, err), (cached.data, None))
+        with open(shard, "r+b") as f:
+            for t in (cached, victim):
+                f.seek(t.begin)
+                f.write(bytes(b ^ 0xFF for b in t.data[:16]))
+        self.assertEqual(os.path.getsize(shard), os.path.getsize(self.orig + "/"
+                                                                   + os.path.basename(shard)))
+        deadline = time.monotonic() + 5
+        while self.read_errno(m.p(victim.path))[1] != errno.EIO:
+            self.assertLess(time.monotonic(), deadline,
+                            "an overwritten tensor still reads after 5 s: %r"
+                            % (self.read_errno(m.p(victim.path))[0] == victim.data))
+            time.sleep(0.02)
+        bad = []
+        for t in mine:
+            for rel in (t.path, t.path + ".npy"):
+                got, err = self.read_errno(m.p(rel))
+                if err is None and not got.endswith(t.data):
+                    bad.append("%s: served bytes that are not the mounted ones" % rel)
+                elif err is not None and err != errno.EIO:
+                    bad.append("%s: %s" % (rel, errname(err)))
+        self.assertEqual(bad, [])
+        self.check_eio(m, [victim.path, victim.path + ".npy", ".stfs/model.safetensors"])
+        self.check_intact(m, others)
+        self.assertIsNone(m.proc.poll(), "stfs died; stderr:\n" + m.stderr())
+        self.unmount(m)
+        lines = self.stderr_lines(m)
+        self.assertEqual(len(lines), 1, "want exactly one stderr line, got:\n" + m.stderr())
+        self.assertIn(os.path.basename(shard), lines[0])
+        self.assertIn("written to while mounted", lines[0])
 
     def wait_job(self, c, job, timeout=30.0):
         deadline = time.monotonic() + timeout

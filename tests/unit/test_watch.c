@@ -22,15 +22,16 @@ struct fixture {
         char *dir, *a, *b;
         struct stf_model *m;
         struct stf_watch *w;
-        unsigned said[2];
+        unsigned said[2], written;
         struct ut_tensor ta[NT];
         char names[NT][16];
 };
 
-static void count(void *ctx, const struct stf_shard *s)
+static void count(void *ctx, const struct stf_shard *s, bool written)
 {
         struct fixture *f = ctx;
 
+        f->written += written;
         f->said[strcmp(s->name, "a.safetensors") ? 1 : 0]++;
 }
 
@@ -186,6 +187,54 @@ START_TEST(test_truncated)
 }
 END_TEST
 
+/*
+ * Shard a overwritten in place, same size: the thread reports it at once
+ * (written), every range of it is refused, shard b stays intact, and a
+ * fault over both says nothing more.
+ */
+START_TEST(test_written_in_place)
+{
+        struct timespec tick = {0, 2000000};
+        struct fixture f;
+        struct stf_tree *t;
+        struct stf_view *v;
+        const struct stf_extent *first, *bext;
+        uint32_t a;
+        FILE *fp;
+
+        setup(&f);
+        a = shard_of(f.m, "a.safetensors");
+        v = whole(&f, &t);
+        first = ext_of(v, f.m, 1);
+        bext = ext_of(v, f.m, NT); /* "b" sorts after every a.NNN */
+        ck_assert_int_eq(bext->shard, (int32_t)shard_of(f.m, "b.safetensors"));
+        fp = fopen(f.a, "r+b");
+        ck_assert_ptr_nonnull(fp);
+        ck_assert_int_eq(fseek(fp, (long)(first->ptr - f.m->shards[a].map), SEEK_SET), 0);
+        ck_assert_uint_eq(fwrite("XXXXXXXX", 1, 8, fp), 8);
+        ck_assert_int_eq(fclose(fp), 0);
+        for (int i = 0; i < 2500 && !__atomic_load_n(&f.written, __ATOMIC_RELAXED); i++)
+                nanosleep(&tick, NULL);
+        ck_assert_msg(__atomic_load_n(&f.written, __ATOMIC_RELAXED) == 1,
+                      "the watcher never saw the write");
+        ck_assert_uint_eq(__atomic_load_n(&f.said[0], __ATOMIC_RELAXED), 1);
+        ck_assert(!stf_watch_covers(f.w, a, 1));
+        ck_assert(!stf_watch_intact(f.w, v, first->off, 1));
+        ck_assert(!stf_watch_intact(f.w, v, ext_of(v, f.m, NT - 1)->off, 1));
+        ck_assert(stf_watch_intact(f.w, v, bext->off, (size_t)bext->len));
+        stf_watch_refresh(f.w); /* the size on disk is whole: still refused */
+        ck_assert(!stf_watch_intact(f.w, v, first->off, 1));
+        stf_watch_fault(f.w, v, 0, (size_t)v->size);
+        ck_assert_uint_eq(f.said[0], 1);
+        ck_assert_uint_eq(f.said[1], 0);
+        ck_assert_uint_eq(f.written, 1);
+        stf_watch_written(NULL, 0);
+        stf_view_free(v);
+        stf_tree_free(t);
+        teardown(&f);
+}
+END_TEST
+
 /* Each shard is reported once, and one shard's report does not stand in
  * for another's. */
 START_TEST(test_report_once)
@@ -243,6 +292,7 @@ static Suite *watch_suite(void)
         tcase_add_test(tc, test_untouched);
         tcase_add_test(tc, test_truncated);
         tcase_add_test(tc, test_report_once);
+        tcase_add_test(tc, test_written_in_place);
         tcase_add_test(tc, test_fault_asks_file);
         suite_add_tcase(s, tc);
         return s;
