@@ -18,9 +18,9 @@
  * lost every byte: its size is held at 0, so no range of it is intact and
  * every read of it is refused, and it is reported at once, by the thread.
  * Its bytes may already be mixed (some pages old, some new) and no read
- * may serve them: what the kernel cached from before stays the mounted
- * version; all else is an error. A read that races with the write itself,
- * before the event is seen (milliseconds), can still see the new bytes.
+ * may serve them (the caller's report drops what a cache holds of them).
+ * A read that races with the write itself, before the event is seen
+ * (milliseconds), can still see the new bytes.
  *
  * Thread safety: every function but stf_watch_free may be called from
  * many threads at once; the callback runs on the thread that found the
