@@ -6,6 +6,7 @@
 
 #include "describe.h"
 #include "strbuf.h"
+#include "text.h"
 
 int stf_describe_header(const struct stf_model *m, const struct stf_tree *t, char **out,
                         size_t *len)
@@ -102,6 +103,7 @@ int stf_describe_metadata(const struct stf_model *m, char **out, size_t *len)
 {
         json_t *doc = NULL, *comps;
         char *text;
+        int ret;
 
         if (m->ncomps == 1) {
                 doc = component_meta(m, &m->comps[0]);
@@ -123,9 +125,10 @@ int stf_describe_metadata(const struct stf_model *m, char **out, size_t *len)
         json_decref(doc);
         if (!text)
                 return -ENOMEM;
-        *len = strlen(text);
-        *out = text;
-        return 0;
+        /* Metadata is the file's text: C1 and bidi controls as \u escapes. */
+        ret = stf_text_json_inert(text, strlen(text), out, len);
+        free(text);
+        return ret;
 fail:
         json_decref(doc);
         return -ENOMEM;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "report.h"
+#include "text.h"
 
 bool stf_sink_forward(struct stf_sink *s, const struct stf_problem *p)
 {
@@ -19,36 +20,6 @@ bool stf_sink_forward(struct stf_sink *s, const struct stf_problem *p)
         return true;
 }
 
-/*
- * Control bytes of a message as \xHH. Names are quoted where they are
- * formatted (stf_diag_quote), but a message also holds text the parser does
- * not write itself: jansson's error echoes the bytes near the error ("near
- * '\x1b'"), file names come from directories. stfs prints the message on a
- * terminal or to syslog, so a hostile header must not put an escape
- * sequence there.
- */
-static void escape_controls(const char *in, char *out, size_t cap)
-{
-        static const char hex[] = "0123456789abcdef";
-        size_t o = 0;
-
-        for (; *in && o + 1 < cap; in++) {
-                unsigned char c = (unsigned char)*in;
-
-                if (c >= 0x20 && c != 0x7f) {
-                        out[o++] = (char)c;
-                } else if (o + 5 < cap) {
-                        out[o++] = '\\';
-                        out[o++] = 'x';
-                        out[o++] = hex[c >> 4];
-                        out[o++] = hex[c & 15];
-                } else {
-                        break;
-                }
-        }
-        out[o] = '\0';
-}
-
 bool stf_sink_report(struct stf_sink *s, const char *file, const char *tensor, int64_t offset,
                      const char *fmt, ...)
 {
@@ -59,7 +30,14 @@ bool stf_sink_report(struct stf_sink *s, const char *file, const char *tensor, i
         va_start(ap, fmt);
         vsnprintf(raw.msg, sizeof(raw.msg), fmt, ap);
         va_end(ap);
-        escape_controls(raw.msg, d.msg, sizeof(d.msg));
+        /*
+         * Names are quoted where they are formatted (stf_diag_quote), but a
+         * message also holds text the parser does not write itself: jansson's
+         * error echoes the bytes near the error ("near '\x1b'"), file names
+         * come from directories. stfs prints the message on a terminal or to
+         * syslog, so a hostile file must not put a control there.
+         */
+        stf_text_escape_buf(raw.msg, d.msg, sizeof(d.msg));
         return stf_sink_forward(s, &p);
 }
 

@@ -51,8 +51,9 @@ static inline bool stf_sink_all(const struct stf_sink *s)
 }
 
 /*
- * Report one problem: format the message (control bytes written as \xHH:
- * jansson's error text echoes bytes of a hostile file), count it, then set
+ * Report one problem: format the message (what text.h calls unsafe written
+ * as \xHH: jansson's error text echoes bytes of a hostile file, and file
+ * names come from directories), count it, then set
  * the diag (first problem mode) or call the callback. Returns true when the
  * caller must stop (first problem mode), false when it should go on.
  */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "strbuf.h"
+#include "text.h"
 
 static bool reserve(struct stf_strbuf *sb, size_t extra)
 {
@@ -66,27 +67,19 @@ void stf_strbuf_printf(struct stf_strbuf *sb, const char *fmt, ...)
 
 void stf_strbuf_json_str(struct stf_strbuf *sb, const char *s, size_t len)
 {
-        static const char hex[] = "0123456789abcdef";
-        size_t run = 0;
+        size_t run = 0, n;
 
         stf_strbuf_append(sb, "\"", 1);
-        for (size_t i = 0; i < len; i++) {
-                unsigned char c = (unsigned char)s[i];
-                char esc[7];
-
-                if (c >= 0x20 && c != '"' && c != '\\')
+        for (size_t i = 0; i < len; i += n) {
+                if (!stf_text_unsafe(s + i, len - i, &n) && s[i] != '"' && s[i] != '\\')
                         continue;
                 stf_strbuf_append(sb, s + run, i - run);
-                run = i + 1;
-                if (c == '"' || c == '\\') {
-                        esc[0] = '\\';
-                        esc[1] = (char)c;
-                        stf_strbuf_append(sb, esc, 2);
+                run = i + n;
+                if (s[i] == '"' || s[i] == '\\') {
+                        stf_strbuf_append(sb, "\\", 1);
+                        stf_strbuf_append(sb, s + i, 1);
                 } else {
-                        memcpy(esc, "\\u00", 4);
-                        esc[4] = hex[c >> 4];
-                        esc[5] = hex[c & 15];
-                        stf_strbuf_append(sb, esc, 6);
+                        stf_text_json_escape(sb, s + i, n);
                 }
         }
         stf_strbuf_append(sb, s + run, len - run);

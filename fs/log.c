@@ -7,6 +7,7 @@
 #include <fuse_log.h>
 
 #include "log.h"
+#include "text.h"
 
 static bool use_syslog;
 
@@ -18,17 +19,18 @@ void stfs_log_to_syslog(void)
 
 void stfs_log(int prio, const char *fmt, ...)
 {
+        char raw[1024], line[1024];
         va_list ap;
 
+        /* Paths and names come from the source: escaped for the terminal. */
         va_start(ap, fmt);
-        if (use_syslog) {
-                vsyslog(prio, fmt, ap);
-        } else {
-                fputs("stfs: ", stderr);
-                vfprintf(stderr, fmt, ap);
-                fputc('\n', stderr);
-        }
+        vsnprintf(raw, sizeof(raw), fmt, ap);
         va_end(ap);
+        stf_text_escape_buf(raw, line, sizeof(line));
+        if (use_syslog)
+                syslog(prio, "%s", line);
+        else
+                fprintf(stderr, "stfs: %s\n", line);
 }
 
 static void fuse_log_to_us(enum fuse_log_level level, const char *fmt, va_list ap)

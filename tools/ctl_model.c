@@ -21,6 +21,7 @@
 #include "scan.h"
 #include "strbuf.h"
 #include "summary.h"
+#include "text.h"
 
 /*
  * The deepest module tree level shown: a hostile name of a million parts
@@ -98,88 +99,9 @@ static const char *human_bytes(uint64_t v, char *buf, size_t cap)
         return scaled(v, 1024, units, buf, cap);
 }
 
-/* Length of the valid UTF-8 sequence at @s (@len bytes left), 0 if none. */
-static size_t utf8_seq(const unsigned char *s, size_t len)
-{
-        size_t n;
-        unsigned char lo = 0x80, hi = 0xbf;
-
-        if (s[0] < 0x80)
-                return 1;
-        if (s[0] >= 0xc2 && s[0] <= 0xdf)
-                n = 2;
-        else if (s[0] >= 0xe0 && s[0] <= 0xef)
-                n = 3;
-        else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-                n = 4;
-        else
-                return 0;
-        if (len < n)
-                return 0;
-        if (s[0] == 0xe0)
-                lo = 0xa0;
-        else if (s[0] == 0xed)
-                hi = 0x9f;
-        else if (s[0] == 0xf0)
-                lo = 0x90;
-        else if (s[0] == 0xf4)
-                hi = 0x8f;
-        if (s[1] < lo || s[1] > hi)
-                return 0;
-        for (size_t i = 2; i < n; i++)
-                if (s[i] < 0x80 || s[i] > 0xbf)
-                        return 0;
-        return n;
-}
-
-/* A JSON string of any bytes: invalid UTF-8 (a file name can hold it) as U+FFFD. */
-static void json_str(struct stf_strbuf *sb, const char *s, size_t len)
-{
-        struct stf_strbuf clean = {0};
-        char *text;
-        size_t i = 0, tlen;
-
-        while (i < len) {
-                size_t n = utf8_seq((const unsigned char *)s + i, len - i);
-
-                if (!n)
-                        break;
-                i += n;
-        }
-        if (i == len) {
-                stf_strbuf_json_str(sb, s, len);
-                return;
-        }
-        for (i = 0; i < len;) {
-                size_t n = utf8_seq((const unsigned char *)s + i, len - i);
-
-                stf_strbuf_append(&clean, n ? s + i : "\xef\xbf\xbd", n ? n : 3);
-                i += n ? n : 1;
-        }
-        if (stf_strbuf_finish(&clean, &text, &tlen)) {
-                sb->failed = true;
-                return;
-        }
-        stf_strbuf_json_str(sb, text, tlen);
-        free(text);
-}
-
 static void json_cstr(struct stf_strbuf *sb, const char *s)
 {
-        json_str(sb, s, strlen(s));
-}
-
-/* Bytes for a terminal: control characters as \xHH, the rest as is. */
-static void put_text(FILE *f, const char *s, size_t len)
-{
-        for (size_t i = 0; i < len; i++) {
-                unsigned char c = (unsigned char)s[i];
-
-                if (c < 0x20 || c == 0x7f)
-                        fprintf(f, "\\x%02x", c);
-                else
-                        fputc(c, f);
-        }
+        stf_strbuf_json_str(sb, s, strlen(s));
 }
 
 static int write_all(struct stf_strbuf *sb)
@@ -216,16 +138,16 @@ static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
 static void put_tensor_name(FILE *f, const struct stf_model *m, const struct stf_tensor *t)
 {
         if (m->ncomps > 1) {
-                put_text(f, m->comps[t->comp].name, strlen(m->comps[t->comp].name));
+                stf_text_put(f, m->comps[t->comp].name, strlen(m->comps[t->comp].name));
                 fputc('/', f);
         }
-        put_text(f, t->name, t->name_len);
+        stf_text_put(f, t->name, t->name_len);
 }
 
 static void json_tensor_name(struct stf_strbuf *sb, const struct stf_model *m,
                              const struct stf_tensor *t)
 {
-        json_str(sb, t->name, t->name_len);
+        stf_strbuf_json_str(sb, t->name, t->name_len);
         stf_strbuf_puts(sb, ", \"component\": ");
         json_cstr(sb, m->comps[t->comp].name);
 }
@@ -382,7 +304,7 @@ static void text_visit(void *ctx, const struct stf_module *md, const char *path,
         }
         for (uint32_t i = 1; i < md->depth; i++)
                 fputs("  ", stdout);
-        put_text(stdout, md->name, md->name_len);
+        stf_text_put(stdout, md->name, md->name_len);
         if (md->tensor != SIZE_MAX) {
                 const struct stf_tensor *t = &ic->m->tensors[md->tensor];
                 char shp[256];
@@ -408,9 +330,9 @@ static void json_visit(void *ctx, const struct stf_module *md, const char *path,
         if (!ic->first)
                 stf_strbuf_puts(sb, ",");
         stf_strbuf_printf(sb, "\n%*s{\"name\": ", (int)(2 + 2 * md->depth), "");
-        json_str(sb, md->name, md->name_len);
+        stf_strbuf_json_str(sb, md->name, md->name_len);
         stf_strbuf_puts(sb, ", \"path\": ");
-        json_str(sb, path, plen);
+        stf_strbuf_json_str(sb, path, plen);
         stf_strbuf_printf(sb, ", \"repeat\": %" PRIu64, md->repeat);
         if (md->repeat > 1)
                 stf_strbuf_printf(sb, ", \"first\": %" PRIu64 ", \"last\": %" PRIu64, md->first,
@@ -462,7 +384,7 @@ static void print_meta_value(const char *key, json_t *v)
         size_t len;
 
         printf("    ");
-        put_text(stdout, key, strlen(key));
+        stf_text_put(stdout, key, strlen(key));
         printf(": ");
         if (json_is_string(v)) {
                 s = json_string_value(v);
@@ -473,10 +395,10 @@ static void print_meta_value(const char *key, json_t *v)
                 len = strlen(s);
         }
         if (len > 200) {
-                put_text(stdout, s, 200);
+                stf_text_put(stdout, s, 200);
                 printf("... (%zu bytes)", len);
         } else {
-                put_text(stdout, s, len);
+                stf_text_put(stdout, s, len);
         }
         putchar('\n');
         free(dump);
@@ -542,7 +464,7 @@ static int inspect_text(const char *source, const struct stf_model *m, const str
                 header_bytes += m->shards[i].hdr->data_start;
         }
         printf("source:      ");
-        put_text(stdout, source, strlen(source));
+        stf_text_put(stdout, source, strlen(source));
         putchar('\n');
         if (m->ncomps > 1)
                 printf("components:  %" PRIu32 "\n", m->ncomps);
@@ -575,11 +497,13 @@ static int inspect_text(const char *source, const struct stf_model *m, const str
                         if (m->ncomps > 1) {
                                 const char *cn = m->comps[shard_comp(m, i)].name;
 
-                                put_text(stdout, cn, strlen(cn));
+                                stf_text_put(stdout, cn, strlen(cn));
                                 putchar('/');
                                 width -= (int)strlen(cn) + 1;
                         }
-                        printf("%-*s %10s %22s\n", width > 0 ? width : 0, sh->name,
+                        stf_text_put(stdout, sh->name, strlen(sh->name));
+                        width -= (int)strlen(sh->name);
+                        printf("%*s %10s %22s\n", width > 0 ? width : 0, "",
                                grouped(sh->hdr->ntensors, a, sizeof(a)),
                                grouped(bytes, b, sizeof(b)));
                 }
@@ -800,7 +724,7 @@ static void on_problem(void *ctx, const struct stf_problem *p)
         struct stf_strbuf *sb = v->sb;
 
         if (!v->json) {
-                put_text(stdout, p->msg, strlen(p->msg));
+                stf_text_put(stdout, p->msg, strlen(p->msg));
                 putchar('\n');
                 v->count++;
                 return;

@@ -35,11 +35,14 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bytes.h"
+#include "fuzz_helpers.h"
 #include "model.h"
+#include "strbuf.h"
 #include "tree.h"
 
 #define RSS_SLACK (64ull << 20)
@@ -53,6 +56,9 @@ struct result {
         char first[STF_DIAG_MAX]; /* stf_model_check's first problem */
         size_t nproblems;
         int check_ret, tree_ret;
+        uint32_t ncomps; /* of the opened model */
+        size_t ntensors;
+        double open_s, check_s; /* seconds of stf_model_open, stf_model_check */
 };
 
 static void first_problem(void *ctx, const struct stf_problem *p)
@@ -64,21 +70,36 @@ static void first_problem(void *ctx, const struct stf_problem *p)
 }
 
 /* In the child: open, build the tree, check. */
+static double since(const struct timespec *t0)
+{
+        struct timespec t1;
+
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
 static void run_case(const char *source, struct result *r)
 {
         struct stf_diag d = {{0}};
         struct stf_model *m = NULL;
         struct stf_tree *t = NULL;
+        struct timespec t0;
 
         memset(r, 0, sizeof(*r));
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         r->ret = stf_model_open(source, &m, &d);
+        r->open_s = since(&t0);
         snprintf(r->msg, sizeof(r->msg), "%s", r->ret ? d.msg : "ok");
         if (!r->ret) {
+                r->ncomps = m->ncomps;
+                r->ntensors = m->ntensors;
                 r->tree_ret = stf_tree_build_model(m, 0, &t, &d);
                 stf_tree_free(t);
                 stf_model_close(m);
         }
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         r->check_ret = stf_model_check(source, first_problem, r, NULL);
+        r->check_s = since(&t0);
 }
 
 static uint64_t path_bytes(const char *path)
@@ -108,81 +129,128 @@ static uint64_t path_bytes(const char *path)
         return sum;
 }
 
-/*
- * Run one case; returns 0 when it went as @expect says. @label names it in
- * the output.
- */
-static int check_case(const char *label, const char *source, const char *expect, uint64_t factor)
+/* Run the case in a child (killed past @seconds); 0 and @r, @ru filled. */
+static int run_child(const char *source, double seconds, struct result *r, struct rusage *ru,
+                     int *status)
 {
-        struct result r;
-        struct rusage ru;
-        struct timespec t0, t1;
-        uint64_t bytes = path_bytes(source), rss, bound;
-        int pfd[2], status, bad = 0;
+        int pfd[2];
         ssize_t got = 0;
         pid_t pid;
 
         if (pipe(pfd))
                 return -1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
         pid = fork();
         if (pid < 0)
                 return -1;
         if (pid == 0) {
                 close(pfd[0]);
-                run_case(source, &r);
-                if (write(pfd[1], &r, sizeof(r)) != (ssize_t)sizeof(r))
+                /* A case that blocks (a FIFO) or runs away must end as a failure. */
+                alarm((unsigned)seconds + 1);
+                run_case(source, r);
+                if (write(pfd[1], r, sizeof(*r)) != (ssize_t)sizeof(*r))
                         _exit(3);
                 _exit(0);
         }
         close(pfd[1]);
-        while (got < (ssize_t)sizeof(r)) {
-                ssize_t n = read(pfd[0], (char *)&r + got, sizeof(r) - (size_t)got);
+        while (got < (ssize_t)sizeof(*r)) {
+                ssize_t n = read(pfd[0], (char *)r + got, sizeof(*r) - (size_t)got);
 
                 if (n <= 0)
                         break;
                 got += n;
         }
         close(pfd[0]);
-        if (wait4(pid, &status, 0, &ru) != pid)
+        if (wait4(pid, status, 0, ru) != pid)
                 return -1;
-        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (got != (ssize_t)sizeof(*r) && WIFEXITED(*status) && !WEXITSTATUS(*status))
+                *status = 3 << 8;
+        return 0;
+}
+
+/* "ok" or "ok components=N": a sound model, with N components if given. */
+static bool expect_ok(const char *expect, long *ncomps)
+{
+        *ncomps = -1;
+        if (!strcmp(expect, "ok"))
+                return true;
+        return sscanf(expect, "ok components=%ld", ncomps) == 1;
+}
+
+/* The message checks of a refusal; returns 1 when one failed. */
+static int check_refusal(const char *label, const struct result *r, const char *expect)
+{
+        int bad = 0;
+
+        if (!r->ret || !strstr(r->msg, expect)) {
+                printf("FAIL %s: expected a refusal with \"%s\", got %d: %s\n", label, expect,
+                       r->ret, r->msg);
+                bad = 1;
+        }
+        if (fuzz_has_control(r->msg) || fuzz_has_control(r->first)) {
+                printf("FAIL %s: a control character, bidi control or invalid UTF-8 in the "
+                       "message\n",
+                       label);
+                bad = 1;
+        }
+        if (r->ret == -ENOMEM) {
+                printf("FAIL %s: ENOMEM for a malformed input\n", label);
+                bad = 1;
+        }
+        if (!r->check_ret || !r->nproblems || strcmp(r->first, r->msg)) {
+                printf("FAIL %s: stf_model_check disagrees: %d, %zu problems, first \"%s\"\n",
+                       label, r->check_ret, r->nproblems, r->first);
+                bad = 1;
+        }
+        return bad;
+}
+
+/* How much a case may take: RSS_SLACK + @factor x input bytes, @seconds. */
+struct bound {
+        uint64_t factor;
+        double seconds;
+};
+
+#define SECONDS 60.0 /* the committed cases: each takes well under 1 s */
+
+/*
+ * Run one case; returns 0 when it went as @expect says within @b. @label
+ * names it in the output.
+ */
+static int check_case(const char *label, const char *source, const char *expect, struct bound b)
+{
+        struct result r;
+        struct rusage ru;
+        struct timespec t0;
+        uint64_t bytes = path_bytes(source), rss, bound;
+        int status, bad = 0;
+        long ncomps;
+        double secs;
+
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if (run_child(source, b.seconds, &r, &ru, &status))
+                return -1;
+        secs = since(&t0);
         rss = (uint64_t)ru.ru_maxrss * 1024;
-        bound = RSS_SLACK + factor * bytes;
-        if (!WIFEXITED(status) || WEXITSTATUS(status) || got != (ssize_t)sizeof(r)) {
-                printf("FAIL %s: the child died (status 0x%x)\n", label, status);
+        bound = RSS_SLACK + b.factor * bytes;
+        if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+                printf("FAIL %s: the child died (status 0x%x%s) after %.2f s\n", label, status,
+                       WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM ? ": time bound" : "",
+                       secs);
                 return 1;
         }
-        if (!strcmp(expect, "ok")) {
+        if (expect_ok(expect, &ncomps)) {
                 if (r.ret || r.tree_ret || r.check_ret || r.nproblems) {
                         printf("FAIL %s: expected ok, got %d (%s); tree %d; check %d, %zu "
                                "problems\n",
                                label, r.ret, r.msg, r.tree_ret, r.check_ret, r.nproblems);
                         bad = 1;
+                } else if (ncomps >= 0 && r.ncomps != (uint32_t)ncomps) {
+                        printf("FAIL %s: expected %ld components, got %u\n", label, ncomps,
+                               r.ncomps);
+                        bad = 1;
                 }
         } else {
-                if (!r.ret || !strstr(r.msg, expect)) {
-                        printf("FAIL %s: expected a refusal with \"%s\", got %d: %s\n", label,
-                               expect, r.ret, r.msg);
-                        bad = 1;
-                }
-                for (const char *c = r.msg; *c; c++) {
-                        if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-                                printf("FAIL %s: a control byte in the message\n", label);
-                                bad = 1;
-                                break;
-                        }
-                }
-                if (r.ret == -ENOMEM) {
-                        printf("FAIL %s: ENOMEM for a malformed input\n", label);
-                        bad = 1;
-                }
-                if (!r.check_ret || !r.nproblems || strcmp(r.first, r.msg)) {
-                        printf("FAIL %s: stf_model_check disagrees: %d, %zu problems, first "
-                               "\"%s\"\n",
-                               label, r.check_ret, r.nproblems, r.first);
-                        bad = 1;
-                }
+                bad = check_refusal(label, &r, expect);
         }
         if (check_rss && rss > bound) {
                 printf("FAIL %s: peak RSS %llu KiB over the bound %llu KiB (input %llu bytes)\n",
@@ -190,9 +258,13 @@ static int check_case(const char *label, const char *source, const char *expect,
                        (unsigned long long)bytes);
                 bad = 1;
         }
-        printf("%s %s: %s [%.2f s, peak RSS %llu KiB, input %llu bytes]\n", bad ? "not ok" : "ok",
-               label, r.msg,
-               (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+        if (secs > b.seconds) {
+                printf("FAIL %s: %.2f s, over the bound of %.0f s\n", label, secs, b.seconds);
+                bad = 1;
+        }
+        printf("%s %s: %s [%.2f s (open %.2f, check %.2f; bound %.0f), peak RSS %llu KiB, input "
+               "%llu bytes]\n",
+               bad ? "not ok" : "ok", label, r.msg, secs, r.open_s, r.check_s, b.seconds,
                (unsigned long long)rss >> 10, (unsigned long long)bytes);
         fflush(stdout);
         return bad;
@@ -274,7 +346,8 @@ static int run_dir(const char *dir, int *count)
                                       : "empty or unreadable .expect");
                         fails++;
                 } else {
-                        int r = check_case(name, source, expect, RSS_FACTOR);
+                        int r =
+                            check_case(name, source, expect, (struct bound){RSS_FACTOR, SECONDS});
 
                         if (r < 0)
                                 return -1;
@@ -407,7 +480,8 @@ static int run_generated(int *count)
                 int r = write_gen(path, &gens[i]);
 
                 if (!r)
-                        r = check_case(gens[i].label, path, gens[i].expect, gens[i].factor);
+                        r = check_case(gens[i].label, path, gens[i].expect,
+                                       (struct bound){gens[i].factor, SECONDS});
                 unlink(path);
                 if (r < 0) {
                         fails = -1;
@@ -422,30 +496,178 @@ static int run_generated(int *count)
         return fails;
 }
 
+/* ---- built cases: what git cannot hold, or too big to commit ----------- */
+
+/*
+ * Each builder makes its case under the empty directory @dir, sized by @n
+ * where that means something, and sets *@source (malloc'ed) to what is
+ * opened. FIFOs, symbolic link loops and names that are not UTF-8 cannot be
+ * committed; the scale classes are made at whatever size is asked
+ * (--scale N, for tools/hostile_scale.sh).
+ */
+typedef int (*build_fn)(const char *dir, uint64_t n, char **source);
+
+static char *pjoin(const char *dir, const char *name)
+{
+        char *p;
+
+        return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
+}
+
+static int put_file(const char *dir, const char *name, const void *data, size_t len)
+{
+        char *p = pjoin(dir, name);
+        FILE *f = p ? fopen(p, "w") : NULL;
+        int ret = f && fwrite(data, 1, len, f) == len ? 0 : -1;
+
+        if (f && fclose(f))
+                ret = -1;
+        free(p);
+        return ret;
+}
+
+static int mk(const char *dir, const char *name, bool fifo)
+{
+        char *p = pjoin(dir, name);
+        int ret = p && !(fifo ? mkfifo(p, 0600) : mkdir(p, 0700)) ? 0 : -1;
+
+        free(p);
+        return ret;
+}
+
+static int source_is(const char *dir, const char *name, char **source)
+{
+        *source = name ? pjoin(dir, name) : strdup(dir);
+        return *source ? 0 : -1;
+}
+
+/* A broken file in a directory whose name holds C1 and bidi controls. */
+static int b_c1_dir(const char *dir, uint64_t n, char **source)
+{
+        static const char name[] = "x\xc2\x9b[31m\xe2\x80\xaey";
+        char *sub = pjoin(dir, name);
+        int ret = -1;
+
+        (void)n;
+        if (sub && !mk(dir, name, false) &&
+            !put_file(sub, "m.safetensors", "\x01\0\0\0\0\0\0\0[", 9))
+                ret = source_is(sub, "m.safetensors", source);
+        free(sub);
+        return ret;
+}
+
+struct built {
+        const char *label;
+        build_fn build;
+        uint64_t n; /* size in the regression suite */
+        const char *expect;
+        struct bound bound;
+        bool scale; /* one of the classes --scale N runs */
+};
+
+/*
+ * Each class with its expected result and its bound: RSS_SLACK + factor x
+ * input bytes of peak RSS (not checked in sanitized builds), and seconds
+ * (the child is killed past them: a case that blocks fails, it does not
+ * hang the suite).
+ */
+static const struct built builts[] = {
+    {"built-c1-bidi-dir", b_c1_dir, 0, "not valid JSON", {RSS_FACTOR, 5}, false},
+};
+
+static int rm_tree(const char *path)
+{
+        struct stat st;
+        DIR *d;
+        struct dirent *de;
+
+        if (lstat(path, &st))
+                return 0;
+        if (S_ISDIR(st.st_mode) && (d = opendir(path))) {
+                while ((de = readdir(d))) {
+                        char *p;
+
+                        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+                                continue;
+                        p = pjoin(path, de->d_name);
+                        if (p)
+                                rm_tree(p);
+                        free(p);
+                }
+                closedir(d);
+                return rmdir(path);
+        }
+        return unlink(path);
+}
+
+/* @scale: 0 for the regression suite, else run only the scale classes at it. */
+static int run_built(uint64_t scale, int *count)
+{
+        const char *tmp = getenv("TMPDIR");
+        int fails = 0;
+
+        for (size_t i = 0; i < sizeof(builts) / sizeof(builts[0]); i++) {
+                const struct built *b = &builts[i];
+                struct bound bound = b->bound;
+                char *dir = NULL, *source = NULL, label[128];
+                int r = -1;
+
+                if (scale && !b->scale)
+                        continue;
+                if (scale)
+                        bound.seconds = 3600;
+                snprintf(label, sizeof(label), "%s (n=%llu)", b->label,
+                         (unsigned long long)(scale ? scale : b->n));
+                if (asprintf(&dir, "%s/stfs-built-XXXXXX", tmp && *tmp ? tmp : "/tmp") >= 0 &&
+                    mkdtemp(dir) && !b->build(dir, scale ? scale : b->n, &source))
+                        r = check_case(b->n || scale ? label : b->label, source, b->expect, bound);
+                if (dir)
+                        rm_tree(dir);
+                free(dir);
+                free(source);
+                if (r < 0)
+                        return -1;
+                fails += r;
+                ++*count;
+        }
+        return fails;
+}
+
 int main(int argc, char **argv)
 {
-        int count = 0, fails, gfails;
+        int count = 0, fails, gfails, bfails;
+        unsigned long long scale = 0;
 
+        if (argc == 3 && !strcmp(argv[1], "--scale")) {
+                /* tools/hostile_scale.sh: the scale classes at N, timed. */
+                scale = strtoull(argv[2], NULL, 10);
+                setvbuf(stdout, NULL, _IOLBF, 0);
+                check_rss = false;
+                bfails = scale ? run_built(scale, &count) : -1;
+                return bfails ? 1 : 0;
+        }
         if (argc == 3 && !strcmp(argv[1], "--no-rss")) {
                 check_rss = false;
                 argv++;
                 argc--;
         }
         if (argc != 2) {
-                fprintf(stderr, "usage: %s [--no-rss] CASES_DIR\n", argv[0]);
+                fprintf(stderr, "usage: %s [--no-rss] CASES_DIR | --scale N\n", argv[0]);
                 return 2;
         }
         setvbuf(stdout, NULL, _IOLBF, 0);
         fails = run_dir(argv[1], &count);
         gfails = fails < 0 ? 0 : run_generated(&count);
-        if (fails < 0 || gfails < 0) {
+        bfails = fails < 0 || gfails < 0 ? 0 : run_built(0, &count);
+        if (fails < 0 || gfails < 0 || bfails < 0) {
                 fprintf(stderr, "fuzz_cases: setup error: %s\n", strerror(errno));
                 return 1;
         }
+        fails += gfails + bfails;
         if (check_rss)
-                printf("%d cases, %d failed; RSS bound %llu MiB + %llu x input\n", count,
-                       fails + gfails, RSS_SLACK >> 20, RSS_FACTOR);
+                printf("%d cases, %d failed; RSS bound %llu MiB + %llu x input\n", count, fails,
+                       RSS_SLACK >> 20, RSS_FACTOR);
         else
-                printf("%d cases, %d failed; RSS not checked\n", count, fails + gfails);
-        return fails + gfails || count == 0 ? 1 : 0;
+                printf("%d cases, %d failed; RSS not checked\n", count, fails);
+        return fails || count == 0 ? 1 : 0;
 }

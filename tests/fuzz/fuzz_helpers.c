@@ -61,11 +61,47 @@ bool fuzz_utf8_valid(const char *str, size_t len)
         return true;
 }
 
-bool fuzz_has_control(const char *s)
+/*
+ * Written independently of core/text.c on purpose: this is the oracle the
+ * escaping is tested against. The code point of the UTF-8 sequence at @s,
+ * or -1 when the bytes there are not well-formed UTF-8.
+ */
+static long utf8_cp(const unsigned char *s, size_t left, size_t *n)
 {
-        for (; *s; s++)
-                if ((unsigned char)*s < 0x20 || *s == 0x7f)
+        char tmp[4];
+
+        for (*n = 1; *n <= 4 && *n <= left; ++*n) {
+                memcpy(tmp, s, *n);
+                if (fuzz_utf8_valid(tmp, *n))
+                        break;
+        }
+        if (*n > 4 || *n > left) {
+                *n = 1;
+                return -1;
+        }
+        if (*n == 1)
+                return s[0];
+        if (*n == 2)
+                return ((long)(s[0] & 0x1F) << 6) | (s[1] & 0x3F);
+        if (*n == 3)
+                return ((long)(s[0] & 0x0F) << 12) | ((long)(s[1] & 0x3F) << 6) | (s[2] & 0x3F);
+        return ((long)(s[0] & 0x07) << 18) | ((long)(s[1] & 0x3F) << 12) |
+               ((long)(s[2] & 0x3F) << 6) | (s[3] & 0x3F);
+}
+
+bool fuzz_has_control(const char *str)
+{
+        const unsigned char *s = (const unsigned char *)str;
+        size_t len = strlen(str), n;
+
+        for (size_t i = 0; i < len; i += n) {
+                long cp = utf8_cp(s + i, len - i, &n);
+
+                if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f) || cp == 0x61c ||
+                    cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
+                    (cp >= 0x2066 && cp <= 0x2069))
                         return true;
+        }
         return false;
 }
 

@@ -38,7 +38,12 @@ void fuzz_fail(const char *file, int line, const char *cond, const char *fmt, ..
 /* @len bytes at @s are well-formed UTF-8 (no overlong, surrogate or > U+10FFFF). */
 bool fuzz_utf8_valid(const char *s, size_t len);
 
-/* @s (NUL terminated) holds a control byte (< 0x20 or 0x7f): a message must not. */
+/*
+ * @s (NUL terminated) holds something a message must not put on a terminal:
+ * a C0 or C1 control character (U+0000-U+001F, U+007F-U+009F, the 8-bit CSI
+ * U+009B among them), a bidirectional control (U+061C, U+200E, U+200F,
+ * U+202A-U+202E, U+2066-U+2069), or a byte that is not well-formed UTF-8.
+ */
 bool fuzz_has_control(const char *s);
 
 /* Little-endian 64-bit value at @p. */

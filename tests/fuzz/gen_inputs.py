@@ -79,6 +79,12 @@ FILES = {
     "json-bom": (st_bytes(b"\xef\xbb\xbf{}"), "not valid JSON"),
     "json-space-padding": (st_bytes("  {}\n\t\r   "), "ok"),
     "json-terminal-escape": (st_bytes(b'{"a":\x1b]0;owned\x07\x1b[2J}'), "invalid token near '\\x1b'"),
+    # C1 (the 8-bit CSI U+009B) and bidi overrides (U+202E) in the excerpt
+    # jansson echoes: written as \xHH in the message like C0 controls
+    "json-c1-csi": (st_bytes(b'{"a":\xc2\x9b[2J}'), "invalid token near '\\xc2\\x9b"),
+    "json-bidi-override": (st_bytes(b'{"a":\xe2\x80\xae}'), "invalid token near '\\xe2\\x80\\xae'"),
+    "name-c1-bidi": (st_bytes("{" + T("a\u009b\u202eb", "F17", "[1]", 0, 1) + "}", b"a"),
+                     "tensor 'a\\xc2\\x9b\\xe2\\x80\\xaeb': unknown dtype 'F17'"),
     "json-array": (st_bytes("[]"), "header is not a JSON object"),
     "json-string": (st_bytes('"x"'), "not valid JSON"),
     "json-nested-3000": (st_bytes("[" * 3000 + "]" * 3000), "maximum parsing depth"),
