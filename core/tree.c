@@ -18,8 +18,13 @@
 #include "strbuf.h"
 #include "tree.h"
 
-#define NAME_MAX_BYTES 255
-#define CUT_BYTES 240
+/*
+ * Rule 5: 255 (NAME_MAX) less the 17 bytes of ".part.safetensors", so that
+ * the views of a node (NAME.npy, NAME.part.safetensors) are valid names
+ * too; the cut leaves room for "%~N" with any N below 2^32.
+ */
+#define COMPONENT_MAX 238
+#define CUT_BYTES 223
 #define QMAX 400
 
 struct key {
@@ -235,7 +240,7 @@ static size_t part_end(const struct key *k)
         return z ? (size_t)(z - k->k) : k->len;
 }
 
-/* A child whose component is over 255 bytes, waiting for rule 5. */
+/* A child whose component is over COMPONENT_MAX bytes, waiting for rule 5. */
 struct longname {
         size_t child; /* index in the children array */
         size_t cut;   /* length of the kept prefix */
@@ -264,7 +269,7 @@ static int name_long(struct builder *b, struct longname *ls, size_t n)
         qsort(ls, n, sizeof(*ls), cmp_long);
         for (size_t i = 0, num = 0; i < n; i++) {
                 struct child *c = &b->kids[ls[i].child];
-                char tmp[NAME_MAX_BYTES + 1];
+                char tmp[COMPONENT_MAX + 1];
                 int len;
 
                 if (i > 0 && ls[i].cut == ls[i - 1].cut &&
@@ -361,7 +366,7 @@ static int make_children(struct builder *b, size_t lo, size_t hi)
                         b->keys[m].done = e == b->keys[m].len;
                         b->keys[m].cur = b->keys[m].done ? e : e + 1;
                 }
-                if (b->sb.len > NAME_MAX_BYTES) {
+                if (b->sb.len > COMPONENT_MAX) {
                         if (nls == lscap) {
                                 size_t ncap = lscap ? lscap * 2 : 8;
                                 struct longname *nl = realloc(ls, ncap * sizeof(*nl));

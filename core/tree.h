@@ -15,10 +15,12 @@
  *   3. an empty part ("a..b", a leading or trailing '.') is the component "%";
  *   4. a tensor whose name is also a prefix of other names ("a.b" beside
  *      "a.b.c") is the file "%t" inside its directory ("a/b/%t");
- *   5. a component longer than 255 bytes after 1-2 is cut to its first 240
+ *   5. a component longer than 238 bytes after 1-2 is cut to its first 223
  *      bytes (at a character boundary, never inside "%XX") followed by "%~N",
  *      N numbering (from 0, in byte order of the full parts) the parts of
- *      that directory that share the cut prefix.
+ *      that directory that share the cut prefix. 238 is NAME_MAX (255) less
+ *      ".part.safetensors": every view name (NAME.npy, NAME.part.safetensors)
+ *      fits.
  *
  * After rules 1-2 every '%' is followed by "25", "2F" or "2E", so the tokens
  * of rules 3-5 can never be produced by a name. Multi-component models put

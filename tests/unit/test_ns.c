@@ -564,12 +564,16 @@ static char *repeat(char c, size_t n)
         return s;
 }
 
-/* Components of exactly 255 bytes, and one of 256 (cut by tree rule 5). */
+/*
+ * Components of exactly 238 bytes (tree rule 5: 255 less ".part.safetensors"),
+ * and one of 239 (cut): every name the namespace lists, views included, fits in
+ * 255.
+ */
 START_TEST(test_name_limit)
 {
-        char *a255 = repeat('a', 255), *b255 = repeat('b', 255), *c256 = repeat('c', 256);
-        char *n1 = ut_printf("%s.w", a255), *n2 = ut_printf("x.%s", b255);
-        char *n3 = ut_printf("y.%s", c256), *path, *view;
+        char *a238 = repeat('a', 238), *b238 = repeat('b', 238), *c239 = repeat('c', 239);
+        char *n1 = ut_printf("%s.w", a238), *n2 = ut_printf("x.%s", b238);
+        char *n3 = ut_printf("y.%s", c239), *path, *view;
         struct ut_tensor t[] = {{n1, 4}, {n2, 8}, {n3, 2}};
         struct fixture f = {0};
         struct stf_ns_dirent d;
@@ -577,18 +581,17 @@ START_TEST(test_name_limit)
         uint64_t y, ino;
 
         make_single(&f, t, N(t), 0, STF_NS_LISTVIEWS);
-        path = ut_printf("%s/w", a255);
+        path = ut_printf("%s/w", a238);
         check_entry(f.ns, path, STF_NS_TENSOR, stf_tree_tensor_ino(f.t, tensor_index(f.m, n1)),
                     (uint32_t)tensor_index(f.m, n1));
         free(path);
-        path = ut_printf("x/%s", b255);
+        path = ut_printf("x/%s", b238);
         check_attr(f.ns, path, S_IFREG | 0444, 8, 1000);
         free(path);
-        /* the views of 255-byte names are longer than a path component may be
-         * (the kernel never asks), but the namespace still answers */
-        view = ut_printf("%s.part.safetensors", a255);
+        /* the views of 238-byte names are at most 255 bytes long */
+        view = ut_printf("%s.part.safetensors", a238);
         ck_assert_int_eq(lookup(f.ns, STF_ROOT_INO, view), 0);
-        path = ut_printf("x/%s.npy", b255);
+        path = ut_printf("x/%s.npy", b238);
         check_entry(f.ns, path, STF_NS_NPY, stf_tree_tensor_ino(f.t, tensor_index(f.m, n2)),
                     (uint32_t)tensor_index(f.m, n2));
         free(path);
@@ -597,15 +600,15 @@ START_TEST(test_name_limit)
                 if (d.name_len == strlen(view) && !strcmp(d.name, view))
                         break;
         ck_assert_str_eq(d.name, view);
-        ck_assert_uint_eq(d.name_len, 255 + strlen(".part.safetensors"));
+        ck_assert_uint_eq(d.name_len, 255);
         ck_assert_int_eq(stf_ns_entry(f.ns, d.ino, &e), 0);
         ck_assert_int_eq(e.kind, STF_NS_SUBSET);
         free(view);
-        /* 256 bytes: not found as is; the listed (cut) name is */
+        /* 239 bytes: not found as is; the listed (cut) name is */
         y = resolve(f.ns, "y");
-        ck_assert_int_eq(lookup(f.ns, y, c256), -ENOENT);
+        ck_assert_int_eq(lookup(f.ns, y, c239), -ENOENT);
         ck_assert_int_eq(stf_ns_readdir(f.ns, y, 2, &d), 0);
-        ck_assert_uint_le(d.name_len, 255);
+        ck_assert_uint_le(d.name_len, 238);
         ck_assert_int_eq(stf_ns_lookup(f.ns, y, d.name, d.name_len, &ino), 0);
         ck_assert_uint_eq(ino, d.ino);
         ck_assert_int_eq(stf_ns_entry(f.ns, ino, &e), 0);
@@ -614,9 +617,9 @@ START_TEST(test_name_limit)
         free(n1);
         free(n2);
         free(n3);
-        free(a255);
-        free(b255);
-        free(c256);
+        free(a238);
+        free(b238);
+        free(c239);
 }
 END_TEST
 
