@@ -9,6 +9,7 @@
 
 #include "format.h"
 #include "index.h"
+#include "shard.h"
 
 #define QMAX 400
 
@@ -20,15 +21,13 @@ static int read_small_file(const char *path, size_t limit, char **out, size_t *l
         size_t got = 0;
         int fd, ret;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-                ret = -errno;
-                stf_sink_report(sink, path, NULL, -1, "%s: cannot open: %s", path, strerror(errno));
-                return ret;
-        }
-        if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > limit) {
-                stf_sink_report(sink, path, NULL, -1, "%s: not a regular file of at most %zu bytes",
-                                path, limit);
+        fd = stf_open_regular(path, &st, sink);
+        if (fd < 0)
+                return fd;
+        if ((uint64_t)st.st_size > limit) {
+                stf_sink_report(sink, path, NULL, -1,
+                                "%s: index of %llu bytes, over the limit of %zu", path,
+                                (unsigned long long)st.st_size, limit);
                 close(fd);
                 return -EINVAL;
         }
@@ -191,14 +190,112 @@ int stf_index_load(const char *path, json_t **weight_map_out, json_t **shard_nam
         return ret;
 }
 
-/* The shard of @shards[0..n) with file name @name, or NULL. */
-static const struct stf_shard *find_shard(const struct stf_shard *shards, uint32_t n,
-                                          const char *name)
+/*
+ * The listed tensors missing from their shards, found in O(N log N): every
+ * shard tensor (name, shard) in one array sorted by name then shard, and
+ * the shards sorted by file name; each weight_map entry is then two binary
+ * searches. (One linear search per entry took 36 s at 100,000 tensors.)
+ */
+struct named {
+        const char *name;
+        uint32_t shard;
+};
+
+static int cmp_named(const void *a, const void *b)
 {
-        for (uint32_t si = 0; si < n; si++)
-                if (!strcmp(shards[si].name, name))
-                        return &shards[si];
+        const struct named *x = a, *y = b;
+        int c = strcmp(x->name, y->name);
+
+        return c ? c : (x->shard > y->shard) - (x->shard < y->shard);
+}
+
+static int cmp_shard_name(const void *key, const void *elem, void *shards)
+{
+        const struct stf_shard *v = shards;
+
+        return strcmp(key, v[*(const uint32_t *)elem].name);
+}
+
+static int cmp_shard_idx(const void *a, const void *b, void *shards)
+{
+        const struct stf_shard *v = shards;
+
+        return strcmp(v[*(const uint32_t *)a].name, v[*(const uint32_t *)b].name);
+}
+
+/* Binary search of sorted @base for @key with a context (bsearch has none). */
+static const void *bsearch_r(const void *key, const void *base, size_t n, size_t size,
+                             int (*cmp)(const void *, const void *, void *), void *ctx)
+{
+        size_t lo = 0, hi = n;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                const void *e = (const char *)base + mid * size;
+                int c = cmp(key, e, ctx);
+
+                if (c == 0)
+                        return e;
+                if (c < 0)
+                        hi = mid;
+                else
+                        lo = mid + 1;
+        }
         return NULL;
+}
+
+static int report_missing(const char *index, json_t *wm, const struct stf_shard *shards, uint32_t n,
+                          struct stf_sink *sink)
+{
+        struct named *all = NULL;
+        uint32_t *byname = NULL;
+        size_t total = 0, k = 0;
+        const char *key;
+        json_t *v;
+        char q[QMAX], q2[QMAX];
+        int ret = 0;
+
+        for (uint32_t si = 0; si < n; si++)
+                total += shards[si].hdr ? shards[si].hdr->ntensors : 0;
+        all = malloc((total ? total : 1) * sizeof(*all));
+        byname = malloc((n ? n : 1) * sizeof(*byname));
+        if (!all || !byname) {
+                ret = -ENOMEM;
+                goto out_arrays;
+        }
+        for (uint32_t si = 0; si < n; si++) {
+                byname[si] = si;
+                for (size_t i = 0; shards[si].hdr && i < shards[si].hdr->ntensors; i++)
+                        all[k++] = (struct named){shards[si].hdr->tensors[i].name, si};
+        }
+        qsort(all, total, sizeof(*all), cmp_named);
+        qsort_r(byname, n, sizeof(*byname), cmp_shard_idx, (void *)shards);
+        json_object_foreach(wm, key, v)
+        {
+                const uint32_t *si;
+                struct named want;
+
+                if (!json_is_string(v) || !stf_index_plain_name(json_string_value(v)))
+                        continue;
+                si = bsearch_r(json_string_value(v), byname, n, sizeof(*byname), cmp_shard_name,
+                               (void *)shards);
+                if (!si || !shards[*si].hdr)
+                        continue;
+                want = (struct named){key, *si};
+                if (!bsearch(&want, all, total, sizeof(*all), cmp_named) &&
+                    stf_sink_report(sink, index, key, -1,
+                                    "%s: tensor '%s' is listed but not in shard '%s'", index,
+                                    stf_diag_quote(key, strlen(key), q, sizeof(q)),
+                                    stf_diag_quote(json_string_value(v), json_string_length(v), q2,
+                                                   sizeof(q2)))) {
+                        ret = -EINVAL;
+                        break;
+                }
+        }
+out_arrays:
+        free(byname);
+        free(all);
+        return ret;
 }
 
 int stf_index_check(const char *index, json_t *wm, const struct stf_shard *shards, uint32_t n,
@@ -239,31 +336,8 @@ int stf_index_check(const char *index, json_t *wm, const struct stf_shard *shard
                         matched++;
                 }
         }
-        if (matched != json_object_size(wm)) {
-                /* Find the listed tensors missing from their shards. */
-                const char *key;
-                json_t *v;
-
-                json_object_foreach(wm, key, v)
-                {
-                        const struct stf_shard *s;
-                        bool found = false;
-
-                        if (!json_is_string(v) || !stf_index_plain_name(json_string_value(v)))
-                                continue;
-                        s = find_shard(shards, n, json_string_value(v));
-                        if (!s || !s->hdr)
-                                continue;
-                        for (size_t i = 0; i < s->hdr->ntensors && !found; i++)
-                                found = !strcmp(s->hdr->tensors[i].name, key);
-                        if (!found &&
-                            stf_sink_report(sink, index, key, -1,
-                                            "%s: tensor '%s' is listed but not in shard '%s'",
-                                            index, stf_diag_quote(key, strlen(key), q, sizeof(q)),
-                                            stf_diag_quote(json_string_value(v),
-                                                           json_string_length(v), q2, sizeof(q2))))
-                                return -EINVAL;
-                }
-        }
+        /* Only then can a listed tensor be missing from its shard. */
+        if (matched != json_object_size(wm))
+                return report_missing(index, wm, shards, n, sink);
         return 0;
 }

@@ -2,12 +2,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "pool.h"
 #include "shard.h"
 
@@ -27,28 +30,83 @@ int stf_shard_init(struct stf_shard *s, const char *path)
         return 0;
 }
 
-static int shard_open(struct stf_shard *s, struct stf_sink *sink)
+static const char *file_kind(mode_t m)
 {
-        const char *path = s->path;
-        struct stat st;
-        void *map;
-        int ret;
+        return S_ISFIFO(m)   ? "a FIFO"
+               : S_ISDIR(m)  ? "a directory"
+               : S_ISCHR(m)  ? "a character device"
+               : S_ISBLK(m)  ? "a block device"
+               : S_ISSOCK(m) ? "a socket"
+                             : "not a file";
+}
 
-        s->fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (s->fd < 0) {
+int stf_open_regular(const char *path, struct stat *st, struct stf_sink *sink)
+{
+        int fd, ret;
+
+        if (stat(path, st)) {
                 ret = -errno;
                 stf_sink_report(sink, path, NULL, -1, "%s: cannot open: %s", path, strerror(errno));
                 return ret;
         }
-        if (fstat(s->fd, &st)) {
+        if (!S_ISREG(st->st_mode))
+                goto out_not_regular;
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0) {
                 ret = -errno;
-                stf_sink_report(sink, path, NULL, -1, "%s: cannot stat: %s", path, strerror(errno));
+                stf_sink_report(sink, path, NULL, -1, "%s: cannot open: %s", path, strerror(errno));
                 return ret;
         }
-        if (!S_ISREG(st.st_mode)) {
-                stf_sink_report(sink, path, NULL, -1, "%s: not a regular file", path);
-                return -EINVAL;
+        if (fstat(fd, st)) {
+                ret = -errno;
+                stf_sink_report(sink, path, NULL, -1, "%s: cannot stat: %s", path, strerror(errno));
+                close(fd);
+                return ret;
         }
+        if (S_ISREG(st->st_mode))
+                return fd;
+        close(fd);
+out_not_regular:
+        stf_sink_report(sink, path, NULL, -1, "%s: not a regular file (%s)", path,
+                        file_kind(st->st_mode));
+        return -EINVAL;
+}
+
+/* The parse budget of one stf_shard_open_all (see STF_PARSE_BUDGET). */
+struct budget {
+        pthread_mutex_t lock;
+        pthread_cond_t freed;
+        uint64_t in_flight;
+};
+
+static void budget_take(struct budget *b, uint64_t n)
+{
+        pthread_mutex_lock(&b->lock);
+        while (b->in_flight && b->in_flight + n > STF_PARSE_BUDGET)
+                pthread_cond_wait(&b->freed, &b->lock);
+        b->in_flight += n;
+        pthread_mutex_unlock(&b->lock);
+}
+
+static void budget_give(struct budget *b, uint64_t n)
+{
+        pthread_mutex_lock(&b->lock);
+        b->in_flight -= n;
+        pthread_cond_broadcast(&b->freed);
+        pthread_mutex_unlock(&b->lock);
+}
+
+static int shard_open(struct stf_shard *s, struct budget *b, struct stf_sink *sink)
+{
+        const char *path = s->path;
+        struct stat st;
+        uint64_t text;
+        void *map;
+        int ret;
+
+        s->fd = stf_open_regular(path, &st, sink);
+        if (s->fd < 0)
+                return s->fd;
         s->size = (uint64_t)st.st_size;
         s->mtime = st.st_mtim;
         if (s->size < 8) {
@@ -74,7 +132,21 @@ static int shard_open(struct stf_shard *s, struct stf_sink *sink)
                                 path);
                 return -EINVAL;
         }
-        return stf_header_validate(path, s->map, s->size, s->size, sink, &s->hdr);
+        /* The JSON text the parse will read: the header size, within the file. */
+        text = stf_le64(s->map);
+        if (text > s->size - 8)
+                text = s->size - 8;
+        budget_take(b, text);
+        ret = stf_header_validate(path, s->map, s->size, s->size, sink, &s->hdr);
+        /*
+         * The JSON tree is freed, but into this thread's malloc arena, where
+         * the next header, parsed on another thread, cannot reuse it: give
+         * a big one back before the next parse may start.
+         */
+        if (text >= STF_PARSE_BUDGET / 8)
+                malloc_trim(0);
+        budget_give(b, text);
+        return ret;
 }
 
 void stf_shard_close(struct stf_shard *s)
@@ -92,19 +164,21 @@ struct opener {
         struct stf_shard *v;
         int *rets;
         struct stf_held *held;
+        struct budget budget;
 };
 
 static int open_one(void *ctx, unsigned worker, size_t i)
 {
         struct opener *o = ctx;
 
-        o->rets[i] = shard_open(&o->v[i], &o->held[i].sink);
+        o->rets[i] = shard_open(&o->v[i], &o->budget, &o->held[i].sink);
         return o->rets[i];
 }
 
 int stf_shard_open_all(struct stf_shard *v, uint32_t n, struct stf_sink *sink)
 {
-        struct opener o = {.v = v};
+        struct opener o = {.v = v,
+                           .budget = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0}};
         /* The first problem mode stops at the first failure: no later shard is needed. */
         struct stf_pool pool = {.ntasks = n,
                                 .threads = OPEN_THREADS,

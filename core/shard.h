@@ -9,6 +9,7 @@
  */
 
 #include <stdint.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "format.h"
@@ -27,6 +28,28 @@ struct stf_shard {
 };
 
 /*
+ * Open @path read-only for a check of the source, never blocking: only a
+ * regular file is opened. A FIFO would block open() until a writer comes (a
+ * mount or an fstab line at boot hanging for ever), a device could do
+ * anything, so anything else is refused with one problem naming the file
+ * and what it is ("FILE: not a regular file (a FIFO)"). The file is
+ * stat'ed first and opened with O_NONBLOCK, then fstat'ed again (it may
+ * have been replaced in between). *@st gets the fstat.
+ * Returns the descriptor (O_CLOEXEC), or -errno after reporting to @sink:
+ * -EINVAL for a file that is not regular.
+ */
+int stf_open_regular(const char *path, struct stat *st, struct stf_sink *sink);
+
+/*
+ * Headers parsed at once, by all threads of stf_shard_open_all together:
+ * at most this many bytes of header text, except that a header bigger than
+ * that is parsed when no other is (alone). The JSON tree of a header takes
+ * 20-80 times its text while it is parsed, so the peak is that of
+ * max(this, the biggest header), not that times the number of threads.
+ */
+#define STF_PARSE_BUDGET (8u << 20)
+
+/*
  * Make @s a closed shard for @path (copied). Returns 0 or -ENOMEM; either
  * way @s can be passed to stf_shard_close.
  */
@@ -35,12 +58,11 @@ int stf_shard_init(struct stf_shard *s, const char *path);
 /*
  * Open, map and parse @n shards already given their paths (stf_shard_init),
  * on up to 8 threads: a big set has hundreds of shards and the JSON parse
- * dominates mount time. Problems go to @sink as if the shards were opened
- * one after the other: in the first problem mode the one of the first
- * failing shard (later shards may stay closed); in the check mode every
- * shard's, in shard order, and a shard that fails is left without a header.
- * Returns 0 or the first failing shard's -errno (see stf_sink_settle for
- * the check mode), -ENOMEM.
+ * dominates mount time. Headers are parsed within STF_PARSE_BUDGET. Problems go to @sink as if the
+ * shards were opened one after the other: in the first problem mode the one of the first failing
+ * shard (later shards may stay closed); in the check mode every shard's, in shard order, and a
+ * shard that fails is left without a header. Returns 0 or the first failing shard's -errno (see
+ * stf_sink_settle for the check mode), -ENOMEM.
  */
 int stf_shard_open_all(struct stf_shard *v, uint32_t n, struct stf_sink *sink);
 

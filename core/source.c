@@ -14,6 +14,7 @@
 #include "index.h"
 #include "setname.h"
 #include "source.h"
+#include "text.h"
 
 #define QMAX 400
 #define INDEX_SUFFIX ".safetensors.index.json"
@@ -162,6 +163,115 @@ fail:
         return -ENOMEM;
 }
 
+/*
+ * The same file or directory reached by two entries (a link "self -> .", an
+ * alias "unet2 -> unet", "b.safetensors -> a.safetensors") is one set: sets
+ * are identified by what they resolve to (st_dev, st_ino), not by their
+ * path. Of the entries resolving to one file the first is kept: one listed
+ * by an index of the directory (it is a shard, not a set of its own), then
+ * one that is not a symbolic link, then the first in name order; the top
+ * directory itself comes before all of its entries. Sorting the entries by
+ * identity makes this O(n log n) for n entries.
+ */
+struct ident {
+        dev_t dev;
+        ino_t ino;
+        unsigned rank; /* lower is kept */
+        size_t pos;    /* in the listing */
+};
+
+static int cmp_ident(const void *a, const void *b)
+{
+        const struct ident *x = a, *y = b;
+
+        if (x->dev != y->dev)
+                return x->dev < y->dev ? -1 : 1;
+        if (x->ino != y->ino)
+                return x->ino < y->ino ? -1 : 1;
+        if (x->rank != y->rank)
+                return x->rank < y->rank ? -1 : 1;
+        return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* The identity of @dir/@name: -1 when it cannot be stat'ed (left to later checks). */
+static int ident_of(const char *dir, const char *name, struct ident *id, bool *is_dir)
+{
+        struct stat st;
+        char *p = path_join(dir, name);
+        bool link;
+
+        if (!p)
+                return -ENOMEM;
+        link = !lstat(p, &st) && S_ISLNK(st.st_mode);
+        if ((link || !name[0]) && stat(p, &st)) {
+                free(p);
+                return -1;
+        }
+        free(p);
+        id->dev = st.st_dev;
+        id->ino = st.st_ino;
+        id->rank = link ? 1 : 0;
+        *is_dir = S_ISDIR(st.st_mode);
+        return 0;
+}
+
+/*
+ * Mark in @dup[] every entry of @ents[0..n) that @pick selects and that
+ * resolves to the same file as an earlier-ranked one (see above); @self, if
+ * not NULL, is an identity that always comes first (the directory itself).
+ * @pick(@ctx, name, is_dir) also says how an entry ranks: < 0 not taken,
+ * else added to its rank.
+ */
+static int mark_aliases(const char *dir, char **ents, size_t n, const struct ident *self,
+                        int (*pick)(void *ctx, const char *name, bool is_dir), void *ctx, bool *dup)
+{
+        struct ident *v = malloc((n + 1) * sizeof(*v));
+        size_t k = 0;
+
+        if (!v)
+                return -ENOMEM;
+        if (self)
+                v[k++] = *self;
+        for (size_t i = 0; i < n; i++) {
+                bool is_dir = false;
+                int r = ident_of(dir, ents[i], &v[k], &is_dir), rank;
+
+                if (r == -ENOMEM) {
+                        free(v);
+                        return r;
+                }
+                rank = r ? -1 : pick(ctx, ents[i], is_dir);
+                if (rank < 0)
+                        continue;
+                v[k].rank += 2 * (unsigned)rank + 1;
+                v[k++].pos = i;
+        }
+        qsort(v, k, sizeof(*v), cmp_ident);
+        for (size_t i = 1; i < k; i++)
+                if (v[i].dev == v[i - 1].dev && v[i].ino == v[i - 1].ino)
+                        dup[v[i].pos] = true;
+        free(v);
+        return 0;
+}
+
+static int pick_index(void *ctx, const char *name, bool is_dir)
+{
+        return !is_dir && ends_with(name, INDEX_SUFFIX) ? 0 : -1;
+}
+
+/* .safetensors files; those an index lists (@ctx) rank first. */
+static int pick_st(void *ctx, const char *name, bool is_dir)
+{
+        if (is_dir || !ends_with(name, ST_SUFFIX))
+                return -1;
+        return json_object_get(ctx, name) ? 0 : 1;
+}
+
+static int pick_dir(void *ctx, const char *name, bool is_dir)
+{
+        return is_dir ? 0 : -1;
+}
+
 /* "model" for model.safetensors.index.json, "model.fp16" for its variant. */
 static char *stem(const char *file)
 {
@@ -182,24 +292,29 @@ static int scan_dir(const char *dir, const char *sub, struct stf_sets *out, stru
 {
         char **ents = NULL;
         size_t n = 0, first = out->n;
-        json_t *listed;
+        json_t *listed = NULL;
+        bool *dup = NULL;
         int ret;
 
         ret = list_dir(dir, &ents, &n, sink);
         if (ret)
                 return ret;
         listed = json_object();
-        if (!listed) {
+        dup = calloc(n ? n : 1, sizeof(*dup));
+        if (!listed || !dup) {
                 ret = -ENOMEM;
                 goto out;
         }
+        ret = mark_aliases(dir, ents, n, NULL, pick_index, NULL, dup);
+        if (ret)
+                goto out;
         for (size_t i = 0; i < n; i++) {
                 char *p;
                 size_t count0 = sink->count;
                 json_t *names = NULL, *wm = NULL, *meta = NULL;
                 struct stf_setname sn;
 
-                if (!stf_setname_parse(ents[i], &sn) || !sn.is_index)
+                if (!stf_setname_parse(ents[i], &sn) || !sn.is_index || dup[i])
                         continue;
                 p = path_join(dir, ents[i]);
                 if (!p) {
@@ -231,8 +346,11 @@ static int scan_dir(const char *dir, const char *sub, struct stf_sets *out, stru
                 out->v[out->n - 1].names = names;
                 out->v[out->n - 1].meta = meta;
         }
+        ret = mark_aliases(dir, ents, n, NULL, pick_st, listed, dup);
+        if (ret)
+                goto out;
         for (size_t i = 0; i < n; i++) {
-                if (!ends_with(ents[i], ST_SUFFIX) || json_object_get(listed, ents[i]))
+                if (!ends_with(ents[i], ST_SUFFIX) || json_object_get(listed, ents[i]) || dup[i])
                         continue;
                 ret = setlist_add(out, path_join(dir, ents[i]), stem(ents[i]), false);
                 if (ret)
@@ -258,6 +376,21 @@ static int scan_dir(const char *dir, const char *sub, struct stf_sets *out, stru
         }
         if (sub)
                 goto out;
+        /* Sub-directories: each directory once, and never this one again. */
+        {
+                struct ident self = {0};
+                bool self_dir;
+
+                memset(dup, 0, n * sizeof(*dup));
+                if (ident_of(dir, "", &self, &self_dir) == -ENOMEM) {
+                        ret = -ENOMEM;
+                        goto out;
+                }
+                self.pos = SIZE_MAX;
+                ret = mark_aliases(dir, ents, n, &self, pick_dir, NULL, dup);
+                if (ret)
+                        goto out;
+        }
         for (size_t i = 0; i < n; i++) {
                 struct stat st;
                 char *p = path_join(dir, ents[i]);
@@ -267,13 +400,14 @@ static int scan_dir(const char *dir, const char *sub, struct stf_sets *out, stru
                         ret = -ENOMEM;
                         goto out;
                 }
-                if (!stat(p, &st) && S_ISDIR(st.st_mode))
+                if (!dup[i] && !stat(p, &st) && S_ISDIR(st.st_mode))
                         ret = stf_sink_settle(sink, count0, scan_dir(p, ents[i], out, sink));
                 free(p);
                 if (ret)
                         goto out;
         }
 out:
+        free(dup);
         json_decref(listed);
         for (size_t i = 0; i < n; i++)
                 free(ents[i]);
@@ -281,14 +415,88 @@ out:
         return ret;
 }
 
-/* Same name, or one a directory of the other ("vae" and "vae/x"). */
-static bool name_clash(const char *a, const char *b)
+/*
+ * Set names in an order where a name is followed by every name nested in
+ * it: bytewise, with '/' ranking below every other byte ("vae" < "vae/x" <
+ * "vae-x"). Two sets clash (same name, or one a directory of the other)
+ * exactly when some clashing pair is adjacent in this order, so one sort
+ * and one pass find them. (Comparing every pair took 34 s for 50,000 sets.)
+ */
+static int cmp_set_name(const void *a, const void *b, void *sets)
 {
-        size_t la = strlen(a), lb = strlen(b);
+        const struct stf_set *v = sets;
+        const unsigned char *x = (const unsigned char *)v[*(const size_t *)a].name;
+        const unsigned char *y = (const unsigned char *)v[*(const size_t *)b].name;
 
-        if (la > lb)
-                return name_clash(b, a);
+        for (;; x++, y++) {
+                unsigned cx = *x == '/' ? 1 : *x == 1 ? '/' : *x;
+                unsigned cy = *y == '/' ? 1 : *y == 1 ? '/' : *y;
+
+                if (cx != cy)
+                        return cx < cy ? -1 : 1;
+                if (!cx)
+                        return (*(const size_t *)a > *(const size_t *)b) -
+                               (*(const size_t *)a < *(const size_t *)b);
+        }
+}
+
+/* @b starts with @a, then ends or goes on with '/'. */
+static bool nested_or_same(const char *a, const char *b)
+{
+        size_t la = strlen(a);
+
         return !strncmp(a, b, la) && (b[la] == '\0' || b[la] == '/');
+}
+
+/*
+ * Component names end up in JSON (header.json, metadata.json) and in the
+ * tensor names of .stfs/model.safetensors: they must be UTF-8. A directory
+ * or file name that is not is refused rather than mangled (two mangled
+ * names could become equal).
+ */
+static int check_names(struct stf_sets *sets, struct stf_sink *sink)
+{
+        size_t *order = malloc(sets->n * sizeof(*order));
+        char q[QMAX];
+        int ret = 0;
+
+        if (!order)
+                return -ENOMEM;
+        for (size_t i = 0; i < sets->n; i++) {
+                const char *name = sets->v[i].name;
+
+                order[i] = i;
+                if (!stf_utf8_valid(name, strlen(name)) &&
+                    stf_sink_report(sink, sets->v[i].path, NULL, -1,
+                                    "%s: the component name '%s' it would get is not valid UTF-8",
+                                    sets->v[i].path,
+                                    stf_diag_quote(name, strlen(name), q, sizeof(q)))) {
+                        ret = -EINVAL;
+                        goto out;
+                }
+        }
+        qsort_r(order, sets->n, sizeof(*order), cmp_set_name, sets->v);
+        for (size_t k = 1; k < sets->n; k++) {
+                size_t i = order[k - 1], j = order[k];
+
+                if (j < i) {
+                        i = order[k];
+                        j = order[k - 1];
+                }
+                if (nested_or_same(sets->v[order[k - 1]].name, sets->v[order[k]].name) &&
+                    stf_sink_report(
+                        sink, sets->v[i].path, NULL, -1,
+                        "%s and %s: two sets would mount under the same "
+                        "or nested names ('%s')",
+                        sets->v[i].path, sets->v[j].path,
+                        stf_diag_quote(sets->v[i].name, strlen(sets->v[i].name), q, sizeof(q)))) {
+                        ret = -EINVAL;
+                        goto out;
+                }
+        }
+out:
+        free(order);
+        return ret;
 }
 
 int stf_source_find(const char *source, struct stf_sets *sets, struct stf_sink *sink)
@@ -324,15 +532,7 @@ int stf_source_find(const char *source, struct stf_sets *sets, struct stf_sink *
                 free(sets->v[0].name);
                 sets->v[0].name = NULL;
         }
-        for (size_t i = 0; i < sets->n; i++)
-                for (size_t j = i + 1; j < sets->n; j++)
-                        if (name_clash(sets->v[i].name, sets->v[j].name) &&
-                            stf_sink_report(sink, sets->v[i].path, NULL, -1,
-                                            "%s and %s: two sets would mount under the same "
-                                            "or nested names ('%s')",
-                                            sets->v[i].path, sets->v[j].path, sets->v[i].name))
-                                return -EINVAL;
-        return 0;
+        return sets->n > 1 ? check_names(sets, sink) : 0;
 }
 
 /* Each weight_map shard name of an index set as a path in the index's directory. */
