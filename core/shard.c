@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -70,6 +71,18 @@ out_not_regular:
         stf_sink_report(sink, path, NULL, -1, "%s: not a regular file (%s)", path,
                         file_kind(st->st_mode));
         return -EINVAL;
+}
+
+int stf_shard_raise_fd_limit(void)
+{
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl))
+                return -errno;
+        if (rl.rlim_cur == rl.rlim_max)
+                return 0;
+        rl.rlim_cur = rl.rlim_max;
+        return setrlimit(RLIMIT_NOFILE, &rl) ? -errno : 0;
 }
 
 /* The parse budget of one stf_shard_open_all (see STF_PARSE_BUDGET). */

@@ -41,6 +41,15 @@ struct stf_shard {
 int stf_open_regular(const char *path, struct stat *st, struct stf_sink *sink);
 
 /*
+ * Raise this process's soft RLIMIT_NOFILE to its hard limit: a model keeps
+ * one descriptor per shard open, and the usual soft limit of 1024 would
+ * refuse a 5,000-shard model that the system allows ("Too many open
+ * files"). For programs that open models (stfs, stfsctl); nothing in them
+ * uses select(). Returns 0 or -errno of setrlimit (the limit stays).
+ */
+int stf_shard_raise_fd_limit(void);
+
+/*
  * Headers parsed at once, by all threads of stf_shard_open_all together:
  * at most this many bytes of header text, except that a header bigger than
  * that is parsed when no other is (alone). The JSON tree of a header takes

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -244,6 +245,8 @@ static int add_fsname(struct start *st)
  */
 static int parse(struct start *st, int argc, char **argv)
 {
+        struct stat mst;
+
         st->args = (struct fuse_args)FUSE_ARGS_INIT(argc, argv);
         st->o.readahead_kb = 4096;
         if (fuse_opt_parse(&st->args, &st->o, opt_spec, opt_proc) == -1)
@@ -277,6 +280,12 @@ static int parse(struct start *st, int argc, char **argv)
                 fprintf(stderr, "stfs: %s: %s\n", st->cmd.mountpoint, strerror(errno));
                 return -1;
         }
+        /* On a file the mount would succeed and every access fail with EIO. */
+        if (!stat(st->mountpoint, &mst) && !S_ISDIR(mst.st_mode)) {
+                fprintf(stderr, "stfs: %s: not a directory (a mount point must be one)\n",
+                        st->cmd.mountpoint);
+                return -1;
+        }
         return add_fsname(st);
 }
 
@@ -288,6 +297,8 @@ static int load(struct stfs *fs, const struct start *st)
         unsigned ns_flags =
             (st->o.listviews ? STF_NS_LISTVIEWS : 0) | (st->o.fullnames ? STF_NS_FULLNAMES : 0);
 
+        /* One descriptor per shard stays open: allow what the system allows. */
+        stf_shard_raise_fd_limit();
         if (stf_model_open_opts(st->source,
                                 &(struct stf_model_opts){.variant = st->o.variant,
                                                          .all_sets = st->o.allsets,

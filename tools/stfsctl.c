@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "shard.h"
 
 struct command {
         const char *name;
@@ -71,6 +72,8 @@ int main(int argc, char **argv)
                 printf("stfsctl %s\n", STF_VERSION);
                 return 0;
         }
+        /* inspect and verify keep one descriptor per shard open */
+        stf_shard_raise_fd_limit();
         for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
                 if (strcmp(argv[1], commands[i].name))
                         continue;
