@@ -32,15 +32,31 @@ static const char *relative(const char *root, const char *path)
         return NULL;
 }
 
+/*
+ * Make room for element @n of the array *@v (elements of @size bytes):
+ * the capacity is the next power of two, so a source of many shards or
+ * sets costs O(n) copying, not O(n^2) (one realloc per element moved the
+ * whole array each time under allocators that do not grow in place).
+ */
+static int grow(void *v, size_t n, size_t size)
+{
+        void *nv;
+
+        if (n & (n - 1))
+                return 0; /* not a power of two (nor 0): there is room */
+        nv = realloc(*(void **)v, (n ? 2 * n : 1) * size);
+        if (!nv)
+                return -ENOMEM;
+        *(void **)v = nv;
+        return 0;
+}
+
 static int add_shard(struct stf_model *m, const char *path)
 {
-        struct stf_shard *ns;
         int ret;
 
-        ns = realloc(m->shards, (m->nshards + 1) * sizeof(*ns));
-        if (!ns)
+        if (grow(&m->shards, m->nshards, sizeof(*m->shards)))
                 return -ENOMEM;
-        m->shards = ns;
         ret = stf_shard_init(&m->shards[m->nshards++], path);
         if (!ret && relative(m->root, m->shards[m->nshards - 1].path))
                 m->shards[m->nshards - 1].rel = relative(m->root, m->shards[m->nshards - 1].path);
@@ -49,7 +65,7 @@ static int add_shard(struct stf_model *m, const char *path)
 
 static int open_set(struct stf_model *m, const struct stf_set *set, struct stf_sink *sink)
 {
-        struct stf_component *nc, *c;
+        struct stf_component *c;
         json_t *wm = NULL;
         char **paths = NULL;
         size_t n = 0, count0 = sink->count;
@@ -57,10 +73,8 @@ static int open_set(struct stf_model *m, const struct stf_set *set, struct stf_s
         const char *file;
         int ret;
 
-        nc = realloc(m->comps, (m->ncomps + 1) * sizeof(*nc));
-        if (!nc)
+        if (grow(&m->comps, m->ncomps, sizeof(*m->comps)))
                 return -ENOMEM;
-        m->comps = nc;
         c = &m->comps[m->ncomps++];
         memset(c, 0, sizeof(*c));
         c->name = strdup(set->name ? set->name : "");
