@@ -15,7 +15,7 @@
  * not SIGBUS), then copied asynchronously; strided slices are read as one
  * span and copied with a 2D copy.
  *
- * Staging (struct stf_cuda_opts, STFS_STAGING_* of stfs_ioctl.h): RING is
+ * Staging (struct stf_cuda_opts, enum stf_staging): RING is
  * the above. DIRECT registers the range of each shard that the job reads
  * with cuMemHostRegister(CU_MEMHOSTREGISTER_READ_ONLY) and copies straight
  * from the mapping (the page cache): no CPU copy. AUTO does that only for
@@ -28,9 +28,16 @@
 
 #include "prefetch.h"
 
+/* How the bytes reach the device (the values of STFS_STAGING_*). */
+enum stf_staging {
+        STF_STAGING_RING = 0,   /* pread into pinned buffers, then DMA */
+        STF_STAGING_DIRECT = 1, /* DMA from the registered mapping */
+        STF_STAGING_AUTO = 2,   /* DIRECT where the range is all in the page cache */
+};
+
 /* Options of one job: the backend's ctx (NULL: all defaults). */
 struct stf_cuda_opts {
-        uint32_t staging; /* STFS_STAGING_RING (default), _DIRECT or _AUTO */
+        uint32_t staging; /* enum stf_staging; RING by default */
 };
 
 /* Backend for stf_job_start; ctx: a struct stf_cuda_opts or NULL. */
@@ -40,13 +47,12 @@ extern const struct stf_backend stf_cuda_backend;
 bool stf_cuda_built(void);
 
 /*
- * After a job that ended STFS_JOB_DONE: the CUDA IPC handle of its
+ * After a job that ended STF_JOB_DONE: the CUDA IPC handle of its
  * allocation as 128 hex digits (NUL terminated) and the device pointer.
- * Returns 0, or -ENODATA when the job holds no device memory.
+ * Returns 0, or -ENODATA when the job holds no device memory (failed,
+ * empty, or released with stf_job_release, which frees it: evict). The
+ * caller serializes this against stf_job_release.
  */
 int stf_cuda_job_handle(struct stf_job *job, char hex[129], uint64_t *dptr);
-
-/* Free a job's device memory (evict). Safe to call twice. */
-void stf_cuda_job_release(struct stf_job *job);
 
 #endif

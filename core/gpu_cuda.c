@@ -8,7 +8,7 @@
  * source span into it, and queues an async copy (1D, or 2D for a strided
  * slice); so reading chunk k+1 overlaps copying chunk k.
  *
- * Direct staging (STFS_STAGING_DIRECT, or AUTO where the source pages are
+ * Direct staging (STF_STAGING_DIRECT, or AUTO where the source pages are
  * resident): the range of each shard that the job reads is registered with
  * the driver read-only (cuMemHostRegister, which pins the page-cache pages
  * behind the mapping) and the copies read the mapping itself: no CPU copy
@@ -122,6 +122,7 @@ struct region {
 };
 
 struct cuda_job {
+        uint32_t nshards; /* of the job's model, for direct_end */
         CUdevice dev;
         CUcontext ctx;
         CUdeviceptr base;
@@ -130,7 +131,7 @@ struct cuda_job {
         struct worker w[STF_THREADS_MAX];
 };
 
-static int fail(CUresult r, const char *what, struct stf_job *job, char *msg, size_t cap)
+static int fail(CUresult r, const char *what, const struct stf_job_info *job, char *msg, size_t cap)
 {
         const char *s = NULL;
 
@@ -163,7 +164,7 @@ static bool resident(const uint8_t *p, size_t len)
  * @staging allows it (AUTO: only a resident range). A range the driver
  * refuses stays on the ring. Returns 0 or -ENOMEM.
  */
-static int direct_begin(struct stf_job *job, struct cuda_job *cj, uint32_t staging)
+static int direct_begin(const struct stf_job_info *job, struct cuda_job *cj, uint32_t staging)
 {
         const struct stf_plan *p = job->plan;
         uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
@@ -191,7 +192,7 @@ static int direct_begin(struct stf_job *job, struct cuda_job *cj, uint32_t stagi
 
                 if (hi[s] == 0 || hi[s] > sh->size)
                         continue;
-                if (staging == STFS_STAGING_AUTO && !resident(sh->map + a, b - a))
+                if (staging == STF_STAGING_AUTO && !resident(sh->map + a, b - a))
                         continue;
                 if (cu.MemHostRegister((void *)(sh->map + a), b - a,
                                        CU_MEMHOSTREGISTER_READ_ONLY) == CUDA_SUCCESS)
@@ -214,13 +215,15 @@ static void direct_end(struct cuda_job *cj, uint32_t nshards)
         cj->direct = NULL;
 }
 
-static int cuda_begin(void *ctx, struct stf_job *job, char *msg, size_t cap)
+static int cuda_begin(void *ctx, const struct stf_job_info *job, void **state, char *msg,
+                      size_t cap)
 {
         const struct stf_cuda_opts *opts = ctx;
         struct cuda_job *cj;
         CUresult r;
         int n = 0;
 
+        *state = NULL; /* not @ctx: that is the options */
         pthread_once(&load_once, load);
         if (cu.error) {
                 snprintf(msg, cap, "cuda:%d: %s", job->device, cu.error);
@@ -233,7 +236,8 @@ static int cuda_begin(void *ctx, struct stf_job *job, char *msg, size_t cap)
         cj = calloc(1, sizeof(*cj));
         if (!cj)
                 return -ENOMEM;
-        job->target_state = cj;
+        *state = cj;
+        cj->nshards = job->model->nshards;
         r = cu.DeviceGet(&cj->dev, job->device);
         if (r == CUDA_SUCCESS)
                 r = cu.PrimaryCtxRetain(&cj->ctx, cj->dev);
@@ -246,13 +250,13 @@ static int cuda_begin(void *ctx, struct stf_job *job, char *msg, size_t cap)
                 if (r != CUDA_SUCCESS)
                         return fail(r, "cuMemAlloc", job, msg, cap);
         }
-        return opts && opts->staging != STFS_STAGING_RING ? direct_begin(job, cj, opts->staging)
-                                                          : 0;
+        return opts && opts->staging != STF_STAGING_RING ? direct_begin(job, cj, opts->staging) : 0;
 }
 
-static int cuda_worker_begin(void *ctx, struct stf_job *job, unsigned wi, char *msg, size_t cap)
+static int cuda_worker_begin(void *state, const struct stf_job_info *job, unsigned wi, char *msg,
+                             size_t cap)
 {
-        struct cuda_job *cj = job->target_state;
+        struct cuda_job *cj = state;
         struct worker *w = &cj->w[wi];
         CUresult r;
 
@@ -263,8 +267,8 @@ static int cuda_worker_begin(void *ctx, struct stf_job *job, unsigned wi, char *
         return r == CUDA_SUCCESS ? 0 : fail(r, "stream setup", job, msg, cap);
 }
 
-static int read_full(int fd, void *buf, size_t len, uint64_t off, struct stf_job *job, char *msg,
-                     size_t cap)
+static int read_full(int fd, void *buf, size_t len, uint64_t off, const struct stf_job_info *job,
+                     char *msg, size_t cap)
 {
         size_t got = 0;
 
@@ -324,10 +328,10 @@ static CUresult grow_ring(struct worker *w, uint64_t span)
         return r;
 }
 
-static int cuda_chunk(void *ctx, struct stf_job *job, unsigned wi, const struct stf_chunk *c,
-                      char *msg, size_t cap)
+static int cuda_chunk(void *state, const struct stf_job_info *job, unsigned wi,
+                      const struct stf_chunk *c, char *msg, size_t cap)
 {
-        struct cuda_job *cj = job->target_state;
+        struct cuda_job *cj = state;
         struct worker *w = &cj->w[wi];
         const struct stf_shard *sh = &job->model->shards[c->shard];
         uint64_t span = (c->height - 1) * c->src_pitch + c->width;
@@ -363,9 +367,10 @@ static int cuda_chunk(void *ctx, struct stf_job *job, unsigned wi, const struct 
         return 0;
 }
 
-static int cuda_worker_end(void *ctx, struct stf_job *job, unsigned wi, char *msg, size_t cap)
+static int cuda_worker_end(void *state, const struct stf_job_info *job, unsigned wi, char *msg,
+                           size_t cap)
 {
-        struct cuda_job *cj = job->target_state;
+        struct cuda_job *cj = state;
         struct worker *w = &cj->w[wi];
         CUresult r = CUDA_SUCCESS;
 
@@ -383,17 +388,41 @@ static int cuda_worker_end(void *ctx, struct stf_job *job, unsigned wi, char *ms
         return r == CUDA_SUCCESS ? 0 : fail(r, "stream synchronize", job, msg, cap);
 }
 
-static int cuda_end(void *ctx, struct stf_job *job, int status, char *msg, size_t cap)
+/* Give back what the job holds on the device and in the driver; the
+ * state itself stays (cuda_release frees it). */
+static void free_device(struct cuda_job *cj)
 {
-        struct cuda_job *cj = job->target_state;
+        cu.CtxSetCurrent(cj->ctx);
+        direct_end(cj, cj->nshards);
+        if (cj->base)
+                cu.MemFree(cj->base);
+        cj->base = 0;
+        if (cj->have_ctx)
+                cu.PrimaryCtxRelease(cj->dev);
+        cj->have_ctx = false;
+}
+
+/* The registrations end with the copies; a failed or cancelled job keeps
+ * nothing on the device. */
+static int cuda_end(void *state, const struct stf_job_info *job, int status, char *msg, size_t cap)
+{
+        struct cuda_job *cj = state;
 
         if (cj && cj->direct) {
                 cu.CtxSetCurrent(cj->ctx);
-                direct_end(cj, job->model->nshards);
+                direct_end(cj, cj->nshards);
         }
-        if (status || job->cancel)
-                stf_cuda_job_release(job);
+        if (status && cj)
+                free_device(cj);
         return 0;
+}
+
+static void cuda_release(void *state)
+{
+        if (!state)
+                return;
+        free_device(state);
+        free(state);
 }
 
 const struct stf_backend stf_cuda_backend = {
@@ -402,6 +431,7 @@ const struct stf_backend stf_cuda_backend = {
     .chunk = cuda_chunk,
     .worker_end = cuda_worker_end,
     .end = cuda_end,
+    .release = cuda_release,
 };
 
 bool stf_cuda_built(void)
@@ -411,7 +441,7 @@ bool stf_cuda_built(void)
 
 int stf_cuda_job_handle(struct stf_job *job, char hex[129], uint64_t *dptr)
 {
-        struct cuda_job *cj = job->target_state;
+        struct cuda_job *cj = stf_job_backend_state(job);
         CUipcMemHandle h;
 
         if (!cj || !cj->base)
@@ -423,20 +453,4 @@ int stf_cuda_job_handle(struct stf_job *job, char hex[129], uint64_t *dptr)
                 snprintf(hex + 2 * i, 3, "%02x", (unsigned char)h.reserved[i]);
         *dptr = cj->base;
         return 0;
-}
-
-void stf_cuda_job_release(struct stf_job *job)
-{
-        struct cuda_job *cj = job->target_state;
-
-        if (!cj)
-                return;
-        cu.CtxSetCurrent(cj->ctx);
-        direct_end(cj, job->model->nshards);
-        if (cj->base)
-                cu.MemFree(cj->base);
-        if (cj->have_ctx)
-                cu.PrimaryCtxRelease(cj->dev);
-        free(cj);
-        job->target_state = NULL;
 }

@@ -5,15 +5,16 @@
 
 #include "gpu.h"
 
-static int stub_begin(void *ctx, struct stf_job *job, char *msg, size_t cap)
+static int stub_begin(void *ctx, const struct stf_job_info *job, void **state, char *msg,
+                      size_t cap)
 {
         snprintf(msg, cap, "cuda:%d: stfs was built without CUDA support (meson -Dcuda=enabled)",
                  job->device);
         return -ENOTSUP;
 }
 
-static int stub_chunk(void *ctx, struct stf_job *job, unsigned worker, const struct stf_chunk *c,
-                      char *msg, size_t cap)
+static int stub_chunk(void *state, const struct stf_job_info *job, unsigned worker,
+                      const struct stf_chunk *c, char *msg, size_t cap)
 {
         return -ENOTSUP;
 }
@@ -31,8 +32,4 @@ bool stf_cuda_built(void)
 int stf_cuda_job_handle(struct stf_job *job, char hex[129], uint64_t *dptr)
 {
         return -ENODATA;
-}
-
-void stf_cuda_job_release(struct stf_job *job)
-{
 }

@@ -8,6 +8,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,6 +163,32 @@ fail:
         return ret;
 }
 
+struct stf_job {
+        struct stf_job_info info;
+        uint64_t id;
+        char *selection;
+        struct stf_plan *plan;
+        const struct stf_backend *backend;
+        void *state; /* the backend's, from begin() */
+        stf_job_end_fn on_end;
+        void *on_end_arg;
+
+        pthread_mutex_t lock; /* guards everything below */
+        uint32_t state_now;
+        int error;
+        char message[STF_JOB_MESSAGE_MAX];
+        uint64_t bytes_done;
+        uint64_t t_start_ns, t_end_ns;
+        bool cancel;
+        bool released;
+        size_t next_chunk;
+        bool ended;          /* job_run is past its last use of the job */
+        pthread_cond_t done; /* signalled when ended turns true */
+        pthread_t thread;
+        bool joinable;
+        uint64_t bytes_total; /* tensor bytes, without alignment padding */
+};
+
 static void set_error(struct stf_job *job, int err, const char *msg)
 {
         pthread_mutex_lock(&job->lock);
@@ -177,29 +205,31 @@ struct worker_arg {
         unsigned worker;
 };
 
+/* Next chunk to move, or NULL once cancelled, failed or out of chunks. */
+static const struct stf_chunk *next_chunk(struct stf_job *job)
+{
+        const struct stf_chunk *c = NULL;
+
+        pthread_mutex_lock(&job->lock);
+        if (!job->cancel && !job->error && job->next_chunk < job->plan->nchunks)
+                c = &job->plan->chunks[job->next_chunk++];
+        pthread_mutex_unlock(&job->lock);
+        return c;
+}
+
 static void *worker_run(void *arg)
 {
         struct worker_arg *wa = arg;
         struct stf_job *job = wa->job;
         const struct stf_backend *be = job->backend;
-        char msg[STFS_MESSAGE_MAX] = "";
+        char msg[STF_JOB_MESSAGE_MAX] = "";
+        const struct stf_chunk *c;
         int ret = 0;
 
         if (be->worker_begin)
-                ret = be->worker_begin(job->backend_ctx, job, wa->worker, msg, sizeof(msg));
-        while (!ret) {
-                const struct stf_chunk *c;
-                size_t i;
-
-                pthread_mutex_lock(&job->lock);
-                if (job->cancel || job->error || job->next_chunk >= job->plan->nchunks) {
-                        pthread_mutex_unlock(&job->lock);
-                        break;
-                }
-                i = job->next_chunk++;
-                pthread_mutex_unlock(&job->lock);
-                c = &job->plan->chunks[i];
-                ret = be->chunk(job->backend_ctx, job, wa->worker, c, msg, sizeof(msg));
+                ret = be->worker_begin(job->state, &job->info, wa->worker, msg, sizeof(msg));
+        while (!ret && (c = next_chunk(job))) {
+                ret = be->chunk(job->state, &job->info, wa->worker, c, msg, sizeof(msg));
                 if (!ret) {
                         pthread_mutex_lock(&job->lock);
                         job->bytes_done += c->width * c->height;
@@ -210,42 +240,70 @@ static void *worker_run(void *arg)
                 set_error(job, ret, msg);
         if (be->worker_end) {
                 msg[0] = '\0';
-                ret = be->worker_end(job->backend_ctx, job, wa->worker, msg, sizeof(msg));
+                ret = be->worker_end(job->state, &job->info, wa->worker, msg, sizeof(msg));
                 if (ret)
                         set_error(job, ret, msg);
         }
         return NULL;
 }
 
-static void *job_run(void *arg)
+/* The outcome so far: 0 (every chunk moved), -ECANCELED or the first error. */
+static int outcome(struct stf_job *job)
 {
-        struct stf_job *job = arg;
-        const struct stf_backend *be = job->backend;
+        int ret;
+
+        pthread_mutex_lock(&job->lock);
+        if (job->error)
+                ret = job->error;
+        else if (job->cancel && job->next_chunk < job->plan->nchunks)
+                ret = -ECANCELED;
+        else
+                ret = 0;
+        pthread_mutex_unlock(&job->lock);
+        return ret;
+}
+
+/* Run the workers; returns once they are all gone. */
+static void run_workers(struct stf_job *job)
+{
         struct worker_arg wa[STF_THREADS_MAX];
         pthread_t th[STF_THREADS_MAX];
-        char msg[STFS_MESSAGE_MAX] = "";
         unsigned started = 0;
-        int ret = 0;
 
-        if (be->begin)
-                ret = be->begin(job->backend_ctx, job, msg, sizeof(msg));
-        if (ret)
-                set_error(job, ret, msg);
-        for (unsigned w = 0; !ret && w < job->threads; w++) {
+        for (unsigned w = 0; w < job->info.threads; w++) {
                 wa[w] = (struct worker_arg){job, w};
                 if (pthread_create(&th[w], NULL, worker_run, &wa[w]))
                         break;
                 started++;
         }
-        if (!ret && started == 0)
+        if (started == 0)
                 set_error(job, -EAGAIN, "cannot start worker threads");
         for (unsigned w = 0; w < started; w++)
                 pthread_join(th[w], NULL);
+}
+
+static void *job_run(void *arg)
+{
+        struct stf_job *job = arg;
+        const struct stf_backend *be = job->backend;
+        char msg[STF_JOB_MESSAGE_MAX] = "";
+        int ret = 0;
+
+        if (be->begin)
+                ret = be->begin(job->state, &job->info, &job->state, msg, sizeof(msg));
+        if (ret)
+                set_error(job, ret, msg);
+        else
+                run_workers(job);
+        ret = outcome(job);
         if (be->end) {
                 msg[0] = '\0';
-                ret = be->end(job->backend_ctx, job, job->error, msg, sizeof(msg));
-                if (ret)
-                        set_error(job, ret, msg);
+                int err = be->end(job->state, &job->info, ret, msg, sizeof(msg));
+
+                if (err) {
+                        set_error(job, err, msg);
+                        ret = outcome(job);
+                }
         }
         /*
          * The chunk list is the bulk of a plan (64 bytes per chunk: 4 MiB
@@ -255,49 +313,59 @@ static void *job_run(void *arg)
          */
         free(job->plan->chunks);
         job->plan->chunks = NULL;
+        if (job->on_end)
+                job->on_end(job->on_end_arg, job, ret);
         pthread_mutex_lock(&job->lock);
         job->t_end_ns = stf_now_ns();
-        if (job->error)
-                job->state = STFS_JOB_FAILED;
-        else if (job->cancel && job->next_chunk < job->plan->nchunks)
-                job->state = STFS_JOB_CANCELLED;
-        else
-                job->state = STFS_JOB_DONE;
+        job->state_now = ret == 0                           ? STF_JOB_DONE
+                         : ret == -ECANCELED && !job->error ? STF_JOB_CANCELLED
+                                                            : STF_JOB_FAILED;
+        job->ended = true;
+        pthread_cond_broadcast(&job->done);
         pthread_mutex_unlock(&job->lock);
         return NULL;
 }
 
 int stf_job_start(const struct stf_model *m, struct stf_plan *plan, const struct stf_backend *be,
-                  void *be_ctx, uint32_t target, int32_t device, unsigned threads,
-                  const char *selection, uint64_t id, struct stf_job **out)
+                  void *be_ctx, const struct stf_job_params *params, struct stf_job **out)
 {
         struct stf_job *job = calloc(1, sizeof(*job));
+        unsigned threads = params->threads ? params->threads : STF_THREADS_DEFAULT;
 
         *out = NULL;
         if (!job) {
                 stf_plan_free(plan);
                 return -ENOMEM;
         }
-        job->selection = strdup(selection ? selection : "");
+        job->selection = strdup(params->selection ? params->selection : "");
         if (!job->selection) {
                 free(job);
                 stf_plan_free(plan);
                 return -ENOMEM;
         }
         pthread_mutex_init(&job->lock, NULL);
-        job->id = id;
-        job->target = target;
-        job->device = device;
-        job->threads = threads ? threads : STF_THREADS_DEFAULT;
-        if (job->threads > STF_THREADS_MAX)
-                job->threads = STF_THREADS_MAX;
+        pthread_cond_init(&job->done, NULL);
+        /*
+         * Progress counts tensor bytes; plan->total also counts the padding
+         * that aligns each tensor in the destination, which no chunk moves,
+         * so a finished job would never reach it.
+         */
+        for (size_t i = 0; i < plan->ntensors; i++)
+                job->bytes_total += plan->tensor_size[i];
+        job->info = (struct stf_job_info){m, plan, params->target, params->device,
+                                          threads < STF_THREADS_MAX ? threads : STF_THREADS_MAX};
+        job->id = params->id;
         job->plan = plan;
-        job->model = m;
         job->backend = be;
-        job->backend_ctx = be_ctx;
-        job->state = STFS_JOB_RUNNING;
+        job->state = be_ctx;
+        job->released = !be->release;
+        job->on_end = params->on_end;
+        job->on_end_arg = params->on_end_arg;
+        job->state_now = STF_JOB_RUNNING;
         job->t_start_ns = stf_now_ns();
         if (pthread_create(&job->thread, NULL, job_run, job)) {
+                job->released = true; /* begin() never ran */
+                job->ended = true;
                 stf_job_free(job);
                 return -EAGAIN;
         }
@@ -316,40 +384,59 @@ void stf_job_cancel(struct stf_job *job)
 void stf_job_wait(struct stf_job *job)
 {
         pthread_mutex_lock(&job->lock);
-        if (job->joinable) {
-                job->joinable = false;
-                pthread_mutex_unlock(&job->lock);
-                pthread_join(job->thread, NULL);
-                return;
-        }
+        while (!job->ended)
+                pthread_cond_wait(&job->done, &job->lock);
         pthread_mutex_unlock(&job->lock);
 }
 
-void stf_job_status(struct stf_job *job, struct stfs_status_req *st)
+void stf_job_progress(struct stf_job *job, struct stf_job_progress *p)
 {
-        uint64_t bytes = 0;
-
-        /*
-         * Progress counts tensor bytes; plan->total also counts the padding
-         * that aligns each tensor in the destination, which no chunk moves,
-         * so a finished job would never reach it. (ntensors and tensor_size
-         * never change once the job runs.)
-         */
-        for (size_t i = 0; i < job->plan->ntensors; i++)
-                bytes += job->plan->tensor_size[i];
         pthread_mutex_lock(&job->lock);
-        st->version = STFS_IOC_VERSION;
-        st->job = job->id;
-        st->state = job->state;
-        st->error = job->state == STFS_JOB_FAILED ? -job->error : 0;
-        st->target = job->target;
-        st->device = job->device;
-        st->tensors = (uint32_t)job->plan->ntensors;
-        st->bytes_total = bytes;
-        st->bytes_done = job->bytes_done;
-        st->elapsed_ns = (job->t_end_ns ? job->t_end_ns : stf_now_ns()) - job->t_start_ns;
-        snprintf(st->message, sizeof(st->message), "%s", job->message);
+        p->id = job->id;
+        p->state = job->state_now;
+        p->error = job->state_now == STF_JOB_FAILED ? job->error : 0;
+        p->target = job->info.target;
+        p->device = job->info.device;
+        p->threads = job->info.threads;
+        p->tensors = (uint32_t)job->plan->ntensors;
+        p->bytes_total = job->bytes_total;
+        p->bytes_done = job->bytes_done;
+        p->elapsed_ns = (job->t_end_ns ? job->t_end_ns : stf_now_ns()) - job->t_start_ns;
+        snprintf(p->message, sizeof(p->message), "%s", job->message);
         pthread_mutex_unlock(&job->lock);
+}
+
+const char *stf_job_selection(const struct stf_job *job)
+{
+        return job->selection;
+}
+
+const struct stf_job_info *stf_job_info(const struct stf_job *job)
+{
+        return &job->info;
+}
+
+void *stf_job_backend_state(struct stf_job *job)
+{
+        void *state;
+
+        pthread_mutex_lock(&job->lock);
+        state = job->released ? NULL : job->state;
+        pthread_mutex_unlock(&job->lock);
+        return state;
+}
+
+void stf_job_release(struct stf_job *job)
+{
+        bool release;
+
+        stf_job_wait(job);
+        pthread_mutex_lock(&job->lock);
+        release = !job->released;
+        job->released = true;
+        pthread_mutex_unlock(&job->lock);
+        if (release)
+                job->backend->release(job->state);
 }
 
 void stf_job_free(struct stf_job *job)
@@ -357,7 +444,10 @@ void stf_job_free(struct stf_job *job)
         if (!job)
                 return;
         stf_job_cancel(job);
-        stf_job_wait(job);
+        stf_job_release(job);
+        if (job->joinable)
+                pthread_join(job->thread, NULL);
+        pthread_cond_destroy(&job->done);
         pthread_mutex_destroy(&job->lock);
         stf_plan_free(job->plan);
         free(job->selection);

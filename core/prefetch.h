@@ -18,13 +18,12 @@
  * any time; cancellation is checked between chunks.
  */
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "model.h"
-#include "stfs_ioctl.h"
+#include "target.h"
 
 #define STF_CHUNK_DEFAULT (4u << 20)
 #define STF_THREADS_DEFAULT 4
@@ -68,68 +67,117 @@ int stf_plan_build(const struct stf_model *m, const uint32_t *tensors, size_t n,
                    size_t msgcap);
 void stf_plan_free(struct stf_plan *p);
 
+#define STF_JOB_MESSAGE_MAX 256
+
+/* A job, opaque: read it with stf_job_progress. */
 struct stf_job;
+
+/* What a backend is told about its job: constant from begin to end. */
+struct stf_job_info {
+        const struct stf_model *model;
+        const struct stf_plan *plan;
+        uint32_t target; /* enum stf_target */
+        int32_t device;
+        unsigned threads;
+};
 
 /*
  * What a target does. Every callback returns 0 or -errno and may write a
- * reason into @msg. @worker is 0..threads-1; chunk() of one worker is never
- * called concurrently with itself.
+ * reason into @msg. begin() may set *@state to its own per-job state (it
+ * starts as the @be_ctx given to stf_job_start); every later callback gets
+ * that state. @worker is 0..threads-1; chunk() of one worker is never
+ * called concurrently with itself. All callbacks but chunk() may be NULL.
  */
 struct stf_backend {
-        int (*begin)(void *ctx, struct stf_job *job, char *msg, size_t cap);
-        int (*worker_begin)(void *ctx, struct stf_job *job, unsigned worker, char *msg, size_t cap);
-        int (*chunk)(void *ctx, struct stf_job *job, unsigned worker, const struct stf_chunk *c,
-                     char *msg, size_t cap);
+        int (*begin)(void *ctx, const struct stf_job_info *job, void **state, char *msg,
+                     size_t cap);
+        int (*worker_begin)(void *state, const struct stf_job_info *job, unsigned worker, char *msg,
+                            size_t cap);
+        int (*chunk)(void *state, const struct stf_job_info *job, unsigned worker,
+                     const struct stf_chunk *c, char *msg, size_t cap);
         /* after the worker's last chunk, even on failure: flush, free staging */
-        int (*worker_end)(void *ctx, struct stf_job *job, unsigned worker, char *msg, size_t cap);
-        /* once, after all workers: @status is the job's result so far */
-        int (*end)(void *ctx, struct stf_job *job, int status, char *msg, size_t cap);
-};
-
-struct stf_job {
-        uint64_t id;
-        uint32_t target; /* enum stfs_target */
-        int32_t device;
-        unsigned threads;
-        char *selection;
-        struct stf_plan *plan;
-        const struct stf_model *model;
-        const struct stf_backend *backend;
-        void *backend_ctx;
-        void *target_state; /* backend's per-job state (device allocation) */
-
-        /* progress: read with stf_job_status */
-        pthread_mutex_t lock;
-        uint32_t state;
-        int error;
-        char message[STFS_MESSAGE_MAX];
-        uint64_t bytes_done;
-        uint64_t t_start_ns, t_end_ns;
-        bool cancel;
-        size_t next_chunk;
-        pthread_t thread;
-        bool joinable;
+        int (*worker_end)(void *state, const struct stf_job_info *job, unsigned worker, char *msg,
+                          size_t cap);
+        /*
+         * Once, after all workers (also when begin failed): @status is 0
+         * when every chunk moved, -ECANCELED when the job was cancelled
+         * first, else the job's first error.
+         */
+        int (*end)(void *state, const struct stf_job_info *job, int status, char *msg, size_t cap);
+        /*
+         * Free what the state still holds once the job is over (device
+         * memory) and the state itself: from stf_job_release or
+         * stf_job_free, at most once, also after a failed begin() (the
+         * state is then what begin() left in *state).
+         */
+        void (*release)(void *state);
 };
 
 /*
- * Start @plan (ownership passes to the job, also on error) on @threads
- * workers (0: default) in the background. @selection is copied for status.
- * Returns 0 and a new running job, or -ENOMEM / -EAGAIN.
+ * Called once on the job's thread after the backend's end() and before
+ * the job's final state can be read: what it records is in place when a
+ * caller sees the job finished. @status as for end(), or end()'s error.
+ */
+typedef void (*stf_job_end_fn)(void *arg, struct stf_job *job, int status);
+
+struct stf_job_params {
+        uint64_t id;           /* reported in progress */
+        uint32_t target;       /* enum stf_target */
+        int32_t device;        /* CUDA device ordinal */
+        unsigned threads;      /* workers; 0: STF_THREADS_DEFAULT; capped at STF_THREADS_MAX */
+        const char *selection; /* copied, for status; NULL: "" */
+        stf_job_end_fn on_end; /* NULL: none */
+        void *on_end_arg;
+};
+
+/* A job's progress: a small value the caller owns. */
+struct stf_job_progress {
+        uint64_t id;
+        uint32_t state; /* enum stf_job_state */
+        int error;      /* -errno of a failed job, else 0 */
+        uint32_t target;
+        int32_t device;
+        unsigned threads;                  /* workers the job runs on */
+        uint32_t tensors;                  /* tensors selected */
+        uint64_t bytes_total;              /* tensor bytes (slices), without alignment padding */
+        uint64_t bytes_done;               /* updated after every chunk */
+        uint64_t elapsed_ns;               /* stops when the job ends */
+        char message[STF_JOB_MESSAGE_MAX]; /* why it failed, "" otherwise */
+};
+
+/*
+ * Start @plan (ownership passes to the job, also on error) through @be in
+ * the background. Returns 0 and a new running job, or -ENOMEM / -EAGAIN.
  */
 int stf_job_start(const struct stf_model *m, struct stf_plan *plan, const struct stf_backend *be,
-                  void *be_ctx, uint32_t target, int32_t device, unsigned threads,
-                  const char *selection, uint64_t id, struct stf_job **out);
+                  void *be_ctx, const struct stf_job_params *params, struct stf_job **out);
 
-/* Ask the job to stop after the chunks in flight. */
+/* Ask the job to stop after the chunks in flight. Thread-safe. */
 void stf_job_cancel(struct stf_job *job);
 
-/* Wait for the job's end. */
+/* Wait for the job's end (and its on_end). Thread-safe; any number of
+ * threads may wait at once. */
 void stf_job_wait(struct stf_job *job);
 
-/* Fill @st from the job (thread-safe). */
-void stf_job_status(struct stf_job *job, struct stfs_status_req *st);
+/* Fill @p from the job. Thread-safe. */
+void stf_job_progress(struct stf_job *job, struct stf_job_progress *p);
 
-/* Wait for, then free a job; accepts NULL. */
+/* The selection text given at start (borrowed, lives with the job). */
+const char *stf_job_selection(const struct stf_job *job);
+
+/* What the job is (borrowed, constant for the job's life); its plan's
+ * chunk list is freed (NULL) when the job ends, the rest stays. */
+const struct stf_job_info *stf_job_info(const struct stf_job *job);
+
+/* The backend's per-job state (borrowed), NULL once released. Callers
+ * serialize it against stf_job_release themselves. */
+void *stf_job_backend_state(struct stf_job *job);
+
+/* Wait for the job, then let the backend free what it still holds
+ * (release()). Safe to call twice. */
+void stf_job_release(struct stf_job *job);
+
+/* Release, then free a job (cancelling and waiting first); accepts NULL. */
 void stf_job_free(struct stf_job *job);
 
 uint64_t stf_now_ns(void);

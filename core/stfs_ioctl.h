@@ -110,9 +110,26 @@ struct stfs_evict_req {
         char selection[STFS_SELECTION_MAX];
 };
 
+/*
+ * Why a request was refused. A refused request returns only an errno; the
+ * daemon keeps the reason of the last 64 refusals, each for the thread
+ * that made it. Ask from the same thread, right after the failure: .error
+ * and .message are those of this thread's last refused request, .request
+ * its number (_IOC_NR: 1 prefetch, 2 status, 3 cancel, 4 evict). ENOENT
+ * when none is kept. (in: .version; out: the rest)
+ */
+struct stfs_reason_req {
+        uint32_t version;
+        int32_t error; /* errno the request failed with */
+        uint32_t request;
+        uint32_t pad;
+        char message[STFS_MESSAGE_MAX]; /* NUL terminated */
+};
+
 #define STFS_IOC_PREFETCH _IOWR(STFS_IOC_MAGIC, 1, struct stfs_prefetch_req)
 #define STFS_IOC_STATUS _IOWR(STFS_IOC_MAGIC, 2, struct stfs_status_req)
 #define STFS_IOC_CANCEL _IOW(STFS_IOC_MAGIC, 3, struct stfs_cancel_req)
 #define STFS_IOC_EVICT _IOWR(STFS_IOC_MAGIC, 4, struct stfs_evict_req)
+#define STFS_IOC_REASON _IOWR(STFS_IOC_MAGIC, 5, struct stfs_reason_req)
 
 #endif

@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stfs_ioctl.h"
 #include "target.h"
 
 bool stf_target_parse(const char *s, uint32_t *target, int32_t *device)
@@ -12,7 +11,7 @@ bool stf_target_parse(const char *s, uint32_t *target, int32_t *device)
         long d;
 
         if (!strcmp(s, "host")) {
-                *target = STFS_TARGET_HOST;
+                *target = STF_TARGET_HOST;
                 *device = 0;
                 return true;
         }
@@ -21,21 +20,21 @@ bool stf_target_parse(const char *s, uint32_t *target, int32_t *device)
         d = strtol(s + 5, &end, 10);
         if (*end || d > STF_CUDA_DEVICE_MAX)
                 return false;
-        *target = STFS_TARGET_CUDA;
+        *target = STF_TARGET_CUDA;
         *device = (int32_t)d;
         return true;
 }
 
 bool stf_target_valid(uint32_t target, int32_t device)
 {
-        if (target == STFS_TARGET_HOST)
+        if (target == STF_TARGET_HOST)
                 return true;
-        return target == STFS_TARGET_CUDA && device >= 0 && device <= STF_CUDA_DEVICE_MAX;
+        return target == STF_TARGET_CUDA && device >= 0 && device <= STF_CUDA_DEVICE_MAX;
 }
 
 int stf_target_format(char *buf, size_t cap, uint32_t target, int32_t device)
 {
-        if (target == STFS_TARGET_HOST)
+        if (target == STF_TARGET_HOST)
                 return snprintf(buf, cap, "host");
         return snprintf(buf, cap, "cuda:%d", device);
 }
@@ -43,9 +42,8 @@ int stf_target_format(char *buf, size_t cap, uint32_t target, int32_t device)
 const char *stf_job_state_name(uint32_t state)
 {
         static const char *const names[] = {
-            [STFS_JOB_QUEUED] = "queued",       [STFS_JOB_RUNNING] = "running",
-            [STFS_JOB_DONE] = "done",           [STFS_JOB_FAILED] = "failed",
-            [STFS_JOB_CANCELLED] = "cancelled",
+            [STF_JOB_QUEUED] = "queued", [STF_JOB_RUNNING] = "running",     [STF_JOB_DONE] = "done",
+            [STF_JOB_FAILED] = "failed", [STF_JOB_CANCELLED] = "cancelled",
         };
 
         return state < sizeof(names) / sizeof(names[0]) ? names[state] : "unknown";

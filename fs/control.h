@@ -3,30 +3,41 @@
 #define STFS_CONTROL_H
 
 /*
- * The control plane: /.stfs/control (ioctls of stfs_ioctl.h; text commands
- * where the mount is writable) and /.stfs/status (a JSON snapshot taken at
- * open). Jobs run in the background on core/prefetch; the host target
- * pushes bytes into the mount's page cache with notify_store.
+ * The control plane of a mount: /.stfs/control takes the ioctls of
+ * stfs_ioctl.h (ioctl.c) and, where the mount is writable, text commands
+ * (textcmd.c). Both hand requests to the mount's residency (core/: the job
+ * table and what is resident where, fs->res); control.c creates it with
+ * the host target, which pushes bytes into the mount's page cache with
+ * notify_store, and stops it at exit.
  */
+
+#include <stdint.h>
 
 #include "stfs.h"
 
+/* Create fs->res. 0 or -ENOMEM. */
 int stfs_control_init(struct stfs *fs);
-/* Cancel and wait for every job, free them. */
+
+/* Cancel every job and wait until none runs, while the session can still
+ * take their pushes (after a grace period the connection is cut). */
+void stfs_control_stop(struct stfs *fs);
+
+/* Free every job (cancelled, waited for) and fs->res; sets it NULL, so
+ * a second call does nothing. */
 void stfs_control_destroy(struct stfs *fs);
 
+/* Drop the page cache of tensor @t (its file and .npy view); @fs is the
+ * struct stfs. For stf_residency_evict. */
+void stfs_control_drop_host(void *fs, uint32_t t);
+
+/* The ioctl op of the control file: exactly one reply. */
 void stfs_control_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
                         struct fuse_file_info *fi, unsigned flags, const void *in_buf,
                         size_t in_bufsz, size_t out_bufsz);
 
 /* A text command (one or more lines) written to the control file by @uid;
- * the reply (owned by the caller, free()) is what a read returns next. */
+ * the reply (owned by the caller, free()) is what a read returns next.
+ * NULL on ENOMEM. */
 char *stfs_control_text(struct stfs *fs, uid_t uid, const char *text, size_t len);
-
-/* The /.stfs/status document, new text (caller frees); NULL on ENOMEM. */
-char *stfs_status_json(struct stfs *fs, size_t *len);
-
-/* user.stfs.cuda of tensor @t into @buf: length, or -ENODATA. */
-int stfs_cuda_xattr(struct stfs *fs, size_t t, char *buf, size_t cap);
 
 #endif

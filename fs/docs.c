@@ -79,7 +79,7 @@ void stfs_docs_free(struct stfs_docs *docs)
 static int gen(struct stfs *fs, const struct stf_ns_entry *e, struct stfs_doc *d)
 {
         if (e->kind == STF_NS_STATUS) {
-                d->text = stfs_status_json(fs, &d->len);
+                d->text = stf_residency_status_json(fs->res, &d->len);
                 return d->text ? 0 : -ENOMEM;
         }
         if (e->kind == STF_NS_DOC) {
@@ -139,7 +139,7 @@ int stfs_doc_size(struct stfs *fs, enum stf_ns_kind kind, struct stfs_doc *d, ui
         *size = 0;
         if (kind != STF_NS_STATUS)
                 return 0;
-        text = stfs_status_json(fs, &len);
+        text = stf_residency_status_json(fs->res, &len);
         if (!text)
                 return -ENOMEM;
         free(text);

@@ -407,7 +407,7 @@ int main(int argc, char **argv)
                 goto out_unmount;
         ret = serve(se, &st.cmd);
         /* stop prefetch jobs while the session can still take their pushes */
-        stfs_control_destroy(&fs);
+        stfs_control_stop(&fs);
 
 out_unmount:
         fuse_session_unmount(se);

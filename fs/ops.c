@@ -283,7 +283,7 @@ static void read_view(fuse_req_t req, struct stfs *fs, const struct stf_view *v,
                 return;
         }
         want = v->size - (uint64_t)off < size ? (size_t)(v->size - (uint64_t)off) : size;
-        __atomic_add_fetch(&fs->read_bytes, want, __ATOMIC_RELAXED);
+        stf_residency_count(fs->res, STF_COUNT_READ_BYTES, want);
         if (!stf_watch_intact(fs->watch, v, (uint64_t)off, want)) {
                 stf_watch_fault(fs->watch, v, (uint64_t)off, want);
                 fuse_reply_err(req, EIO);
@@ -335,7 +335,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                 fuse_reply_err(req, -ret);
                 return;
         }
-        __atomic_add_fetch(&fs->read_requests, 1, __ATOMIC_RELAXED);
+        stf_residency_count(fs->res, STF_COUNT_READ_REQUESTS, 1);
         read_view(req, fs, v, size, off);
         stf_ns_view_put(fs->ns, v);
 }
@@ -446,7 +446,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
         }
         val = buf;
         if (e.kind == STF_NS_TENSOR && !strcmp(name, "user.stfs.cuda"))
-                len = stfs_cuda_xattr(fs, e.index, buf, cap);
+                len = stf_residency_cuda_xattr(fs->res, e.index, buf, cap);
         else
                 len = stf_ns_xattr(fs->ns, &e, name, buf, cap, &val);
         if (len == -ERANGE)

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "model.h"
 #include "ns.h"
+#include "residency.h"
 #include "tree.h"
 #include "view.h"
 #include "watch.h"
@@ -41,12 +42,7 @@ struct stfs {
         /* control plane (control.c) */
         struct fuse_session *se;
         const char *mountpoint;
-        pthread_mutex_t jobs_lock;
-        struct stf_job **jobs; /* job id i + 1 at [i] */
-        size_t njobs, jobs_cap;
-        uint8_t *host_resident;    /* per tensor: pushed to the page cache */
-        struct stf_job **cuda_job; /* per tensor: the job holding it on a GPU */
-        uint64_t read_requests, read_bytes, pushed_bytes, pushed_chunks; /* atomic */
+        struct stf_residency *res; /* jobs, resident tensors, counters */
 };
 
 #endif

@@ -34,6 +34,7 @@
 #include "prefetch.h"
 #include "select.h"
 #include "tree.h"
+#include "wire.h"
 
 /* ------------------------------------------------------------ the model */
 
@@ -849,7 +850,7 @@ struct fake {
         int begins, worker_begins, worker_ends, ends, end_status;
 };
 
-static int fk_begin(void *ctx, struct stf_job *job, char *msg, size_t cap)
+static int fk_begin(void *ctx, const struct stf_job_info *job, void **state, char *msg, size_t cap)
 {
         struct fake *f = ctx;
 
@@ -859,7 +860,8 @@ static int fk_begin(void *ctx, struct stf_job *job, char *msg, size_t cap)
         return f->begin_err;
 }
 
-static int fk_worker_begin(void *ctx, struct stf_job *job, unsigned w, char *msg, size_t cap)
+static int fk_worker_begin(void *ctx, const struct stf_job_info *job, unsigned w, char *msg,
+                           size_t cap)
 {
         struct fake *f = ctx;
 
@@ -873,8 +875,8 @@ static int fk_worker_begin(void *ctx, struct stf_job *job, unsigned w, char *msg
         return 0;
 }
 
-static int fk_chunk(void *ctx, struct stf_job *job, unsigned w, const struct stf_chunk *c,
-                    char *msg, size_t cap)
+static int fk_chunk(void *ctx, const struct stf_job_info *job, unsigned w,
+                    const struct stf_chunk *c, char *msg, size_t cap)
 {
         struct fake *f = ctx;
         const struct stf_tensor *t = &job->model->tensors[c->tensor];
@@ -917,7 +919,8 @@ out:
         return ret;
 }
 
-static int fk_worker_end(void *ctx, struct stf_job *job, unsigned w, char *msg, size_t cap)
+static int fk_worker_end(void *ctx, const struct stf_job_info *job, unsigned w, char *msg,
+                         size_t cap)
 {
         struct fake *f = ctx;
 
@@ -929,7 +932,7 @@ static int fk_worker_end(void *ctx, struct stf_job *job, unsigned w, char *msg, 
         return 0;
 }
 
-static int fk_end(void *ctx, struct stf_job *job, int status, char *msg, size_t cap)
+static int fk_end(void *ctx, const struct stf_job_info *job, int status, char *msg, size_t cap)
 {
         struct fake *f = ctx;
 
@@ -1052,15 +1055,43 @@ static void assert_destination(const struct fake *f, const struct stf_plan *p,
         ck_assert_uint_eq(written, want); /* nothing outside the tensors */
 }
 
+/* Start a host job of @p (owned) with id @id. */
+static int job_start(struct stf_plan *p, const struct stf_backend *be, void *ctx, unsigned threads,
+                     const char *sel, uint64_t id, struct stf_job **job)
+{
+        struct stf_job_params params = {
+            .id = id, .target = STF_TARGET_HOST, .threads = threads, .selection = sel};
+
+        return stf_job_start(M, p, be, ctx, &params, job);
+}
+
+/* The job's progress as the status ioctl reports it. */
+static void stf_job_status(struct stf_job *job, struct stfs_status_req *st)
+{
+        struct stf_job_progress p;
+
+        stf_job_progress(job, &p);
+        stf_wire_status(&p, st);
+}
+
+static unsigned job_threads(struct stf_job *job)
+{
+        struct stf_job_progress p;
+
+        stf_job_progress(job, &p);
+        return p.threads;
+}
+
 static struct stf_job *run_job(struct fake *f, struct stf_plan *p, const struct stf_backend *be,
                                unsigned threads)
 {
         struct stf_job *job = NULL;
+        struct stfs_status_req st;
 
-        ck_assert_int_eq(stf_job_start(M, p, be, f, STFS_TARGET_HOST, 0, threads, "sel", 7, &job),
-                         0);
+        ck_assert_int_eq(job_start(p, be, f, threads, "sel", 7, &job), 0);
         ck_assert_ptr_nonnull(job);
-        ck_assert_uint_eq(job->id, 7);
+        stf_job_status(job, &st);
+        ck_assert_uint_eq(st.job, 7);
         stf_job_wait(job);
         return job;
 }
@@ -1138,7 +1169,7 @@ START_TEST(engine_optional_callbacks_and_defaults)
         /* threads 0: the default; only chunk() given */
         fake_init(&f, p, 0);
         job = run_job(&f, p, &fake_chunk_only, 0);
-        ck_assert_uint_eq(job->threads, STF_THREADS_DEFAULT);
+        ck_assert_uint_eq(job_threads(job), STF_THREADS_DEFAULT);
         stf_job_status(job, &st);
         ck_assert_uint_eq(st.state, STFS_JOB_DONE);
         assert_no_faults(&f);
@@ -1149,7 +1180,7 @@ START_TEST(engine_optional_callbacks_and_defaults)
         p = plan_of(names, 2, NULL, 16);
         fake_init(&f, p, 1000);
         job = run_job(&f, p, &fake_backend, 1000);
-        ck_assert_uint_eq(job->threads, STF_THREADS_MAX);
+        ck_assert_uint_eq(job_threads(job), STF_THREADS_MAX);
         assert_no_faults(&f);
         stf_job_free(job);
         fake_free(&f);
@@ -1190,9 +1221,7 @@ START_TEST(engine_cancel_midway)
 
         fake_init(&f, p, threads);
         f.sleep_us = 2000; /* ~5 s of work for one thread */
-        ck_assert_int_eq(
-            stf_job_start(M, p, &fake_backend, &f, STFS_TARGET_HOST, 0, threads, "big", 3, &job),
-            0);
+        ck_assert_int_eq(job_start(p, &fake_backend, &f, threads, "big", 3, &job), 0);
         while (__atomic_load_n(&f.chunks, __ATOMIC_SEQ_CST) < 5)
                 usleep(1000);
         stf_job_status(job, &st);
@@ -1360,9 +1389,8 @@ START_TEST(engine_free_running_job)
 
         fake_init(&f, p, 2);
         f.sleep_us = 1000;
-        ck_assert_int_eq(
-            stf_job_start(M, p, &fake_backend, &f, STFS_TARGET_HOST, 0, 2, NULL, 1, &job), 0);
-        ck_assert_str_eq(job->selection, "");
+        ck_assert_int_eq(job_start(p, &fake_backend, &f, 2, NULL, 1, &job), 0);
+        ck_assert_str_eq(stf_job_selection(job), "");
         usleep(5000);
         stf_job_free(job); /* cancels and waits */
         ck_assert_int_eq(f.ends, 1);

@@ -102,16 +102,16 @@ static int check(const struct stf_model *m, struct stf_job *job)
 
         if (stf_cuda_job_handle(job, hex, &dptr))
                 return -1;
-        back = malloc(job->plan->total ? job->plan->total : 1);
-        if (!back || cu.dtoh(back, dptr, job->plan->total)) {
+        back = malloc(stf_job_info(job)->plan->total ? stf_job_info(job)->plan->total : 1);
+        if (!back || cu.dtoh(back, dptr, stf_job_info(job)->plan->total)) {
                 free(back);
                 return -1;
         }
-        for (size_t i = 0; i < job->plan->ntensors; i++) {
-                const struct stf_tensor *t = &m->tensors[job->plan->tensors[i]];
+        for (size_t i = 0; i < stf_job_info(job)->plan->ntensors; i++) {
+                const struct stf_tensor *t = &m->tensors[stf_job_info(job)->plan->tensors[i]];
 
-                if (memcmp(back + job->plan->tensor_dst[i], m->shards[t->shard].map + t->begin,
-                           t->size)) {
+                if (memcmp(back + stf_job_info(job)->plan->tensor_dst[i],
+                           m->shards[t->shard].map + t->begin, t->size)) {
                         fprintf(stderr, "bench_cuda: %s differs on the device\n", t->name);
                         bad = -1;
                 }
@@ -127,18 +127,18 @@ static int check(const struct stf_model *m, struct stf_job *job)
 static int check_ipc(const struct stf_model *m, struct stf_job *job, int device)
 {
         const char *exe = getenv("IPC_READ");
-        const struct stf_tensor *t = &m->tensors[job->plan->tensors[0]];
+        const struct stf_tensor *t = &m->tensors[stf_job_info(job)->plan->tensors[0]];
         char hex[129], cmd[512];
         uint64_t dptr, got = 0;
         uint8_t *buf;
         FILE *p;
         size_t n;
 
-        if (!exe || !job->plan->ntensors || stf_cuda_job_handle(job, hex, &dptr))
+        if (!exe || !stf_job_info(job)->plan->ntensors || stf_cuda_job_handle(job, hex, &dptr))
                 return exe ? -1 : 0;
         buf = malloc(t->size + 1);
         snprintf(cmd, sizeof(cmd), "'%s' %d %s %" PRIu64 " %" PRIu64, exe, device, hex,
-                 job->plan->tensor_dst[0], t->size);
+                 stf_job_info(job)->plan->tensor_dst[0], t->size);
         p = buf ? popen(cmd, "r") : NULL;
         while (p && (n = fread(buf + got, 1, t->size + 1 - got, p)) > 0)
                 got += n;
@@ -161,7 +161,7 @@ static double prefetch(struct stf_model *m, struct stf_tree *t, int device, unsi
                        uint32_t staging, bool verify, uint64_t *bytes)
 {
         struct stf_cuda_opts opts = {staging};
-        struct stfs_status_req st;
+        struct stf_job_progress st;
         struct stf_plan *plan;
         struct stf_job *job;
         char msg[256] = "";
@@ -179,21 +179,24 @@ static double prefetch(struct stf_model *m, struct stf_tree *t, int device, unsi
         }
         free(sel);
         t0 = stf_now_ns();
-        if (stf_job_start(m, plan, &stf_cuda_backend, &opts, STFS_TARGET_CUDA, device, threads, "",
-                          1, &job))
+        if (stf_job_start(
+                m, plan, &stf_cuda_backend, &opts,
+                &(struct stf_job_params){
+                    .id = 1, .target = STF_TARGET_CUDA, .device = device, .threads = threads},
+                &job))
                 return -1;
         stf_job_wait(job);
         secs = (double)(stf_now_ns() - t0) / 1e9;
-        stf_job_status(job, &st);
+        stf_job_progress(job, &st);
         *bytes = st.bytes_total;
-        if (st.state != STFS_JOB_DONE) {
+        if (st.state != STF_JOB_DONE) {
                 fprintf(stderr, "bench_cuda: the job failed: %s\n", st.message);
                 secs = -1;
         } else if (verify &&
-                   (check(m, job) || (staging == STFS_STAGING_RING && check_ipc(m, job, device)))) {
+                   (check(m, job) || (staging == STF_STAGING_RING && check_ipc(m, job, device)))) {
                 secs = -1;
         }
-        stf_cuda_job_release(job);
+        stf_job_release(job);
         stf_job_free(job);
         return secs;
 }
@@ -257,7 +260,7 @@ int main(int argc, char **argv)
                 return 1;
         }
         warm(m);
-        for (uint32_t staging = STFS_STAGING_RING; staging <= STFS_STAGING_DIRECT; staging++) {
+        for (uint32_t staging = STF_STAGING_RING; staging <= STF_STAGING_DIRECT; staging++) {
                 for (int r = 0; r < reps; r++) {
                         v[r] = prefetch(m, t, device, threads, staging, r == 0, &bytes);
                         if (v[r] < 0)

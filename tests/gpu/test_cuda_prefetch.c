@@ -170,8 +170,11 @@ static int run_job(struct stf_model *m, struct stf_tree *t, const struct stf_sli
                 fprintf(stderr, "plan: %s\n", msg);
                 return ret;
         }
-        ret = stf_job_start(m, plan, &stf_cuda_backend, &rn->opts, STFS_TARGET_CUDA, rn->dev, 3, "",
-                            1, out);
+        ret =
+            stf_job_start(m, plan, &stf_cuda_backend, &rn->opts,
+                          &(struct stf_job_params){
+                              .id = 1, .target = STF_TARGET_CUDA, .device = rn->dev, .threads = 3},
+                          out);
         if (ret)
                 return ret;
         stf_job_wait(*out);
@@ -182,8 +185,8 @@ static int run_job(struct stf_model *m, struct stf_tree *t, const struct stf_sli
 static void compare(struct stf_model *m, struct stf_job *job, const struct stf_slice *sl,
                     const uint8_t *back, const char *what)
 {
-        for (size_t i = 0; i < job->plan->ntensors; i++) {
-                const struct stf_tensor *x = &m->tensors[job->plan->tensors[i]];
+        for (size_t i = 0; i < stf_job_info(job)->plan->ntensors; i++) {
+                const struct stf_tensor *x = &m->tensors[stf_job_info(job)->plan->tensors[i]];
                 const uint8_t *src = m->shards[x->shard].map + x->begin;
                 uint64_t rows = x->shape[0], cols = x->shape[1] * 4;
                 uint64_t first_row = 0, first_col = 0;
@@ -196,7 +199,7 @@ static void compare(struct stf_model *m, struct stf_job *job, const struct stf_s
                         first_col = sl->rank * cols;
                 }
                 for (uint64_t r = 0; r < rows; r++)
-                        CHECK(!memcmp(back + job->plan->tensor_dst[i] + r * cols,
+                        CHECK(!memcmp(back + stf_job_info(job)->plan->tensor_dst[i] + r * cols,
                                       src + (first_row + r) * x->shape[1] * 4 + first_col, cols),
                               "%s: %s row %" PRIu64 " differs", what, x->name, r);
         }
@@ -208,7 +211,7 @@ static void check_job(struct stf_model *m, struct stf_tree *t, const struct stf_
 {
         static const char *const staging[] = {"ring", "direct", "auto"};
         long direct0 = fake_stat("copies_registered"), direct;
-        struct stfs_status_req st;
+        struct stf_job_progress st;
         struct stf_job *job = NULL;
         char hex[129], what[128];
         uint64_t dptr;
@@ -221,20 +224,21 @@ static void check_job(struct stf_model *m, struct stf_tree *t, const struct stf_
                 CHECK(0, "%s: the job did not start", what);
                 return;
         }
-        stf_job_status(job, &st);
-        CHECK(st.state == STFS_JOB_DONE, "%s: state %u: %s", what, st.state, st.message);
+        stf_job_progress(job, &st);
+        CHECK(st.state == STF_JOB_DONE, "%s: state %u: %s", what, st.state, st.message);
         CHECK(st.bytes_done == st.bytes_total, "%s: %" PRIu64 " of %" PRIu64 " bytes", what,
               st.bytes_done, st.bytes_total);
-        if (st.state == STFS_JOB_DONE && !stf_cuda_job_handle(job, hex, &dptr)) {
-                back = malloc(job->plan->total);
+        if (st.state == STF_JOB_DONE && !stf_cuda_job_handle(job, hex, &dptr)) {
+                back = malloc(stf_job_info(job)->plan->total);
                 CHECK(use_device(dev) == 0, "%s: no context", what);
-                CHECK(p_dtoh(back, dptr, job->plan->total) == CUDA_SUCCESS, "%s: DtoH", what);
+                CHECK(p_dtoh(back, dptr, stf_job_info(job)->plan->total) == CUDA_SUCCESS,
+                      "%s: DtoH", what);
                 compare(m, job, sl, back, what);
                 free(back);
         } else {
                 CHECK(0, "%s: no device memory", what);
         }
-        stf_cuda_job_release(job);
+        stf_job_release(job);
         stf_job_free(job);
         check_released(what);
         direct = fake_stat("copies_registered") - direct0;
@@ -272,7 +276,7 @@ static bool drop_cache(struct stf_model *m)
 static void check_auto(struct stf_model *m, struct stf_tree *t)
 {
         struct stf_slice whole = {-1, 0, 0};
-        struct run hot = {0, 4096, {STFS_STAGING_AUTO}, 1}, cold = hot;
+        struct run hot = {0, 4096, {STF_STAGING_AUTO}, 1}, cold = hot;
         FILE *f = fopen(m->shards[0].path, "rb");
         char buf[65536];
 
@@ -326,7 +330,7 @@ int main(void)
          */
         for (int dev = 0; dev < (ndevices > 1 ? 2 : 1); dev++)
                 for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++)
-                        for (uint32_t s = STFS_STAGING_RING; s <= STFS_STAGING_DIRECT; s++)
+                        for (uint32_t s = STF_STAGING_RING; s <= STF_STAGING_DIRECT; s++)
                                 check_slices(m, t, &(struct run){dev, chunks[c], {s}, (int)s});
         check_auto(m, t);
         printf("%s\n", fails ? "FAILED" : "cuda prefetch: every byte of every slice matches");

@@ -1,0 +1,535 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Residency bookkeeping. Resident sets are updated by each job's on_end
+ * callback, which runs before the job's final state can be read: a client
+ * that saw "done" and asks again finds the tensors resident. A CUDA tensor
+ * points at the finished job whose allocation holds it; a later job that
+ * holds it too takes it over, and the older job's memory is given back
+ * once none of its tensors points at it (or at the end).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gpu.h"
+#include "residency.h"
+#include "select.h"
+#include "strbuf.h"
+
+struct stf_residency {
+        const struct stf_model *model;
+        const struct stf_tree *tree;
+        const struct stf_backend *host;
+        void *host_ctx;
+        pthread_mutex_t lock;  /* the table and the resident sets */
+        struct stf_job **jobs; /* job id i + 1 at [i] */
+        size_t njobs, cap;
+        uint8_t *on_host;               /* per tensor: all its bytes in the page cache */
+        struct stf_job **on_cuda;       /* per tensor: the finished job holding it on a GPU */
+        uint64_t counters[STF_COUNT_N]; /* atomic */
+        struct refusal {
+                uint64_t requester, seq; /* seq 0: empty */
+                uint32_t request;
+                int err;
+                char msg[STF_JOB_MESSAGE_MAX];
+        } refusals[STF_REFUSALS_MAX]; /* under lock */
+        uint64_t refusal_seq;
+};
+
+int stf_residency_new(const struct stf_model *model, const struct stf_tree *tree,
+                      const struct stf_backend *host, void *host_ctx, struct stf_residency **out)
+{
+        struct stf_residency *r = calloc(1, sizeof(*r));
+
+        *out = NULL;
+        if (!r)
+                return -ENOMEM;
+        r->model = model;
+        r->tree = tree;
+        r->host = host;
+        r->host_ctx = host_ctx;
+        pthread_mutex_init(&r->lock, NULL);
+        r->on_host = calloc(model->ntensors + 1, sizeof(*r->on_host));
+        r->on_cuda = calloc(model->ntensors + 1, sizeof(*r->on_cuda));
+        if (!r->on_host || !r->on_cuda) {
+                stf_residency_free(r);
+                return -ENOMEM;
+        }
+        *out = r;
+        return 0;
+}
+
+void stf_residency_free(struct stf_residency *r)
+{
+        if (!r)
+                return;
+        for (size_t i = 0; i < r->njobs; i++)
+                stf_job_cancel(r->jobs[i]);
+        for (size_t i = 0; i < r->njobs; i++)
+                stf_job_free(r->jobs[i]); /* waits, gives device memory back */
+        free(r->jobs);
+        free(r->on_host);
+        free(r->on_cuda);
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+}
+
+/*
+ * Position of tensor @t in @p, or SIZE_MAX. A plan's tensors are in layout
+ * order (shard, offset): a binary search, then the run of tensors at that
+ * offset (zero-size ones share it with the next).
+ */
+static size_t plan_index(const struct stf_model *m, const struct stf_plan *p, uint32_t t)
+{
+        const struct stf_tensor *ts = m->tensors, *want = &ts[t];
+        size_t lo = 0, hi = p->ntensors;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                const struct stf_tensor *x = &ts[p->tensors[mid]];
+
+                if (x->shard < want->shard || (x->shard == want->shard && x->begin < want->begin))
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        for (; lo < p->ntensors; lo++) {
+                const struct stf_tensor *x = &ts[p->tensors[lo]];
+
+                if (x->shard != want->shard || x->begin != want->begin)
+                        break;
+                if (p->tensors[lo] == t)
+                        return lo;
+        }
+        return SIZE_MAX;
+}
+
+/* Does the job holding @t on a GPU hold it on @device, whole? Under lock. */
+static bool cuda_holds(const struct stf_residency *r, uint32_t t, int32_t device)
+{
+        const struct stf_job_info *info;
+        size_t i;
+
+        if (!r->on_cuda[t])
+                return false;
+        info = stf_job_info(r->on_cuda[t]);
+        if (info->device != device)
+                return false;
+        i = plan_index(r->model, info->plan, t);
+        return i != SIZE_MAX && info->plan->tensor_size[i] == r->model->tensors[t].size;
+}
+
+/* A job's on_end: remember where its tensors now are. */
+static void record(void *arg, struct stf_job *job, int status)
+{
+        struct stf_residency *r = arg;
+        const struct stf_job_info *info = stf_job_info(job);
+        const struct stf_plan *p = info->plan;
+
+        if (status)
+                return;
+        pthread_mutex_lock(&r->lock);
+        for (size_t i = 0; i < p->ntensors; i++) {
+                uint32_t t = p->tensors[i];
+
+                /* a slice pushed part of the file only: not resident */
+                if (info->target == STF_TARGET_HOST)
+                        r->on_host[t] |= p->tensor_size[i] == r->model->tensors[t].size;
+                else
+                        r->on_cuda[t] = job;
+        }
+        pthread_mutex_unlock(&r->lock);
+}
+
+/* Keep in @sel what is not resident whole at the target; returns the count. */
+static size_t skip_resident(struct stf_residency *r, const struct stf_prefetch_args *a,
+                            uint32_t *sel, size_t n)
+{
+        size_t k = 0;
+
+        pthread_mutex_lock(&r->lock);
+        for (size_t i = 0; i < n; i++) {
+                bool have = a->target == STF_TARGET_HOST
+                                ? r->on_host[sel[i]]
+                                : a->slice.dim < 0 && cuda_holds(r, sel[i], a->device);
+                if (!have)
+                        sel[k++] = sel[i];
+        }
+        pthread_mutex_unlock(&r->lock);
+        return k;
+}
+
+/* Select and check a request; *@sel (caller frees) is what to move. */
+static int select_request(struct stf_residency *r, const struct stf_prefetch_args *a,
+                          uint32_t **sel, size_t *n, char *msg, size_t cap)
+{
+        struct stf_plan *plan = NULL;
+        int ret;
+
+        if (a->target > STF_TARGET_CUDA || a->threads > STF_THREADS_MAX || a->slice.dim < -1 ||
+            (a->target == STF_TARGET_CUDA && a->device < 0) || a->staging > STF_STAGING_AUTO ||
+            (a->target == STF_TARGET_HOST && a->staging)) {
+                snprintf(msg, cap, "malformed prefetch request");
+                return -EINVAL;
+        }
+        ret = stf_select(r->model, r->tree, a->selection, a->selection_cap, sel, n);
+        if (ret) {
+                snprintf(msg, cap, "%s",
+                         ret == -ENOENT ? "the selection matches no tensor"
+                                        : "malformed selection");
+                return ret;
+        }
+        /*
+         * A slice that does not fit a selected tensor is malformed whether
+         * or not that tensor is resident: check the whole selection first.
+         */
+        if (a->slice.dim >= 0) {
+                ret = stf_plan_build(r->model, *sel, *n, &a->slice, UINT64_MAX, &plan, msg, cap);
+                stf_plan_free(plan);
+                if (ret) {
+                        free(*sel);
+                        *sel = NULL;
+                        return ret;
+                }
+        }
+        *n = skip_resident(r, a, *sel, *n);
+        return 0;
+}
+
+/* The CUDA backend's options for each staging (its ctx, read at begin). */
+static const struct stf_cuda_opts staging_opts[] = {
+    [STF_STAGING_RING] = {STF_STAGING_RING},
+    [STF_STAGING_DIRECT] = {STF_STAGING_DIRECT},
+    [STF_STAGING_AUTO] = {STF_STAGING_AUTO},
+};
+
+/* Start @plan (owned) as the next job of the table. */
+static int start(struct stf_residency *r, const struct stf_prefetch_args *a, struct stf_plan *plan,
+                 uint64_t *id, char *msg, size_t cap)
+{
+        bool host = a->target == STF_TARGET_HOST;
+        struct stf_job_params params = {
+            .target = a->target,
+            .device = a->device,
+            .threads = a->threads,
+            .selection = a->selection,
+            .on_end = record,
+            .on_end_arg = r,
+        };
+        struct stf_job *job;
+        int ret;
+
+        pthread_mutex_lock(&r->lock);
+        if (r->njobs == r->cap) {
+                size_t ncap = r->cap ? r->cap * 2 : 16;
+                struct stf_job **nj = realloc(r->jobs, ncap * sizeof(*nj));
+
+                if (!nj) {
+                        pthread_mutex_unlock(&r->lock);
+                        stf_plan_free(plan);
+                        return -ENOMEM;
+                }
+                r->jobs = nj;
+                r->cap = ncap;
+        }
+        params.id = r->njobs + 1;
+        ret = stf_job_start(r->model, plan, host ? r->host : &stf_cuda_backend,
+                            host ? r->host_ctx : (void *)&staging_opts[a->staging], &params, &job);
+        if (ret) {
+                pthread_mutex_unlock(&r->lock);
+                snprintf(msg, cap, "cannot start the job");
+                return ret;
+        }
+        r->jobs[r->njobs++] = job;
+        *id = params.id;
+        pthread_mutex_unlock(&r->lock);
+        return 0;
+}
+
+int stf_residency_prefetch(struct stf_residency *r, const struct stf_prefetch_args *a, uint64_t *id,
+                           char *msg, size_t cap)
+{
+        uint64_t chunk = a->chunk, page = (uint64_t)sysconf(_SC_PAGESIZE);
+        struct stf_plan *plan = NULL;
+        uint32_t *sel = NULL;
+        size_t n = 0;
+        int ret;
+
+        ret = select_request(r, a, &sel, &n, msg, cap);
+        if (ret)
+                return ret;
+        /* the host target pushes whole pages: whole-page chunks push no byte twice */
+        if (a->target == STF_TARGET_HOST && chunk % page && chunk < UINT64_MAX - page)
+                chunk += page - chunk % page;
+        ret = stf_plan_build(r->model, sel, n, &a->slice, chunk, &plan, msg, cap);
+        free(sel);
+        if (ret)
+                return ret;
+        return start(r, a, plan, id, msg, cap);
+}
+
+/* Forget that @t is on @device; free its job's memory once it holds nothing. */
+static bool evict_cuda(struct stf_residency *r, uint32_t t, int32_t device)
+{
+        struct stf_job *job = r->on_cuda[t];
+        const struct stf_plan *p;
+        bool all = true;
+
+        if (!job || stf_job_info(job)->device != device)
+                return false;
+        p = stf_job_info(job)->plan;
+        r->on_cuda[t] = NULL;
+        for (size_t k = 0; k < p->ntensors && all; k++)
+                all = r->on_cuda[p->tensors[k]] != job;
+        if (all)
+                stf_job_release(job);
+        return true;
+}
+
+int stf_residency_evict(struct stf_residency *r, uint32_t target, int32_t device,
+                        const char *selection, size_t selection_cap,
+                        void (*drop)(void *arg, uint32_t tensor), void *arg, uint64_t *count,
+                        char *msg, size_t cap)
+{
+        uint32_t *sel = NULL;
+        size_t n = 0;
+        int ret;
+
+        if (target > STF_TARGET_CUDA) {
+                snprintf(msg, cap, "malformed evict request");
+                return -EINVAL;
+        }
+        ret = stf_select(r->model, r->tree, selection, selection_cap, &sel, &n);
+        if (ret) {
+                snprintf(msg, cap, "%s",
+                         ret == -ENOENT ? "the selection matches no tensor"
+                                        : "malformed selection");
+                return ret;
+        }
+        *count = 0;
+        for (size_t i = 0; i < n; i++) {
+                uint32_t t = sel[i];
+
+                if (target == STF_TARGET_HOST && drop)
+                        drop(arg, t);
+                pthread_mutex_lock(&r->lock);
+                if (target == STF_TARGET_HOST) {
+                        *count += r->on_host[t];
+                        r->on_host[t] = 0;
+                } else {
+                        *count += evict_cuda(r, t, device);
+                }
+                pthread_mutex_unlock(&r->lock);
+        }
+        free(sel);
+        return 0;
+}
+
+/* Job @id, or NULL. */
+static struct stf_job *job_get(struct stf_residency *r, uint64_t id)
+{
+        struct stf_job *job = NULL;
+
+        pthread_mutex_lock(&r->lock);
+        if (id >= 1 && id <= r->njobs)
+                job = r->jobs[id - 1];
+        pthread_mutex_unlock(&r->lock);
+        return job;
+}
+
+int stf_residency_progress(struct stf_residency *r, uint64_t id, struct stf_job_progress *p)
+{
+        struct stf_job *job = job_get(r, id);
+
+        if (!job)
+                return -ENOENT;
+        stf_job_progress(job, p);
+        return 0;
+}
+
+int stf_residency_cancel(struct stf_residency *r, uint64_t id)
+{
+        struct stf_job *job = job_get(r, id);
+
+        if (!job)
+                return -ENOENT;
+        stf_job_cancel(job);
+        return 0;
+}
+
+int stf_residency_wait(struct stf_residency *r, uint64_t id)
+{
+        struct stf_job *job = job_get(r, id);
+
+        if (!job)
+                return -ENOENT;
+        stf_job_wait(job);
+        return 0;
+}
+
+bool stf_residency_cancel_all(struct stf_residency *r)
+{
+        bool running = false;
+
+        pthread_mutex_lock(&r->lock);
+        for (size_t i = 0; i < r->njobs; i++) {
+                struct stf_job_progress p;
+
+                stf_job_cancel(r->jobs[i]);
+                stf_job_progress(r->jobs[i], &p);
+                running = running || p.state == STF_JOB_RUNNING;
+        }
+        pthread_mutex_unlock(&r->lock);
+        return running;
+}
+
+bool stf_residency_on_host(struct stf_residency *r, uint32_t t)
+{
+        bool on;
+
+        pthread_mutex_lock(&r->lock);
+        on = t < r->model->ntensors && r->on_host[t];
+        pthread_mutex_unlock(&r->lock);
+        return on;
+}
+
+bool stf_residency_on_cuda(struct stf_residency *r, uint32_t t, int32_t device)
+{
+        bool on;
+
+        pthread_mutex_lock(&r->lock);
+        on = t < r->model->ntensors && cuda_holds(r, t, device);
+        pthread_mutex_unlock(&r->lock);
+        return on;
+}
+
+int stf_residency_cuda_xattr(struct stf_residency *r, uint32_t t, char *buf, size_t cap)
+{
+        struct stf_job *job;
+        char hex[129];
+        uint64_t dptr;
+        int ret = -ENODATA;
+
+        pthread_mutex_lock(&r->lock);
+        job = t < r->model->ntensors ? r->on_cuda[t] : NULL;
+        if (job && !stf_cuda_job_handle(job, hex, &dptr)) {
+                const struct stf_job_info *info = stf_job_info(job);
+                size_t i = plan_index(r->model, info->plan, t);
+
+                if (i != SIZE_MAX)
+                        ret = snprintf(buf, cap,
+                                       "device=%d handle=%s offset=%" PRIu64 " size=%" PRIu64
+                                       " dptr=0x%" PRIx64,
+                                       info->device, hex, info->plan->tensor_dst[i],
+                                       info->plan->tensor_size[i], dptr);
+        }
+        pthread_mutex_unlock(&r->lock);
+        return ret;
+}
+
+void stf_residency_refused(struct stf_residency *r, uint64_t requester, uint32_t request, int err,
+                           const char *msg)
+{
+        struct refusal *f;
+
+        pthread_mutex_lock(&r->lock);
+        /* this requester's slot if it has one, else the oldest */
+        f = &r->refusals[0];
+        for (size_t i = 0; i < STF_REFUSALS_MAX; i++) {
+                struct refusal *x = &r->refusals[i];
+
+                if (x->seq && x->requester == requester) {
+                        f = x;
+                        break;
+                }
+                if (x->seq < f->seq)
+                        f = x;
+        }
+        f->requester = requester;
+        f->seq = ++r->refusal_seq;
+        f->request = request;
+        f->err = err;
+        snprintf(f->msg, sizeof(f->msg), "%s", msg && *msg ? msg : strerror(-err));
+        pthread_mutex_unlock(&r->lock);
+}
+
+int stf_residency_reason(struct stf_residency *r, uint64_t requester, uint32_t *request, int *err,
+                         char *msg, size_t cap)
+{
+        int ret = -ENOENT;
+
+        pthread_mutex_lock(&r->lock);
+        for (size_t i = 0; i < STF_REFUSALS_MAX; i++) {
+                const struct refusal *x = &r->refusals[i];
+
+                if (x->seq && x->requester == requester) {
+                        *request = x->request;
+                        *err = x->err;
+                        snprintf(msg, cap, "%s", x->msg);
+                        ret = 0;
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&r->lock);
+        return ret;
+}
+
+void stf_residency_count(struct stf_residency *r, enum stf_counter c, uint64_t n)
+{
+        __atomic_add_fetch(&r->counters[c], n, __ATOMIC_RELAXED);
+}
+
+/* One job of the status document. */
+static void job_json(struct stf_strbuf *sb, struct stf_job *job, bool first)
+{
+        const char *sel = stf_job_selection(job);
+        struct stf_job_progress p;
+        char target[32];
+        double secs;
+
+        stf_job_progress(job, &p);
+        secs = (double)p.elapsed_ns / 1e9;
+        stf_strbuf_printf(sb, "%s\n  {\"id\": %" PRIu64 ", \"selection\": ", first ? "" : ",",
+                          p.id);
+        stf_strbuf_json_str(sb, sel, strlen(sel));
+        stf_target_format(target, sizeof(target), p.target, p.device);
+        stf_strbuf_printf(sb, ", \"target\": \"%s\"", target);
+        stf_strbuf_printf(sb,
+                          ", \"state\": \"%s\", \"tensors\": %u, \"bytes_done\": %" PRIu64
+                          ", \"bytes_total\": %" PRIu64
+                          ", \"seconds\": %.6f, \"throughput_bps\": %.0f, \"error\": ",
+                          stf_job_state_name(p.state), p.tensors, p.bytes_done, p.bytes_total, secs,
+                          secs > 0 ? (double)p.bytes_done / secs : 0.0);
+        if (p.state == STF_JOB_FAILED)
+                stf_strbuf_json_str(sb, p.message, strlen(p.message));
+        else
+                stf_strbuf_puts(sb, "null");
+        stf_strbuf_puts(sb, "}");
+}
+
+char *stf_residency_status_json(struct stf_residency *r, size_t *len)
+{
+        struct stf_strbuf sb = {0};
+        char *out = NULL;
+
+        stf_strbuf_puts(&sb, "{\"jobs\": [");
+        pthread_mutex_lock(&r->lock);
+        for (size_t i = 0; i < r->njobs; i++)
+                job_json(&sb, r->jobs[i], i == 0);
+        pthread_mutex_unlock(&r->lock);
+        stf_strbuf_printf(&sb,
+                          "\n ],\n \"counters\": {\"read_requests\": %" PRIu64
+                          ", \"read_bytes\": %" PRIu64 ", \"pushed_bytes\": %" PRIu64
+                          ", \"pushed_chunks\": %" PRIu64 "}\n}\n",
+                          __atomic_load_n(&r->counters[STF_COUNT_READ_REQUESTS], __ATOMIC_RELAXED),
+                          __atomic_load_n(&r->counters[STF_COUNT_READ_BYTES], __ATOMIC_RELAXED),
+                          __atomic_load_n(&r->counters[STF_COUNT_PUSHED_BYTES], __ATOMIC_RELAXED),
+                          __atomic_load_n(&r->counters[STF_COUNT_PUSHED_CHUNKS], __ATOMIC_RELAXED));
+        if (stf_strbuf_finish(&sb, &out, len))
+                return NULL;
+        return out;
+}

@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef STF_RESIDENCY_H
+#define STF_RESIDENCY_H
+
+/*
+ * The control plane's state: the table of prefetch jobs of one mount and
+ * which tensors are resident where.
+ *
+ * Jobs get ids 1, 2, 3... in the order they start and are kept until the
+ * residency is freed, so their status stays readable. A tensor is resident
+ * on the host once a job pushed all of its bytes into the page cache (a
+ * slice is not the tensor), and on a CUDA device while a finished job
+ * holds it there; a job's device memory is given back once every tensor
+ * it held has been evicted. Prefetch skips what is already resident, so
+ * asking twice moves nothing twice.
+ *
+ * Counters of the mount's traffic (reads served, bytes pushed) live here
+ * too, for the status document.
+ *
+ * Thread-safety: every function may be called from any thread; one mutex
+ * guards the table and the resident sets, and job completion (on the job's
+ * thread) takes it too.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "prefetch.h"
+#include "tree.h"
+
+struct stf_residency;
+
+/*
+ * @model and @tree are borrowed and must outlive the residency. @host is
+ * the backend of the host target (the fs layer's: it pushes into the
+ * mount's page cache), with @host_ctx as its context; the CUDA target uses
+ * core's stf_cuda_backend. Returns 0, -ENOMEM.
+ */
+int stf_residency_new(const struct stf_model *model, const struct stf_tree *tree,
+                      const struct stf_backend *host, void *host_ctx, struct stf_residency **out);
+
+/* Cancel every job, wait for them, free their memory and the residency.
+ * Accepts NULL. */
+void stf_residency_free(struct stf_residency *r);
+
+/* A prefetch request, as the control file's ioctl or text command says it. */
+struct stf_prefetch_args {
+        uint32_t target;  /* enum stf_target */
+        int32_t device;   /* CUDA ordinal, >= 0 for STF_TARGET_CUDA */
+        uint32_t threads; /* <= STF_THREADS_MAX; 0: default */
+        uint64_t chunk;   /* bytes per work item; 0: default */
+        uint32_t staging; /* CUDA: enum stf_staging (gpu.h); host: 0 */
+        struct stf_slice slice;
+        const char *selection; /* patterns, as stf_select takes them */
+        size_t selection_cap;  /* bytes readable at @selection */
+};
+
+/*
+ * Validate @a completely, select, skip what is resident whole at the
+ * target, plan and start a job; on success *@id is its id. A malformed
+ * request is -EINVAL and leaves no trace; a selection that matches nothing
+ * -ENOENT; -ENOMEM, -EAGAIN. On error @msg (@cap bytes) says why.
+ */
+int stf_residency_prefetch(struct stf_residency *r, const struct stf_prefetch_args *a, uint64_t *id,
+                           char *msg, size_t cap);
+
+/*
+ * Evict the selected tensors from @target: host: @drop(@arg, tensor) is
+ * called for every selected tensor (it drops the page cache) and each one
+ * that was resident is counted; CUDA: each selected tensor held on
+ * @device is forgotten and counted, and a job's device memory is freed
+ * once it holds no tensor. Returns 0 and *@count, -EINVAL (target),
+ * -ENOENT (no match), -ENOMEM; @msg says why.
+ */
+int stf_residency_evict(struct stf_residency *r, uint32_t target, int32_t device,
+                        const char *selection, size_t selection_cap,
+                        void (*drop)(void *arg, uint32_t tensor), void *arg, uint64_t *count,
+                        char *msg, size_t cap);
+
+/* Progress of job @id: 0, or -ENOENT. */
+int stf_residency_progress(struct stf_residency *r, uint64_t id, struct stf_job_progress *p);
+
+/* Ask job @id to stop (a finished job: nothing changes): 0, or -ENOENT. */
+int stf_residency_cancel(struct stf_residency *r, uint64_t id);
+
+/* Wait until job @id has ended: 0, or -ENOENT. */
+int stf_residency_wait(struct stf_residency *r, uint64_t id);
+
+/* Ask every job to stop; is any still running? */
+bool stf_residency_cancel_all(struct stf_residency *r);
+
+/* Is tensor @t resident whole on the host / on CUDA device @device? */
+bool stf_residency_on_host(struct stf_residency *r, uint32_t t);
+bool stf_residency_on_cuda(struct stf_residency *r, uint32_t t, int32_t device);
+
+/*
+ * The xattr user.stfs.cuda of tensor @t: "device=D handle=HEX offset=O
+ * size=S dptr=0xP" into @buf (@cap bytes, NUL terminated when it fits).
+ * Returns its length (snprintf's), or -ENODATA when no GPU holds @t.
+ */
+int stf_residency_cuda_xattr(struct stf_residency *r, uint32_t t, char *buf, size_t cap);
+
+/*
+ * Refusals. A request refused through an ioctl returns only an errno; its
+ * reason is kept here for the requester to ask for: the last
+ * STF_REFUSALS_MAX refusals, each under the requester's id (the fs layer
+ * uses the calling thread's id). stf_residency_refused records one;
+ * stf_residency_reason fills the last one of @requester: 0, or -ENOENT
+ * when none is kept.
+ */
+#define STF_REFUSALS_MAX 64
+void stf_residency_refused(struct stf_residency *r, uint64_t requester, uint32_t request, int err,
+                           const char *msg);
+int stf_residency_reason(struct stf_residency *r, uint64_t requester, uint32_t *request, int *err,
+                         char *msg, size_t cap);
+
+enum stf_counter {
+        STF_COUNT_READ_REQUESTS, /* READs served from a shard */
+        STF_COUNT_READ_BYTES,
+        STF_COUNT_PUSHED_BYTES, /* bytes the host target pushed to the page cache */
+        STF_COUNT_PUSHED_CHUNKS,
+        STF_COUNT_N,
+};
+
+/* Add @n to counter @c (atomic, lock-free). */
+void stf_residency_count(struct stf_residency *r, enum stf_counter c, uint64_t n);
+
+/*
+ * The status document: every job (id, selection, target, state, tensors,
+ * bytes, seconds, throughput, error) and the counters, as JSON. New text
+ * (caller frees) of *@len bytes; NULL on ENOMEM.
+ */
+char *stf_residency_status_json(struct stf_residency *r, size_t *len);
+
+#endif
