@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Prefetch scheduling. A job is one coordinator thread plus @threads
- * workers; workers take the next chunk index under the job lock, so chunks
- * are handed out in layout order (shard, then offset) and reads of a shard
- * stay mostly sequential across workers. Cancellation and the first error
- * stop every worker before its next chunk.
+ * Prefetch scheduling. A job is one thread that runs the chunks as the
+ * tasks of a core/pool run of @threads workers (itself one of them); the
+ * pool hands out chunk indices in order, so chunks go in layout order
+ * (shard, then offset) and reads of a shard stay mostly sequential across
+ * workers. Cancellation (stf_pool_stop) and the first error stop every
+ * worker before its next chunk; progress is counted per chunk here.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "pool.h"
 #include "prefetch.h"
 
 uint64_t stf_now_ns(void)
@@ -181,9 +183,10 @@ struct stf_job {
         uint64_t t_start_ns, t_end_ns;
         bool cancel;
         bool released;
-        size_t next_chunk;
-        bool ended;          /* job_run is past its last use of the job */
-        pthread_cond_t done; /* signalled when ended turns true */
+        size_t chunks_done;
+        struct stf_pool pool; /* the workers; stopped by cancel */
+        bool ended;           /* job_run is past its last use of the job */
+        pthread_cond_t done;  /* signalled when ended turns true */
         pthread_t thread;
         bool joinable;
         uint64_t bytes_total; /* tensor bytes, without alignment padding */
@@ -200,51 +203,72 @@ static void set_error(struct stf_job *job, int err, const char *msg)
         pthread_mutex_unlock(&job->lock);
 }
 
-struct worker_arg {
-        struct stf_job *job;
-        unsigned worker;
-};
-
-/* Next chunk to move, or NULL once cancelled, failed or out of chunks. */
-static const struct stf_chunk *next_chunk(struct stf_job *job)
+/* Pool task @i: move chunk @i, then count it. */
+static int chunk_task(void *ctx, unsigned worker, size_t i)
 {
-        const struct stf_chunk *c = NULL;
+        struct stf_job *job = ctx;
+        const struct stf_chunk *c = &job->plan->chunks[i];
+        char msg[STF_JOB_MESSAGE_MAX] = "";
+        bool cancel;
+        int ret;
 
         pthread_mutex_lock(&job->lock);
-        if (!job->cancel && !job->error && job->next_chunk < job->plan->nchunks)
-                c = &job->plan->chunks[job->next_chunk++];
+        cancel = job->cancel;
         pthread_mutex_unlock(&job->lock);
-        return c;
+        if (cancel) { /* cancelled before the pool ran: it reset its stop */
+                stf_pool_stop(&job->pool);
+                return 0;
+        }
+        ret = job->backend->chunk(job->state, &job->info, worker, c, msg, sizeof(msg));
+        if (ret) {
+                /*
+                 * Stop the others now: the pool records the error under a
+                 * lock that is held while it starts threads, and tiny
+                 * chunks would all be gone by then.
+                 */
+                stf_pool_stop(&job->pool);
+                set_error(job, ret, msg);
+                return ret;
+        }
+        pthread_mutex_lock(&job->lock);
+        job->bytes_done += c->width * c->height;
+        job->chunks_done++;
+        pthread_mutex_unlock(&job->lock);
+        return 0;
 }
 
-static void *worker_run(void *arg)
+static int pool_worker_end(void *ctx, unsigned worker)
 {
-        struct worker_arg *wa = arg;
-        struct stf_job *job = wa->job;
-        const struct stf_backend *be = job->backend;
+        struct stf_job *job = ctx;
         char msg[STF_JOB_MESSAGE_MAX] = "";
-        const struct stf_chunk *c;
         int ret = 0;
 
-        if (be->worker_begin)
-                ret = be->worker_begin(job->state, &job->info, wa->worker, msg, sizeof(msg));
-        while (!ret && (c = next_chunk(job))) {
-                ret = be->chunk(job->state, &job->info, wa->worker, c, msg, sizeof(msg));
-                if (!ret) {
-                        pthread_mutex_lock(&job->lock);
-                        job->bytes_done += c->width * c->height;
-                        pthread_mutex_unlock(&job->lock);
-                }
-        }
+        if (job->backend->worker_end)
+                ret = job->backend->worker_end(job->state, &job->info, worker, msg, sizeof(msg));
         if (ret)
                 set_error(job, ret, msg);
-        if (be->worker_end) {
-                msg[0] = '\0';
-                ret = be->worker_end(job->state, &job->info, wa->worker, msg, sizeof(msg));
-                if (ret)
-                        set_error(job, ret, msg);
+        return ret;
+}
+
+/*
+ * A backend's worker_end runs even when its worker_begin failed (it frees
+ * what begin had set up), while the pool skips a failed worker's end: so
+ * call it here.
+ */
+static int pool_worker_begin(void *ctx, unsigned worker)
+{
+        struct stf_job *job = ctx;
+        char msg[STF_JOB_MESSAGE_MAX] = "";
+        int ret = 0;
+
+        if (job->backend->worker_begin)
+                ret = job->backend->worker_begin(job->state, &job->info, worker, msg, sizeof(msg));
+        if (ret) {
+                stf_pool_stop(&job->pool); /* as in chunk_task */
+                set_error(job, ret, msg);
+                pool_worker_end(ctx, worker);
         }
-        return NULL;
+        return ret;
 }
 
 /* The outcome so far: 0 (every chunk moved), -ECANCELED or the first error. */
@@ -255,31 +279,12 @@ static int outcome(struct stf_job *job)
         pthread_mutex_lock(&job->lock);
         if (job->error)
                 ret = job->error;
-        else if (job->cancel && job->next_chunk < job->plan->nchunks)
+        else if (job->chunks_done < job->plan->nchunks)
                 ret = -ECANCELED;
         else
                 ret = 0;
         pthread_mutex_unlock(&job->lock);
         return ret;
-}
-
-/* Run the workers; returns once they are all gone. */
-static void run_workers(struct stf_job *job)
-{
-        struct worker_arg wa[STF_THREADS_MAX];
-        pthread_t th[STF_THREADS_MAX];
-        unsigned started = 0;
-
-        for (unsigned w = 0; w < job->info.threads; w++) {
-                wa[w] = (struct worker_arg){job, w};
-                if (pthread_create(&th[w], NULL, worker_run, &wa[w]))
-                        break;
-                started++;
-        }
-        if (started == 0)
-                set_error(job, -EAGAIN, "cannot start worker threads");
-        for (unsigned w = 0; w < started; w++)
-                pthread_join(th[w], NULL);
 }
 
 static void *job_run(void *arg)
@@ -294,7 +299,7 @@ static void *job_run(void *arg)
         if (ret)
                 set_error(job, ret, msg);
         else
-                run_workers(job);
+                stf_pool_run(&job->pool); /* errors are in job->error already */
         ret = outcome(job);
         if (be->end) {
                 msg[0] = '\0';
@@ -361,6 +366,12 @@ int stf_job_start(const struct stf_model *m, struct stf_plan *plan, const struct
         job->released = !be->release;
         job->on_end = params->on_end;
         job->on_end_arg = params->on_end_arg;
+        job->pool = (struct stf_pool){.ntasks = plan->nchunks,
+                                      .threads = job->info.threads,
+                                      .task = chunk_task,
+                                      .worker_begin = pool_worker_begin,
+                                      .worker_end = pool_worker_end,
+                                      .ctx = job};
         job->state_now = STF_JOB_RUNNING;
         job->t_start_ns = stf_now_ns();
         if (pthread_create(&job->thread, NULL, job_run, job)) {
@@ -379,6 +390,7 @@ void stf_job_cancel(struct stf_job *job)
         pthread_mutex_lock(&job->lock);
         job->cancel = true;
         pthread_mutex_unlock(&job->lock);
+        stf_pool_stop(&job->pool);
 }
 
 void stf_job_wait(struct stf_job *job)
