@@ -31,6 +31,21 @@ static int open_control(const char *mnt)
         return fd;
 }
 
+/*
+ * Say why request @what was refused with @err: the daemon's reason
+ * (STFS_IOC_REASON, asked from this thread) or, from a daemon that keeps
+ * none, @fallback or the errno's text.
+ */
+static void refused(int fd, const char *what, int err, const char *fallback)
+{
+        struct stfs_reason_req rq = {.version = STFS_IOC_VERSION};
+
+        if (!ioctl(fd, STFS_IOC_REASON, &rq) && rq.error == err && rq.message[0])
+                fprintf(stderr, "stfsctl: %s: %s\n", what, rq.message);
+        else
+                fprintf(stderr, "stfsctl: %s: %s\n", what, fallback ? fallback : strerror(err));
+}
+
 static bool parse_size(const char *s, uint64_t *out)
 {
         char *end;
@@ -203,8 +218,8 @@ int ctl_prefetch(int argc, char **argv)
                 goto out;
         }
         if (ioctl(fd, STFS_IOC_PREFETCH, rq)) {
-                fprintf(stderr, "stfsctl: prefetch: %s\n",
-                        errno == ENOENT ? "the selection matches no tensor" : strerror(errno));
+                refused(fd, "prefetch", errno,
+                        errno == ENOENT ? "the selection matches no tensor" : NULL);
                 ret = CTL_EXIT_FAILED;
         } else {
                 printf("job %" PRIu64 "\n", rq->job);
@@ -312,7 +327,7 @@ int ctl_evict(int argc, char **argv)
         }
         ret = 0;
         if (ioctl(fd, STFS_IOC_EVICT, rq)) {
-                fprintf(stderr, "stfsctl: evict: %s\n", strerror(errno));
+                refused(fd, "evict", errno, NULL);
                 ret = CTL_EXIT_FAILED;
         } else {
                 printf("evicted %" PRIu64 " tensors\n", rq->count);

@@ -30,6 +30,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -66,6 +67,7 @@ PF = "<IIiIQiIIIQ8192s"   # struct stfs_prefetch_req
 ST = "<IIQiIiIQQQ256s"    # struct stfs_status_req
 CA = "<IIQ"               # struct stfs_cancel_req
 EV = "<IIiIQ8192s"        # struct stfs_evict_req
+RE = "<IiII256s"          # struct stfs_reason_req
 MAGIC = 0xB7
 IOC_WRITE, IOC_READ = 1, 2
 
@@ -78,6 +80,7 @@ IOC_PREFETCH = ioc(IOC_READ | IOC_WRITE, 1, struct.calcsize(PF))
 IOC_STATUS = ioc(IOC_READ | IOC_WRITE, 2, struct.calcsize(ST))
 IOC_CANCEL = ioc(IOC_WRITE, 3, struct.calcsize(CA))
 IOC_EVICT = ioc(IOC_READ | IOC_WRITE, 4, struct.calcsize(EV))
+IOC_REASON = ioc(IOC_READ | IOC_WRITE, 5, struct.calcsize(RE))
 HOST, CUDA = 0, 1
 STATES = {0: "queued", 1: "running", 2: "done", 3: "failed", 4: "cancelled"}
 NO_DRIVER = "the CUDA driver (libcuda.so.1) is not installed"
@@ -124,6 +127,13 @@ class Control:
         buf = bytearray(struct.pack(EV, version, target, device, 0, 0, selection.encode()))
         fcntl.ioctl(self.fd, IOC_EVICT, buf, True)
         return struct.unpack(EV, buf)[4]
+
+    def reason(self, version=1):
+        """This thread's last refused request: (errno, request number, message)."""
+        buf = bytearray(struct.pack(RE, version, 0, 0, 0, b""))
+        fcntl.ioctl(self.fd, IOC_REASON, buf, True)
+        _, err, nr, _, msg = struct.unpack(RE, buf)
+        return err, nr, msg.split(b"\0", 1)[0].decode()
 
     def wait(self, job, timeout=JOB_TIMEOUT):
         deadline = time.monotonic() + timeout
@@ -577,6 +587,39 @@ with open(os.path.join(mnt, ".stfs", "status")) as f:
         self.assertEqual(c.wait(c.prefetch("model.layers.0"))["state"], "done")
         self.assertEqual(job_errno(c.prefetch, "model.layers.0", slice=(0, 0, 5)), errno.EINVAL)
         self.assertEqual(len(m.status()["jobs"]), 1)
+
+    def test_refused_ioctl_keeps_its_reason(self):
+        m = Mount(self, self.llama)
+        c = m.control()
+        # none refused yet on this thread
+        self.assertEqual(job_errno(c.reason), errno.ENOENT)
+        self.assertEqual(job_errno(c.reason, version=2), errno.EINVAL)
+        cases = [
+            (dict(selection="model.layers.0", slice=(0, 0, 5)), errno.EINVAL, "divide by 5"),
+            (dict(selection="model.layers.0", slice=(0, 2, 2)), errno.EINVAL,
+             "not below world size"),
+            (dict(selection="model.layers.0", threads=65), errno.EINVAL, "malformed"),
+            (dict(selection="no.such.tensor"), errno.ENOENT, "matches no tensor"),
+            (dict(selection=b"m" * 8192), errno.EINVAL, "malformed selection"),
+        ]
+        for kw, err, text in cases:
+            self.assertEqual(job_errno(c.prefetch, **kw), err, kw)
+            e, nr, msg = c.reason()
+            self.assertEqual((e, nr), (err, 1), kw)
+            self.assertIn(text, msg, kw)
+        self.assertEqual(job_errno(c.status, 99), errno.ENOENT)
+        self.assertEqual(c.reason(), (errno.ENOENT, 2, "no such job"))
+        self.assertEqual(job_errno(c.evict, "nothing.here"), errno.ENOENT)
+        self.assertEqual(c.reason(), (errno.ENOENT, 4, "the selection matches no tensor"))
+        # a success leaves the last reason as it was (like errno)
+        self.assertEqual(c.wait(c.prefetch("model.norm"))["state"], "done")
+        self.assertEqual(c.reason()[1], 4)
+        # each thread has its own
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(job_errno(c.reason)))
+        t.start()
+        t.join()
+        self.assertEqual(seen, [errno.ENOENT])
 
     # -------------------------------------------------------------- cuda
 
