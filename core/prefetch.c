@@ -4,8 +4,9 @@
  * tasks of a core/pool run of @threads workers (itself one of them); the
  * pool hands out chunk indices in order, so chunks go in layout order
  * (shard, then offset) and reads of a shard stay mostly sequential across
- * workers. Cancellation (stf_pool_stop) and the first error stop every
- * worker before its next chunk; progress is counted per chunk here.
+ * workers. Cancellation and the first error stop the pool (stf_pool_stop,
+ * from a task) before each worker's next chunk; progress is counted per
+ * chunk here.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -184,7 +185,7 @@ struct stf_job {
         bool cancel;
         bool released;
         size_t chunks_done;
-        struct stf_pool pool; /* the workers; stopped by cancel */
+        struct stf_pool pool; /* the workers, stopped from inside its run */
         bool ended;           /* job_run is past its last use of the job */
         pthread_cond_t done;  /* signalled when ended turns true */
         pthread_t thread;
@@ -215,7 +216,7 @@ static int chunk_task(void *ctx, unsigned worker, size_t i)
         pthread_mutex_lock(&job->lock);
         cancel = job->cancel;
         pthread_mutex_unlock(&job->lock);
-        if (cancel) { /* cancelled before the pool ran: it reset its stop */
+        if (cancel) { /* stf_job_cancel: hand out no more chunks */
                 stf_pool_stop(&job->pool);
                 return 0;
         }
@@ -385,12 +386,16 @@ int stf_job_start(const struct stf_model *m, struct stf_plan *plan, const struct
         return 0;
 }
 
+/*
+ * Only the flag: each worker sees it before its next chunk and stops the
+ * pool from inside the run (stf_pool_run resets the stop when it starts,
+ * so stopping it from here could race with that reset, or be lost).
+ */
 void stf_job_cancel(struct stf_job *job)
 {
         pthread_mutex_lock(&job->lock);
         job->cancel = true;
         pthread_mutex_unlock(&job->lock);
-        stf_pool_stop(&job->pool);
 }
 
 void stf_job_wait(struct stf_job *job)
