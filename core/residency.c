@@ -20,6 +20,19 @@
 #include "select.h"
 #include "strbuf.h"
 
+/*
+ * A finished CUDA job and which tensors of its plan it still holds. Several
+ * jobs may hold the same tensor (a slice of it, another device, or two jobs
+ * at once): each keeps its own record, so evict can reach every allocation.
+ */
+struct holder {
+        struct holder *next;
+        struct stf_job *job;
+        int32_t device;
+        size_t nheld;   /* its memory is freed when this reaches 0 */
+        uint8_t held[]; /* per plan index */
+};
+
 struct stf_residency {
         const struct stf_model *model;
         const struct stf_tree *tree;
@@ -29,7 +42,7 @@ struct stf_residency {
         struct stf_job **jobs; /* job id i + 1 at [i] */
         size_t njobs, cap;
         uint8_t *on_host;               /* per tensor: all its bytes in the page cache */
-        struct stf_job **on_cuda;       /* per tensor: the finished job holding it on a GPU */
+        struct holder *holders;         /* finished CUDA jobs, newest first */
         uint64_t counters[STF_COUNT_N]; /* atomic */
         struct refusal {
                 uint64_t requester, seq; /* seq 0: empty */
@@ -54,8 +67,7 @@ int stf_residency_new(const struct stf_model *model, const struct stf_tree *tree
         r->host_ctx = host_ctx;
         pthread_mutex_init(&r->lock, NULL);
         r->on_host = calloc(model->ntensors + 1, sizeof(*r->on_host));
-        r->on_cuda = calloc(model->ntensors + 1, sizeof(*r->on_cuda));
-        if (!r->on_host || !r->on_cuda) {
+        if (!r->on_host) {
                 stf_residency_free(r);
                 return -ENOMEM;
         }
@@ -73,7 +85,12 @@ void stf_residency_free(struct stf_residency *r)
                 stf_job_free(r->jobs[i]); /* waits, gives device memory back */
         free(r->jobs);
         free(r->on_host);
-        free(r->on_cuda);
+        while (r->holders) {
+                struct holder *h = r->holders;
+
+                r->holders = h->next;
+                free(h);
+        }
         pthread_mutex_destroy(&r->lock);
         free(r);
 }
@@ -108,19 +125,55 @@ static size_t plan_index(const struct stf_model *m, const struct stf_plan *p, ui
         return SIZE_MAX;
 }
 
-/* Does the job holding @t on a GPU hold it on @device, whole? Under lock. */
+/*
+ * The newest job holding @t on @device (< 0: any), whole when @whole, and
+ * @t's index in its plan (*@idx); NULL when none. Under lock.
+ */
+static struct holder *holder_of(const struct stf_residency *r, uint32_t t, int32_t device,
+                                bool whole, size_t *idx)
+{
+        for (struct holder *h = r->holders; h; h = h->next) {
+                const struct stf_plan *p = stf_job_info(h->job)->plan;
+                size_t i;
+
+                if (!h->nheld || (device >= 0 && h->device != device))
+                        continue;
+                i = plan_index(r->model, p, t);
+                if (i == SIZE_MAX || !h->held[i] ||
+                    (whole && p->tensor_size[i] != r->model->tensors[t].size))
+                        continue;
+                if (idx)
+                        *idx = i;
+                return h;
+        }
+        return NULL;
+}
+
+/* Does a job hold @t on @device, whole? Under lock. */
 static bool cuda_holds(const struct stf_residency *r, uint32_t t, int32_t device)
 {
-        const struct stf_job_info *info;
-        size_t i;
+        return holder_of(r, t, device, true, NULL) != NULL;
+}
 
-        if (!r->on_cuda[t])
-                return false;
-        info = stf_job_info(r->on_cuda[t]);
-        if (info->device != device)
-                return false;
-        i = plan_index(r->model, info->plan, t);
-        return i != SIZE_MAX && info->plan->tensor_size[i] == r->model->tensors[t].size;
+/*
+ * Keep a finished CUDA job's record (under lock, on the job's thread). A
+ * job without tensors holds nothing. Without memory for the record the
+ * job's device memory stays until unmount (its thread cannot release it).
+ */
+static void hold(struct stf_residency *r, struct stf_job *job)
+{
+        const struct stf_job_info *info = stf_job_info(job);
+        size_t n = info->plan->ntensors;
+        struct holder *h = n ? calloc(1, sizeof(*h) + n) : NULL;
+
+        if (!h)
+                return;
+        h->job = job;
+        h->device = info->device;
+        h->nheld = n;
+        memset(h->held, 1, n);
+        h->next = r->holders;
+        r->holders = h;
 }
 
 /* A job's on_end: remember where its tensors now are. */
@@ -133,14 +186,13 @@ static void record(void *arg, struct stf_job *job, int status)
         if (status)
                 return;
         pthread_mutex_lock(&r->lock);
-        for (size_t i = 0; i < p->ntensors; i++) {
-                uint32_t t = p->tensors[i];
-
+        if (info->target == STF_TARGET_HOST) {
                 /* a slice pushed part of the file only: not resident */
-                if (info->target == STF_TARGET_HOST)
-                        r->on_host[t] |= p->tensor_size[i] == r->model->tensors[t].size;
-                else
-                        r->on_cuda[t] = job;
+                for (size_t i = 0; i < p->ntensors; i++)
+                        r->on_host[p->tensors[i]] |=
+                            p->tensor_size[i] == r->model->tensors[p->tensors[i]].size;
+        } else {
+                hold(r, job);
         }
         pthread_mutex_unlock(&r->lock);
 }
@@ -272,22 +324,23 @@ int stf_residency_prefetch(struct stf_residency *r, const struct stf_prefetch_ar
         return start(r, a, plan, id, msg, cap);
 }
 
-/* Forget that @t is on @device; free its job's memory once it holds nothing. */
+/*
+ * Forget @t on @device in every job that holds it there; a job's memory is
+ * freed once it holds nothing. Was it held? Under lock.
+ */
 static bool evict_cuda(struct stf_residency *r, uint32_t t, int32_t device)
 {
-        struct stf_job *job = r->on_cuda[t];
-        const struct stf_plan *p;
-        bool all = true;
+        bool found = false;
+        struct holder *h;
+        size_t i;
 
-        if (!job || stf_job_info(job)->device != device)
-                return false;
-        p = stf_job_info(job)->plan;
-        r->on_cuda[t] = NULL;
-        for (size_t k = 0; k < p->ntensors && all; k++)
-                all = r->on_cuda[p->tensors[k]] != job;
-        if (all)
-                stf_job_release(job);
-        return true;
+        while ((h = holder_of(r, t, device, false, &i))) {
+                h->held[i] = 0;
+                found = true;
+                if (--h->nheld == 0)
+                        stf_job_release(h->job);
+        }
+        return found;
 }
 
 int stf_residency_evict(struct stf_residency *r, uint32_t target, int32_t device,
@@ -410,22 +463,22 @@ bool stf_residency_on_cuda(struct stf_residency *r, uint32_t t, int32_t device)
 int stf_residency_cuda_xattr(struct stf_residency *r, uint32_t t, char *buf, size_t cap)
 {
         struct stf_job *job;
+        struct holder *h;
+        size_t i = 0;
         char hex[129];
         uint64_t dptr;
         int ret = -ENODATA;
 
         pthread_mutex_lock(&r->lock);
-        job = t < r->model->ntensors ? r->on_cuda[t] : NULL;
+        h = t < r->model->ntensors ? holder_of(r, t, -1, false, &i) : NULL;
+        job = h ? h->job : NULL;
         if (job && !stf_cuda_job_handle(job, hex, &dptr)) {
                 const struct stf_job_info *info = stf_job_info(job);
-                size_t i = plan_index(r->model, info->plan, t);
 
-                if (i != SIZE_MAX)
-                        ret = snprintf(buf, cap,
-                                       "device=%d handle=%s offset=%" PRIu64 " size=%" PRIu64
-                                       " dptr=0x%" PRIx64,
-                                       info->device, hex, info->plan->tensor_dst[i],
-                                       info->plan->tensor_size[i], dptr);
+                ret = snprintf(
+                    buf, cap,
+                    "device=%d handle=%s offset=%" PRIu64 " size=%" PRIu64 " dptr=0x%" PRIx64,
+                    info->device, hex, info->plan->tensor_dst[i], info->plan->tensor_size[i], dptr);
         }
         pthread_mutex_unlock(&r->lock);
         return ret;

@@ -251,12 +251,9 @@ class GpuMountTest(unittest.TestCase):
         c.close()
         self.unmount_clean(m)
 
-    # The per-tensor record is one job: a later job of the same tensors (a
-    # slice of them, another device, or one running at the same time)
-    # replaces the earlier one's record, whose allocation evict can then
-    # never reach (it is freed at unmount only). The residency module of
-    # the architecture issue owns the fix.
-    @unittest.expectedFailure
+    # Several jobs may hold the same tensors: a slice of them, another
+    # device, or two jobs at once. Each keeps its own record; when one
+    # replaced another's, evict could never reach the earlier allocation.
     def test_same_tensors_in_several_jobs_stay_evictable(self):
         """Every allocation stays reachable: evicting everything frees all device memory."""
         m = FakeMount(self, self.llama)
