@@ -274,11 +274,12 @@ START_TEST(test_fault_asks_file)
         ck_assert(!stf_watch_intact(f.w, &tv, 0, 1));
         stf_view_init_tensor(&tv, f.m, 0); /* shard a: untouched */
         ck_assert(stf_watch_intact(f.w, &tv, 0, (size_t)tv.size));
-        stf_view_init_tensor(&tv, f.m, (size_t)(f.m->ntensors - 1));
-        /* refresh asks every shard: a grown file covers again */
-        ck_assert_int_eq(truncate(f.b, (off_t)f.m->shards[b].size), 0);
-        stf_watch_refresh(f.w);
-        ck_assert(stf_watch_intact(f.w, &tv, 0, (size_t)tv.size));
+        /*
+         * No check that growing the file back makes it cover again: the
+         * growth is itself a write (IN_MODIFY at full size), and whether the
+         * watcher thread has seen it before the check is a race. Such a
+         * shard is refused once the event is seen (test_written_in_place).
+         */
         teardown(&f);
 }
 END_TEST
