@@ -29,14 +29,16 @@
  * job thread, never on a FUSE worker, so the lookups are served by the
  * session loop as usual. The walk goes one component at a time from the
  * mount's root (openat, never a path: a tensor's path can be longer than
- * PATH_MAX, and the tree as deep as the model makes it).
+ * PATH_MAX, and the tree as deep as the model makes it). On success *@pin
+ * is an O_PATH descriptor of the tensor: the kernel may forget an inode
+ * that nothing holds (reclaim) between the lookup and the second store, so
+ * the caller keeps it open until the store is done, then closes it.
  */
-static int make_known(struct stfs *fs, uint64_t ino)
+static int make_known(struct stfs *fs, uint64_t ino, int *pin)
 {
         const struct stf_node *n;
         uint64_t *chain = NULL;
         size_t depth = 0, cap = 0;
-        struct stat st;
         int dir, ret = 0;
 
         for (uint64_t i = ino; i != STF_ROOT_INO; i = n->parent) {
@@ -67,9 +69,12 @@ static int make_known(struct stfs *fs, uint64_t ino)
                 close(dir);
                 dir = next;
         }
-        if (!ret && depth == 1 &&
-            fstatat(dir, stf_tree_node(fs->tree, chain[0])->name, &st, AT_SYMLINK_NOFOLLOW))
-                ret = -errno;
+        if (!ret && depth == 1) {
+                *pin = openat(dir, stf_tree_node(fs->tree, chain[0])->name,
+                              O_PATH | O_NOFOLLOW | O_CLOEXEC);
+                if (*pin < 0)
+                        ret = -errno;
+        }
         if (dir >= 0)
                 close(dir);
         free(chain);
@@ -96,8 +101,15 @@ static int push_range(struct stfs *fs, uint64_t ino, uint32_t shard, uint64_t be
         }
         bv.buf[0].mem = (void *)(data + off);
         ret = fuse_lowlevel_notify_store(fs->se, ino, (off_t)off, &bv, 0);
-        if (ret == -ENOENT && make_known(fs, ino) == 0)
-                ret = fuse_lowlevel_notify_store(fs->se, ino, (off_t)off, &bv, 0);
+        if (ret == -ENOENT) {
+                int pin = -1;
+
+                /* the open file pins the inode until the store is done */
+                if (make_known(fs, ino, &pin) == 0)
+                        ret = fuse_lowlevel_notify_store(fs->se, ino, (off_t)off, &bv, 0);
+                if (pin >= 0)
+                        close(pin);
+        }
         if (ret) {
                 snprintf(msg, cap, "host: pushing into the page cache failed: %s", strerror(-ret));
                 return ret;
