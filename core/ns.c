@@ -18,6 +18,7 @@
 #include "describe.h"
 #include "dtype.h"
 #include "ns.h"
+#include "text.h"
 
 /* A cached view and its place in the LRU list. */
 struct cview {
@@ -234,11 +235,6 @@ int stf_ns_entry(const struct stf_ns *ns, uint64_t ino, struct stf_ns_entry *e)
         return 0;
 }
 
-static bool has_suffix(const char *s, size_t len, const char *suf, size_t n)
-{
-        return len > n && !memcmp(s + len - n, suf, n);
-}
-
 /*
  * "T.npy" beside tensor T, "D.part.safetensors" beside directory D, and the
  * whole-set file of a component in its directory.
@@ -247,7 +243,7 @@ static int lookup_view(const struct stf_ns *ns, uint64_t parent, const char *nam
                        uint64_t *ino)
 {
         static const char npy_sfx[] = ".npy", st_sfx[] = ".part.safetensors";
-        bool npy = has_suffix(name, len, npy_sfx, sizeof(npy_sfx) - 1);
+        bool npy = len > sizeof(npy_sfx) - 1 && stf_ends_with(name, len, npy_sfx);
         const struct stf_node *c;
         int64_t comp = whole_comp(ns, parent);
         uint64_t base;
@@ -257,7 +253,7 @@ static int lookup_view(const struct stf_ns *ns, uint64_t parent, const char *nam
                 *ino = 3 * ns->n + parent;
                 return 0;
         }
-        if (!npy && !has_suffix(name, len, st_sfx, sizeof(st_sfx) - 1))
+        if (!npy && !(len > sizeof(st_sfx) - 1 && stf_ends_with(name, len, st_sfx)))
                 return -ENOENT;
         len -= npy ? sizeof(npy_sfx) - 1 : sizeof(st_sfx) - 1;
         if (stf_tree_lookup(ns->tree, parent, name, len, &base))

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "setname.h"
+#include "text.h"
 
 #define ST ".safetensors"
 #define IDX ".safetensors.index."
@@ -13,13 +14,6 @@ static bool conventional(const char *file, size_t len)
 {
         return (len == 5 && !memcmp(file, "model", 5)) ||
                (len == 23 && !memcmp(file, "diffusion_pytorch_model", 23));
-}
-
-static bool ends_with(const char *s, size_t len, const char *suffix)
-{
-        size_t n = strlen(suffix);
-
-        return len >= n && !memcmp(s + len - n, suffix, n);
 }
 
 static const char *last_of(const char *s, size_t len, const char *needle)
@@ -39,12 +33,12 @@ bool stf_setname_parse(const char *file, struct stf_setname *out)
         const char *p, *dot;
 
         *out = (struct stf_setname){.file = file};
-        if (ends_with(file, len, IDX "json")) {
+        if (stf_ends_with(file, len, IDX "json")) {
                 out->is_index = true;
                 out->base_len = len - strlen(IDX "json");
                 return out->base_len > 0;
         }
-        if (ends_with(file, len, JSON) && (p = last_of(file, len, IDX)) && p > file) {
+        if (stf_ends_with(file, len, JSON) && (p = last_of(file, len, IDX)) && p > file) {
                 const char *v = p + strlen(IDX), *end = file + len - strlen(JSON);
 
                 if (end <= v || memchr(v, '.', (size_t)(end - v)))
@@ -55,7 +49,7 @@ bool stf_setname_parse(const char *file, struct stf_setname *out)
                 out->variant_len = (size_t)(end - v);
                 return true;
         }
-        if (!ends_with(file, len, ST) || len == strlen(ST))
+        if (!stf_ends_with(file, len, ST) || len == strlen(ST))
                 return false;
         len -= strlen(ST);
         dot = memrchr(file, '.', len);

@@ -20,13 +20,6 @@
 #define INDEX_SUFFIX ".safetensors.index.json"
 #define ST_SUFFIX ".safetensors"
 
-static bool ends_with(const char *s, const char *suffix)
-{
-        size_t a = strlen(s), b = strlen(suffix);
-
-        return a >= b && !strcmp(s + a - b, suffix);
-}
-
 static char *path_join(const char *dir, const char *name)
 {
         char *p;
@@ -256,13 +249,13 @@ static int mark_aliases(const char *dir, char **ents, size_t n, const struct ide
 
 static int pick_index(void *ctx, const char *name, bool is_dir)
 {
-        return !is_dir && ends_with(name, INDEX_SUFFIX) ? 0 : -1;
+        return !is_dir && stf_ends_with(name, strlen(name), INDEX_SUFFIX) ? 0 : -1;
 }
 
 /* .safetensors files; those an index lists (@ctx) rank first. */
 static int pick_st(void *ctx, const char *name, bool is_dir)
 {
-        if (is_dir || !ends_with(name, ST_SUFFIX))
+        if (is_dir || !stf_ends_with(name, strlen(name), ST_SUFFIX))
                 return -1;
         return json_object_get(ctx, name) ? 0 : 1;
 }
@@ -350,7 +343,8 @@ static int scan_dir(const char *dir, const char *sub, struct stf_sets *out, stru
         if (ret)
                 goto out;
         for (size_t i = 0; i < n; i++) {
-                if (!ends_with(ents[i], ST_SUFFIX) || json_object_get(listed, ents[i]) || dup[i])
+                if (!stf_ends_with(ents[i], strlen(ents[i]), ST_SUFFIX) ||
+                    json_object_get(listed, ents[i]) || dup[i])
                         continue;
                 ret = setlist_add(out, path_join(dir, ents[i]), stem(ents[i]), false);
                 if (ret)
@@ -510,7 +504,8 @@ int stf_source_find(const char *source, struct stf_sets *sets, struct stf_sink *
                 return ret;
         }
         if (!S_ISDIR(st.st_mode))
-                return setlist_add(sets, strdup(source), NULL, ends_with(source, ".json"));
+                return setlist_add(sets, strdup(source), NULL,
+                                   stf_ends_with(source, strlen(source), ".json"));
         ret = scan_dir(source, NULL, sets, sink);
         if (ret)
                 return ret;

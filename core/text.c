@@ -168,3 +168,10 @@ int stf_text_json_inert(const char *json, size_t len, char **out, size_t *outlen
         stf_strbuf_append(&sb, json + run, len - run);
         return stf_strbuf_finish(&sb, out, outlen);
 }
+
+bool stf_ends_with(const char *s, size_t len, const char *suffix)
+{
+        size_t n = strlen(suffix);
+
+        return len >= n && !memcmp(s + len - n, suffix, n);
+}

@@ -34,6 +34,9 @@
  */
 size_t stf_utf8_seq(const char *s, size_t len);
 
+/* Do the @len bytes at @s end with the string @suffix? */
+bool stf_ends_with(const char *s, size_t len, const char *suffix);
+
 /* True when @len bytes at @s are well-formed UTF-8. */
 bool stf_utf8_valid(const char *s, size_t len);
 
