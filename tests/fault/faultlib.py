@@ -46,6 +46,7 @@ TOP = os.path.dirname(os.path.dirname(HERE))
 
 STFS = os.environ.get("STFS_EXE", os.path.join(TOP, "build", "fs", "stfs"))
 GEN = os.environ.get("STFS_GEN", os.path.join(TOP, "tools", "gen_model.py"))
+STFSCTL = os.path.join(TOP, "build", "tools", "stfsctl")    # --stfsctl
 
 MOUNT_TIMEOUT = 30.0
 EXIT_TIMEOUT = 15.0
@@ -461,6 +462,18 @@ class FaultCase(unittest.TestCase):
         finally:
             os.close(fd)
 
+    def wait_job(self, c, job, timeout=60.0):
+        """The status of prefetch @job of Control @c once it has ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = c.status(job)
+            if st["state"] not in (QUEUED, RUNNING):
+                return st
+            if time.monotonic() > deadline:
+                self.fail("job %d still %s after %.0fs: %r"
+                          % (job, STATE_NAMES[st["state"]], timeout, st))
+            time.sleep(0.01)
+
     def stderr_lines(self, m):
         return [ln for ln in m.stderr().splitlines() if ln.strip()]
 
@@ -469,13 +482,15 @@ class FaultCase(unittest.TestCase):
 
 
 def main():
-    global STFS, GEN
+    global STFS, GEN, STFSCTL
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--stfs")
     ap.add_argument("--gen")
+    ap.add_argument("--stfsctl")
     args, rest = ap.parse_known_args()
     STFS = os.path.abspath(args.stfs or STFS)
     GEN = os.path.abspath(args.gen or GEN)
+    STFSCTL = os.path.abspath(args.stfsctl or STFSCTL)
 
     why = stfstest.fuse_skip_reason()
     if why:

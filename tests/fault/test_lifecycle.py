@@ -28,7 +28,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faultlib  # noqa: E402
-from faultlib import (CANCELLED, DONE, EXIT_TIMEOUT, RUNNING, STATE_NAMES,  # noqa: E402
+from faultlib import (CANCELLED, DONE, EXIT_TIMEOUT, RUNNING,  # noqa: E402
                       FaultCase, errname, file_sha256, fmt_status, mounted,
                       fusermount, proc_status, read_model, run_gen, status_doc)
 
@@ -201,17 +201,6 @@ class BigModel(FaultCase):
             return
         self.assertLess(now["RssAnon"] - before["RssAnon"], ANON_SLACK_KIB,
                         "anonymous memory after %s" % what)
-
-    def wait_job(self, c, job, timeout=60.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            st = c.status(job)
-            if st["state"] not in (0, 1):
-                return st
-            if time.monotonic() > deadline:
-                self.fail("job %d still %s after %.0fs: %r"
-                          % (job, STATE_NAMES[st["state"]], timeout, st))
-            time.sleep(0.01)
 
     def start_running(self, c, **kw):
         """A whole-model host prefetch, returned once it has moved bytes and

@@ -30,7 +30,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faultlib  # noqa: E402
-from faultlib import (DONE, FAILED, PAGE, STATE_NAMES, FaultCase,  # noqa: E402
+from faultlib import (DONE, FAILED, PAGE, FaultCase,  # noqa: E402
                       dir_of, errname, read_model, run_gen)
 
 WATCH_DELAY = 0.5   # time for the daemon's inotify watcher to see a change
@@ -232,16 +232,6 @@ class TruncatedSourceTest(FaultCase):
         self.assertEqual(len(lines), 1, "want exactly one stderr line, got:\n" + m.stderr())
         self.assertIn(os.path.basename(shard), lines[0])
         self.assertIn("written to while mounted", lines[0])
-
-    def wait_job(self, c, job, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            st = c.status(job)
-            if st["state"] not in (0, 1):
-                return st
-            if time.monotonic() > deadline:
-                self.fail("job %d still %s after %.0fs" % (job, STATE_NAMES[st["state"]], timeout))
-            time.sleep(0.01)
 
 
 class ReplacedSourceTest(FaultCase):
