@@ -97,9 +97,10 @@ python3 -c 'import torch, safetensors; print("torch", torch.__version__, "cuda",
 say "2. build core/ and tests/gpu with gcc"
 # shellcheck disable=SC2206,SC2086 # the pkg-config flags are meant to split
 cflags=(-std=gnu11 -O2 -g -Wall -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 '-DSTF_VERSION="gpu-check"'
-	-Icore -I"$cuda_inc" $jansson_cflags -pthread)
+	-Icore -Itests/lib -I"$cuda_inc" $jansson_cflags -pthread)
 mkdir -p "$work/obj"
-for c in core/*.c; do
+# core/ and the tests' safetensors writer (tests/lib/stwrite.c)
+for c in core/*.c tests/lib/stwrite.c; do
 	[ "$c" = core/gpu_stub.c ] && continue
 	gcc "${cflags[@]}" -c "$c" -o "$work/obj/$(basename "$c" .c).o" || die "compiling $c"
 done

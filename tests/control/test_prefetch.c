@@ -28,36 +28,28 @@
 
 #include <check.h>
 
-#include "bytes.h"
 #include "dtype.h"
 #include "model.h"
 #include "prefetch.h"
 #include "select.h"
 #include "tree.h"
+#include "util.h"
 #include "wire.h"
 
 /* ------------------------------------------------------------ the model */
-
-struct spec {
-        const char *name;
-        const char *dtype;
-        unsigned rank;
-        uint64_t shape[4];
-        unsigned bits;
-};
 
 #define SHARD_A "model-00001-of-00002.safetensors"
 #define SHARD_B "model-00002-of-00002.safetensors"
 
 /* In data order (not name order). */
-static const struct spec shard_a[] = {
+static const struct stw_tensor shard_a[] = {
     {"model.layers.1.attn.weight", "F32", 2, {4, 6}, 32},
     {"model.layers.0.norm.weight", "F32", 1, {6}, 32},
     {"model.layers.0.attn.weight", "F32", 2, {4, 6}, 32},
     {"model.layers.10.attn.weight", "F32", 2, {2, 6}, 32},
     {"model.layers.0.conv.weight", "F16", 3, {2, 4, 6}, 16},
 };
-static const struct spec shard_b[] = {
+static const struct stw_tensor shard_b[] = {
     {"scalar", "F32", 0, {0}, 32},
     {"lm_head.weight", "U8", 2, {8, 16}, 8},
     {"empty.weight", "F32", 2, {0, 4}, 32},
@@ -76,74 +68,19 @@ static uint8_t pat(uint8_t seed, size_t i)
         return (uint8_t)(seed + i * 7u + (i >> 8) * 13u);
 }
 
-static uint64_t spec_bytes(const struct spec *s)
+static void fill_pat(void *arg, size_t i, uint64_t at, uint8_t *p, size_t len)
 {
-        uint64_t n = 1;
-
-        for (unsigned i = 0; i < s->rank; i++)
-                n *= s->shape[i];
-        return n * s->bits / 8;
+        for (size_t k = 0; k < len; k++)
+                p[k] = pat(*(const uint8_t *)arg, at + k);
 }
 
-static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xprintf(const char *fmt, ...)
-{
-        va_list ap;
-        char *s;
-        int r;
-
-        va_start(ap, fmt);
-        r = vasprintf(&s, fmt, ap);
-        va_end(ap);
-        ck_assert_int_ge(r, 0);
-        return s;
-}
-
-static void write_all(const char *path, const void *buf, size_t len)
-{
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-
-        ck_assert_msg(fd >= 0, "cannot create %s", path);
-        ck_assert_int_eq(write(fd, buf, len), (ssize_t)len);
-        ck_assert_int_eq(close(fd), 0);
-}
-
-static void write_shard(const char *dir, const char *file, const struct spec *t, size_t n,
+static void write_shard(const char *dir, const char *file, const struct stw_tensor *t, size_t n,
                         uint8_t seed)
 {
-        char json[4096];
-        size_t jl = 0;
-        uint64_t off = 0;
-        uint8_t *buf;
-        char *path;
+        char *path = ut_printf("%s/%s", dir, file);
 
-        jl += (size_t)snprintf(json + jl, sizeof(json) - jl, "{");
-        for (size_t i = 0; i < n; i++) {
-                uint64_t b = spec_bytes(&t[i]);
-
-                jl += (size_t)snprintf(json + jl, sizeof(json) - jl,
-                                       "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", i ? "," : "",
-                                       t[i].name, t[i].dtype);
-                for (unsigned k = 0; k < t[i].rank; k++)
-                        jl += (size_t)snprintf(json + jl, sizeof(json) - jl, "%s%" PRIu64,
-                                               k ? "," : "", t[i].shape[k]);
-                jl +=
-                    (size_t)snprintf(json + jl, sizeof(json) - jl,
-                                     "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}", off, off + b);
-                off += b;
-        }
-        jl += (size_t)snprintf(json + jl, sizeof(json) - jl, "}");
-        ck_assert_uint_lt(jl, sizeof(json));
-        buf = malloc(8 + jl + off);
-        ck_assert_ptr_nonnull(buf);
-        stf_put_le64(buf, jl);
-        memcpy(buf + 8, json, jl);
-        for (uint64_t i = 0; i < off; i++)
-                buf[8 + jl + i] = pat(seed, i);
-        path = xprintf("%s/%s", dir, file);
-        write_all(path, buf, 8 + jl + off);
+        ut_write_st(path, &(struct stw_file){.t = t, .n = n, .fill = fill_pat, .arg = &seed});
         free(path);
-        free(buf);
 }
 
 static char *tmpdir;
@@ -152,28 +89,18 @@ static struct stf_tree *T;
 
 static void write_model(const char *dir)
 {
-        char idx[4096];
-        size_t l = 0;
+        const char *map[2 * NALL];
         char *path;
 
         write_shard(dir, SHARD_A, shard_a, NA, 11);
         write_shard(dir, SHARD_B, shard_b, NB, 97);
-        l += (size_t)snprintf(idx + l, sizeof(idx) - l, "{\"metadata\":{},\"weight_map\":{");
         for (size_t i = 0; i < NALL; i++) {
-                const struct spec *s = i < NA ? &shard_a[i] : &shard_b[i - NA];
-
-                l += (size_t)snprintf(idx + l, sizeof(idx) - l, "%s\"%s\":\"%s\"", i ? "," : "",
-                                      s->name, i < NA ? SHARD_A : SHARD_B);
+                map[2 * i] = i < NA ? shard_a[i].name : shard_b[i - NA].name;
+                map[2 * i + 1] = i < NA ? SHARD_A : SHARD_B;
         }
-        l += (size_t)snprintf(idx + l, sizeof(idx) - l, "}}");
-        path = xprintf("%s/model.safetensors.index.json", dir);
-        write_all(path, idx, l);
+        path = ut_printf("%s/model.safetensors.index.json", dir);
+        ck_assert_int_eq(stw_write_index(path, map, NALL, "{}"), 0);
         free(path);
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        return remove(path);
 }
 
 static void setup(void)
@@ -181,10 +108,9 @@ static void setup(void)
         struct stf_diag diag = {{0}};
         char *src;
 
-        tmpdir = strdup("/tmp/stfs-control-XXXXXX");
-        ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+        tmpdir = ut_mkdtemp();
         write_model(tmpdir);
-        src = xprintf("%s/model.safetensors.index.json", tmpdir);
+        src = ut_printf("%s/model.safetensors.index.json", tmpdir);
         ck_assert_msg(stf_model_open(src, &M, &diag) == 0, "model: %s", diag.msg);
         free(src);
         ck_assert_uint_eq(M->ntensors, NALL);
@@ -198,8 +124,7 @@ static void teardown(void)
         stf_model_close(M);
         T = NULL;
         M = NULL;
-        nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-        free(tmpdir);
+        ut_rmtree(tmpdir);
 }
 
 /* Index of tensor @name in the model. */

@@ -14,9 +14,9 @@
 
 #include <check.h>
 
-#include "bytes.h"
 #include "model.h"
 #include "scan.h"
+#include "util.h"
 
 static void count(unsigned dt, const void *p, size_t len, uint64_t nan, uint64_t inf, bool nz)
 {
@@ -179,51 +179,33 @@ struct tmpmodel {
         char dir[64], path[128];
 };
 
+typedef void (*fill_fn)(size_t ti, uint8_t *p, size_t len);
+
+static void fill_each(void *arg, size_t i, uint64_t at, uint8_t *p, size_t len)
+{
+        (*(fill_fn *)arg)(i, p, len);
+}
+
 /*
  * Write a file with tensors "t0".."t{n-1}": dtype @dts[i], @sizes[i] bytes
  * (a 1-D shape of elements), data from @fill.
  */
 static void write_model(struct tmpmodel *tm, size_t n, const char *const *dts, const size_t *elems,
-                        const unsigned *bits, void (*fill)(size_t ti, uint8_t *p, size_t len))
+                        const unsigned *bits, fill_fn fill)
 {
-        char *json = malloc(64 + n * 160);
-        size_t jl = 0, off = 0, pad;
-        uint8_t le[8];
-        FILE *f;
+        struct stw_tensor t[8];
+        char names[8][8];
 
-        ck_assert_ptr_nonnull(json);
+        ck_assert_uint_le(n, 8);
         strcpy(tm->dir, "/tmp/stfs-test-scan-XXXXXX");
         ck_assert_ptr_nonnull(mkdtemp(tm->dir));
         snprintf(tm->path, sizeof(tm->path), "%s/m.safetensors", tm->dir);
-        jl += (size_t)sprintf(json + jl, "{");
         for (size_t i = 0; i < n; i++) {
-                size_t len = elems[i] * bits[i] / 8;
-
-                jl += (size_t)sprintf(json + jl,
-                                      "%s\"t%zu\":{\"dtype\":\"%s\",\"shape\":[%zu],"
-                                      "\"data_offsets\":[%zu,%zu]}",
-                                      i ? "," : "", i, dts[i], elems[i], off, off + len);
-                off += len;
+                snprintf(names[i], sizeof(names[i]), "t%zu", i);
+                t[i] = (struct stw_tensor){names[i], dts[i], 1, {elems[i]}, bits[i]};
         }
-        json[jl++] = '}';
-        pad = (8 - jl % 8) % 8;
-        memset(json + jl, ' ', pad);
-        jl += pad;
-        f = fopen(tm->path, "wb");
-        ck_assert_ptr_nonnull(f);
-        stf_put_le64(le, jl);
-        fwrite(le, 1, 8, f);
-        fwrite(json, 1, jl, f);
-        for (size_t i = 0; i < n; i++) {
-                size_t len = elems[i] * bits[i] / 8;
-                uint8_t *p = calloc(len ? len : 1, 1);
-
-                fill(i, p, len);
-                fwrite(p, 1, len, f);
-                free(p);
-        }
-        ck_assert_int_eq(fclose(f), 0);
-        free(json);
+        ut_write_st(tm->path, &(struct stw_file){
+                                  .t = t, .n = n, .pad = true, .fill = fill_each, .arg = &fill});
 }
 
 static void remove_model(struct tmpmodel *tm)

@@ -45,6 +45,7 @@
 #include "fuzz_helpers.h"
 #include "model.h"
 #include "strbuf.h"
+#include "stwrite.h"
 #include "tree.h"
 
 #define RSS_SLACK (64ull << 20)
@@ -556,13 +557,11 @@ static int put_file(const char *dir, const char *name, const void *data, size_t 
 /* A safetensors file of @json and no data (every tensor of size 0). */
 static int put_st(const char *dir, const char *name, const char *json, size_t len)
 {
-        char *p = pjoin(dir, name);
-        FILE *f = p ? fopen(p, "w") : NULL;
-        int ret = f && put_le64(f, len) && fwrite(json, 1, len, f) == len ? 0 : -1;
+        size_t n;
+        uint8_t *b = stw_raw(len, json, len, 0, &n);
+        int ret = b ? put_file(dir, name, b, n) : -1;
 
-        if (f && fclose(f))
-                ret = -1;
-        free(p);
+        free(b);
         return ret;
 }
 

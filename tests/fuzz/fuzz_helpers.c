@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bytes.h"
 #include "fuzz_helpers.h"
+#include "stwrite.h"
 
 void fuzz_fail(const char *file, int line, const char *cond, const char *fmt, ...)
 {
@@ -114,39 +114,25 @@ uint64_t fuzz_le64(const uint8_t *p)
         return v;
 }
 
+/* Data byte i of the data section is (uint8_t)i. */
+static void fill_index(void *arg, size_t i, uint64_t at, uint8_t *p, size_t len)
+{
+        for (size_t k = 0; k < len; k++)
+                p[k] = (uint8_t)(at + k);
+}
+
 uint8_t *fuzz_st_build(const char *const *names, const size_t *sizes, size_t n, size_t *len)
 {
-        size_t jcap = 64, jlen, dlen = 0, off = 0;
-        char *json, *p;
+        struct stw_tensor *t = calloc(n ? n : 1, sizeof(*t));
         uint8_t *buf;
 
-        for (size_t i = 0; i < n; i++) {
-                jcap += strlen(names[i]) + 96;
-                dlen += sizes[i];
-        }
-        json = malloc(jcap);
-        if (!json)
+        if (!t)
                 return NULL;
-        p = json;
-        p += sprintf(p, "{\"__metadata__\":{\"format\":\"pt\"}");
-        for (size_t i = 0; i < n; i++) {
-                p += sprintf(
-                    p, ",\"%s\":{\"dtype\":\"U8\",\"shape\":[%zu],\"data_offsets\":[%zu,%zu]}",
-                    names[i], sizes[i], off, off + sizes[i]);
-                off += sizes[i];
-        }
-        p += sprintf(p, "}");
-        jlen = (size_t)(p - json);
-        buf = malloc(8 + jlen + dlen);
-        if (!buf) {
-                free(json);
-                return NULL;
-        }
-        stf_put_le64(buf, jlen);
-        memcpy(buf + 8, json, jlen);
-        for (size_t i = 0; i < dlen; i++)
-                buf[8 + jlen + i] = (uint8_t)i;
-        free(json);
-        *len = 8 + jlen + dlen;
+        for (size_t i = 0; i < n; i++)
+                t[i] = (struct stw_tensor){.name = names[i], .rank = 1, .shape = {sizes[i]}};
+        buf = stw_build(
+            &(struct stw_file){.t = t, .n = n, .meta = "{\"format\":\"pt\"}", .fill = fill_index},
+            len);
+        free(t);
         return buf;
 }

@@ -29,6 +29,7 @@
 #include "model.h"
 #include "prefetch.h"
 #include "select.h"
+#include "stwrite.h"
 #include "tree.h"
 
 static CUresult (*p_init)(unsigned);
@@ -55,36 +56,36 @@ static int fails;
                 }                                                                                  \
         } while (0)
 
+/* Data bytes from a 64-bit LCG seeded with *@arg, in file order. */
+static void fill_lcg(void *arg, size_t i, uint64_t at, uint8_t *p, size_t len)
+{
+        uint64_t *seed = arg;
+
+        for (size_t k = 0; k < len; k++) {
+                *seed = *seed * 6364136223846793005ull + 1442695040888963407ull;
+                p[k] = (uint8_t)(*seed >> 56);
+        }
+}
+
 /* A safetensors file with @n tensors of shapes @shapes (rank 2) in F32. */
 static void write_model(const char *path, int n, const uint64_t (*shapes)[2], uint64_t seed)
 {
-        char hdr[8192];
-        size_t o = 0;
-        uint64_t off = 0, hl;
-        FILE *f = fopen(path, "wb");
+        struct stw_tensor t[16];
+        char names[16][8];
+        int r;
 
-        o += (size_t)snprintf(hdr + o, sizeof(hdr) - o, "{");
-        for (int i = 0; i < n; i++) {
-                uint64_t bytes = shapes[i][0] * shapes[i][1] * 4;
-
-                o +=
-                    (size_t)snprintf(hdr + o, sizeof(hdr) - o,
-                                     "%s\"t%d\":{\"dtype\":\"F32\",\"shape\":[%" PRIu64 ",%" PRIu64
-                                     "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}",
-                                     i ? "," : "", i, shapes[i][0], shapes[i][1], off, off + bytes);
-                off += bytes;
+        for (int i = 0; i < n && i < 16; i++) {
+                snprintf(names[i], sizeof(names[i]), "t%d", i);
+                t[i] = (struct stw_tensor){names[i], "F32", 2, {shapes[i][0], shapes[i][1]}, 32};
         }
-        o += (size_t)snprintf(hdr + o, sizeof(hdr) - o, "}");
-        while (o % 8)
-                hdr[o++] = ' ';
-        hl = o;
-        fwrite(&hl, 8, 1, f);
-        fwrite(hdr, 1, o, f);
-        for (uint64_t i = 0; i < off; i++) {
-                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-                fputc((int)(seed >> 56), f);
+        r = stw_write(
+            path,
+            &(struct stw_file){
+                .t = t, .n = n < 16 ? (size_t)n : 16, .pad = true, .fill = fill_lcg, .arg = &seed});
+        if (r) {
+                fprintf(stderr, "cannot write %s: %s\n", path, strerror(-r));
+                exit(1);
         }
-        fclose(f);
 }
 
 static int load_cuda(void)

@@ -38,70 +38,37 @@ static uint8_t seed_of(const char *name)
         return s;
 }
 
-/* Write a safetensors file of U8 tensors; @meta: JSON object text or NULL. */
+/* Each tensor's data: the pattern seeded with a hash of its name. */
+static void fill_by_name(void *arg, size_t i, uint64_t at, uint8_t *p, size_t len)
+{
+        const struct ts *t = arg;
+
+        ut_fill(p, len, seed_of(t[i].name));
+}
+
+/*
+ * Write a safetensors file of U8 tensors, the header padded to 8 bytes as
+ * writers do; @meta: JSON object text or NULL.
+ */
 static void write_st(const char *path, const struct ts *t, size_t n, const char *meta)
 {
-        json_t *root = json_object();
-        char *text;
-        size_t jlen, off = 0, len;
-        uint8_t *buf;
+        struct stw_tensor st[16];
 
-        ck_assert_ptr_nonnull(root);
-        if (meta)
-                ck_assert_int_eq(
-                    json_object_set_new(root, "__metadata__", json_loads(meta, 0, NULL)), 0);
-        for (size_t i = 0; i < n; i++) {
-                json_t *e = json_pack("{s:s, s:[I], s:[I,I]}", "dtype", "U8", "shape",
-                                      (json_int_t)t[i].size, "data_offsets", (json_int_t)off,
-                                      (json_int_t)(off + t[i].size));
-
-                ck_assert_ptr_nonnull(e);
-                ck_assert_int_eq(json_object_set_new(root, t[i].name, e), 0);
-                off += t[i].size;
-        }
-        text = json_dumps(root, JSON_COMPACT);
-        ck_assert_ptr_nonnull(text);
-        jlen = strlen(text);
-        /* Pad with spaces to 8 bytes, as writers do. */
-        {
-                size_t padded = (jlen + 7) / 8 * 8;
-                char *p = realloc(text, padded + 1);
-
-                ck_assert_ptr_nonnull(p);
-                text = p;
-                memset(text + jlen, ' ', padded - jlen);
-                text[padded] = '\0';
-                jlen = padded;
-        }
-        buf = ut_st_bytes(text, jlen, off, 0, &len);
-        off = 0;
-        for (size_t i = 0; i < n; i++) {
-                ut_fill(buf + 8 + jlen + off, t[i].size, seed_of(t[i].name));
-                off += t[i].size;
-        }
-        ut_write_file(path, buf, len);
-        free(buf);
-        free(text);
-        json_decref(root);
+        ck_assert_uint_le(n, N(st));
+        for (size_t i = 0; i < n; i++)
+                st[i] = (struct stw_tensor){.name = t[i].name, .rank = 1, .shape = {t[i].size}};
+        ut_write_st(path, &(struct stw_file){.t = st,
+                                             .n = n,
+                                             .meta = meta,
+                                             .pad = true,
+                                             .fill = fill_by_name,
+                                             .arg = (void *)t});
 }
 
 /* An index: @map is n pairs name, shard; @meta: JSON text of "metadata" or NULL. */
 static void write_index(const char *path, const char *const *map, size_t n, const char *meta)
 {
-        json_t *root = json_object(), *wm = json_object();
-        char *text;
-
-        if (meta)
-                json_object_set_new(root, "metadata", json_loads(meta, 0, NULL));
-        for (size_t i = 0; i < n; i++)
-                ck_assert_int_eq(json_object_set_new(wm, map[2 * i], json_string(map[2 * i + 1])),
-                                 0);
-        json_object_set_new(root, "weight_map", wm);
-        text = json_dumps(root, JSON_INDENT(2));
-        ck_assert_ptr_nonnull(text);
-        ut_write_file(path, text, strlen(text));
-        free(text);
-        json_decref(root);
+        ck_assert_int_eq(stw_write_index(path, map, n, meta), 0);
 }
 
 static void write_text(const char *path, const char *text)

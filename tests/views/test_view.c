@@ -27,11 +27,11 @@
 
 #include <jansson.h>
 
-#include "bytes.h"
 #include "dtype.h"
 #include "format.h"
 #include "model.h"
 #include "tree.h"
+#include "util.h"
 #include "view.h"
 
 /* ------------------------------------------------------------ helpers */
@@ -621,16 +621,22 @@ struct tspec {
         uint64_t shape[4];
 };
 
-static uint64_t spec_size(const struct tspec *t)
+static unsigned spec_bits(const struct tspec *t)
 {
         enum stf_dtype dt;
-        uint64_t n = 1;
 
         ck_assert_int_eq(stf_dtype_lookup(t->dtype, strlen(t->dtype), &dt), 0);
+        return npy_want[dt].bits;
+}
+
+static uint64_t spec_size(const struct tspec *t)
+{
+        uint64_t n = 1;
+
         for (uint32_t d = 0; d < t->rank; d++)
                 n *= t->shape[d];
-        ck_assert_uint_eq(n * npy_want[dt].bits % 8, 0);
-        return n * npy_want[dt].bits / 8;
+        ck_assert_uint_eq(n * spec_bits(t) % 8, 0);
+        return n * spec_bits(t) / 8;
 }
 
 static uint8_t data_byte(const char *name, uint64_t j)
@@ -642,15 +648,12 @@ static uint8_t data_byte(const char *name, uint64_t j)
         return (uint8_t)((h >> (j % 4 * 8)) ^ (j * 29));
 }
 
-static void json_name(FILE *f, const char *s)
+static void fill_by_name(void *arg, size_t i, uint64_t at, uint8_t *p, size_t len)
 {
-        fputc('"', f);
-        for (; *s; s++) {
-                if (*s == '"' || *s == '\\')
-                        fputc('\\', f);
-                fputc(*s, f);
-        }
-        fputc('"', f);
+        const struct tspec *t = arg;
+
+        for (size_t j = 0; j < len; j++)
+                p[j] = data_byte(t[i].name, j);
 }
 
 /*
@@ -661,49 +664,26 @@ static void json_name(FILE *f, const char *s)
 static void write_st(const char *dir, const char *file, const struct tspec *t, size_t n,
                      const size_t *order, const char *meta)
 {
-        char path[4096], *hdr = NULL;
-        uint64_t off[32], total = 0, hlen;
-        uint8_t le8[8];
-        size_t hsize = 0;
-        FILE *h, *f;
+        struct stw_tensor st[32];
+        char path[4096];
 
         ck_assert_uint_le(n, 32);
         for (size_t i = 0; i < n; i++) {
-                off[order[i]] = total;
-                total += spec_size(&t[order[i]]);
+                st[i] = (struct stw_tensor){.name = t[i].name,
+                                            .dtype = t[i].dtype,
+                                            .rank = t[i].rank,
+                                            .bits = spec_bits(&t[i])};
+                memcpy(st[i].shape, t[i].shape, sizeof(t[i].shape));
+                ck_assert_uint_eq(stw_size(&st[i]), spec_size(&t[i]));
         }
-        h = open_memstream(&hdr, &hsize);
-        ck_assert_ptr_nonnull(h);
-        fputc('{', h);
-        if (meta)
-                fprintf(h, "\"__metadata__\":%s%s", meta, n ? "," : "");
-        for (size_t i = 0; i < n; i++) {
-                json_name(h, t[i].name);
-                fprintf(h, ":{\"dtype\":\"%s\",\"shape\":[", t[i].dtype);
-                for (uint32_t d = 0; d < t[i].rank; d++)
-                        fprintf(h, d ? ",%" PRIu64 : "%" PRIu64, t[i].shape[d]);
-                fprintf(h, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}%s", off[i],
-                        off[i] + spec_size(&t[i]), i + 1 < n ? "," : "");
-        }
-        fputc('}', h);
-        while (ftell(h) % 8)
-                fputc(' ', h);
-        fclose(h);
         snprintf(path, sizeof(path), "%s/%s", dir, file);
-        f = fopen(path, "wb");
-        ck_assert_ptr_nonnull(f);
-        hlen = hsize;
-        stf_put_le64(le8, hlen);
-        fwrite(le8, 1, 8, f);
-        fwrite(hdr, 1, hsize, f);
-        for (size_t i = 0; i < n; i++) {
-                const struct tspec *x = &t[order[i]];
-
-                for (uint64_t j = 0, sz = spec_size(x); j < sz; j++)
-                        fputc(data_byte(x->name, j), f);
-        }
-        ck_assert_int_eq(fclose(f), 0);
-        free(hdr);
+        ut_write_st(path, &(struct stw_file){.t = st,
+                                             .n = n,
+                                             .meta = meta,
+                                             .order = order,
+                                             .pad = true,
+                                             .fill = fill_by_name,
+                                             .arg = (void *)t});
 }
 
 /*
@@ -904,24 +884,18 @@ static const char meta12[] = "{\"format\":\"pt\",\"k1\":\"v1\",\"both\":\"one\",
 static void make_sharded(struct opened *o)
 {
         const char *dir = subdir("sharded");
+        const char *map[16];
         char path[4096];
-        FILE *f;
 
         write_st(dir, "model-00001-of-00002.safetensors", shard1, 3, order1, meta1);
         write_st(dir, "model-00002-of-00002.safetensors", shard2, 5, order2, meta2);
+        for (size_t i = 0; i < 8; i++) {
+                map[2 * i] = i < 3 ? shard1[i].name : shard2[i - 3].name;
+                map[2 * i + 1] =
+                    i < 3 ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+        }
         snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir);
-        f = fopen(path, "w");
-        ck_assert_ptr_nonnull(f);
-        fputs("{\"metadata\":{\"total_size\":77},\"weight_map\":{", f);
-        for (size_t i = 0; i < 3; i++) {
-                json_name(f, shard1[i].name);
-                fputs(":\"model-00001-of-00002.safetensors\",", f);
-        }
-        for (size_t i = 0; i < 5; i++) {
-                json_name(f, shard2[i].name);
-                fprintf(f, ":\"model-00002-of-00002.safetensors\"%s", i < 4 ? "," : "}}");
-        }
-        ck_assert_int_eq(fclose(f), 0);
+        ck_assert_int_eq(stw_write_index(path, map, 8, "{\"total_size\":77}"), 0);
         open_model("sharded", o);
         ck_assert_uint_eq(o->m->nshards, 2);
         ck_assert_uint_eq(o->m->ncomps, 1);

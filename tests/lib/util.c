@@ -7,9 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
-#include "bytes.h"
+#include "stwrite.h"
 #include "util.h"
 
 void ut_fill(uint8_t *p, size_t n, uint8_t seed)
@@ -21,13 +19,10 @@ void ut_fill(uint8_t *p, size_t n, uint8_t seed)
 uint8_t *ut_st_raw(uint64_t n, const char *json, size_t jlen, size_t dlen, uint8_t seed,
                    size_t *len)
 {
-        uint8_t *b = malloc(8 + jlen + dlen + 1);
+        uint8_t *b = stw_raw(n, json, jlen, dlen, len);
 
         ck_assert_ptr_nonnull(b);
-        stf_put_le64(b, n);
-        memcpy(b + 8, json, jlen);
         ut_fill(b + 8 + jlen, dlen, seed);
-        *len = 8 + jlen + dlen;
         return b;
 }
 
@@ -38,17 +33,9 @@ uint8_t *ut_st_bytes(const char *json, size_t jlen, size_t dlen, uint8_t seed, s
 
 void ut_write_file(const char *path, const void *buf, size_t len)
 {
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        size_t done = 0;
+        int r = stw_put(path, buf, len);
 
-        ck_assert_msg(fd >= 0, "cannot create %s", path);
-        while (done < len) {
-                ssize_t r = write(fd, (const char *)buf + done, len - done);
-
-                ck_assert_msg(r > 0, "cannot write %s", path);
-                done += (size_t)r;
-        }
-        ck_assert_int_eq(close(fd), 0);
+        ck_assert_msg(r == 0, "cannot write %s: %s", path, strerror(-r));
 }
 
 char *ut_mkdtemp(void)
@@ -86,28 +73,29 @@ char *ut_printf(const char *fmt, ...)
         return s;
 }
 
+/* The data of ut_write_st_u8: the pattern seeded with 3 across the data section. */
+static void fill_seed3(void *arg, size_t i, uint64_t at, uint8_t *p, size_t len)
+{
+        for (size_t k = 0; k < len; k++)
+                p[k] = ut_pat(3, at + k);
+}
+
 void ut_write_st_u8(const char *path, const struct ut_tensor *t, size_t n, time_t mtime)
 {
         struct timespec times[2] = {{mtime, 0}, {mtime, 0}};
-        json_t *root = json_object();
-        size_t off = 0, len;
-        uint8_t *buf;
-        char *text;
+        struct stw_tensor *st = calloc(n ? n : 1, sizeof(*st));
 
-        for (size_t i = 0; i < n; i++) {
-                json_t *e = json_pack("{s:s, s:[I], s:[I,I]}", "dtype", "U8", "shape",
-                                      (json_int_t)t[i].size, "data_offsets", (json_int_t)off,
-                                      (json_int_t)(off + t[i].size));
-
-                ck_assert_int_eq(json_object_set_new(root, t[i].name, e), 0);
-                off += t[i].size;
-        }
-        text = json_dumps(root, JSON_COMPACT);
-        ck_assert_ptr_nonnull(text);
-        buf = ut_st_bytes(text, strlen(text), off, 3, &len);
-        ut_write_file(path, buf, len);
+        ck_assert_ptr_nonnull(st);
+        for (size_t i = 0; i < n; i++)
+                st[i] = (struct stw_tensor){.name = t[i].name, .rank = 1, .shape = {t[i].size}};
+        ut_write_st(path, &(struct stw_file){.t = st, .n = n, .fill = fill_seed3});
         ck_assert_int_eq(utimensat(AT_FDCWD, path, times, 0), 0);
-        free(buf);
-        free(text);
-        json_decref(root);
+        free(st);
+}
+
+void ut_write_st(const char *path, const struct stw_file *f)
+{
+        int r = stw_write(path, f);
+
+        ck_assert_msg(r == 0, "cannot write %s: %s", path, strerror(-r));
 }

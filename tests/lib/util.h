@@ -4,7 +4,8 @@
 
 /*
  * Helpers shared by the unit tests: safetensors files built in memory or
- * on disk, scratch directories, and diagnostic assertions.
+ * on disk (over the test library's writer, tests/lib/stwrite.h), scratch
+ * directories, and diagnostic assertions.
  */
 
 #include <stddef.h>
@@ -13,6 +14,8 @@
 #include <time.h>
 
 #include <check.h>
+
+#include "stwrite.h"
 
 /* Assert that @msg (a C string) contains @frag. */
 #define ut_assert_has(msg, frag)                                                                   \
@@ -62,5 +65,8 @@ struct ut_tensor {
  * Aborts the test on error.
  */
 void ut_write_st_u8(const char *path, const struct ut_tensor *t, size_t n, time_t mtime);
+
+/* stw_write(@path, @f); aborts the test on error. */
+void ut_write_st(const char *path, const struct stw_file *f);
 
 #endif
