@@ -406,6 +406,16 @@ void stf_job_wait(struct stf_job *job)
         pthread_mutex_unlock(&job->lock);
 }
 
+bool stf_job_ended(struct stf_job *job)
+{
+        bool ended;
+
+        pthread_mutex_lock(&job->lock);
+        ended = job->ended;
+        pthread_mutex_unlock(&job->lock);
+        return ended;
+}
+
 void stf_job_progress(struct stf_job *job, struct stf_job_progress *p)
 {
         pthread_mutex_lock(&job->lock);

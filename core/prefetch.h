@@ -159,6 +159,10 @@ void stf_job_cancel(struct stf_job *job);
  * threads may wait at once. */
 void stf_job_wait(struct stf_job *job);
 
+/* Has the job ended (its on_end run, its final state readable)? Thread-safe.
+ * Once true, stf_job_free returns without waiting for any work. */
+bool stf_job_ended(struct stf_job *job);
+
 /* Fill @p from the job. Thread-safe. */
 void stf_job_progress(struct stf_job *job, struct stf_job_progress *p);
 

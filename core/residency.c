@@ -33,14 +33,29 @@ struct holder {
         uint8_t held[]; /* per plan index */
 };
 
+/*
+ * One job of the table. Its struct (thread, plan, backend state) is kept
+ * while it runs, while a caller waits for it and while it holds device
+ * memory; after that it is reaped (reap(): thread joined, job freed) and
+ * only a record stays: its final progress and its selection.
+ */
+struct entry {
+        uint64_t id;
+        struct stf_job *job;          /* NULL: a record */
+        unsigned waiters;             /* in stf_residency_wait: not reaped */
+        struct stf_job_progress last; /* a record's */
+        char *selection;              /* a record's */
+};
+
 struct stf_residency {
         const struct stf_model *model;
         const struct stf_tree *tree;
         const struct stf_backend *host;
         void *host_ctx;
-        pthread_mutex_t lock;  /* the table and the resident sets */
-        struct stf_job **jobs; /* job id i + 1 at [i] */
-        size_t njobs, cap;
+        pthread_mutex_t lock; /* the table and the resident sets */
+        struct entry **ents;  /* by id, ascending */
+        size_t nents, cap;
+        uint64_t last_id;
         uint8_t *on_host;               /* per tensor: all its bytes in the page cache */
         struct holder *holders;         /* finished CUDA jobs, newest first */
         uint64_t counters[STF_COUNT_N]; /* atomic */
@@ -79,11 +94,15 @@ void stf_residency_free(struct stf_residency *r)
 {
         if (!r)
                 return;
-        for (size_t i = 0; i < r->njobs; i++)
-                stf_job_cancel(r->jobs[i]);
-        for (size_t i = 0; i < r->njobs; i++)
-                stf_job_free(r->jobs[i]); /* waits, gives device memory back */
-        free(r->jobs);
+        for (size_t i = 0; i < r->nents; i++)
+                if (r->ents[i]->job)
+                        stf_job_cancel(r->ents[i]->job);
+        for (size_t i = 0; i < r->nents; i++) {
+                stf_job_free(r->ents[i]->job); /* waits, gives device memory back */
+                free(r->ents[i]->selection);
+                free(r->ents[i]);
+        }
+        free(r->ents);
         free(r->on_host);
         while (r->holders) {
                 struct holder *h = r->holders;
@@ -259,6 +278,102 @@ static const struct stf_cuda_opts staging_opts[] = {
     [STF_STAGING_AUTO] = {STF_STAGING_AUTO},
 };
 
+/* Does a holder keep @job (its device memory)? Under lock. */
+static bool held(const struct stf_residency *r, const struct stf_job *job)
+{
+        for (const struct holder *h = r->holders; h; h = h->next)
+                if (h->job == job)
+                        return true;
+        return false;
+}
+
+/* Turn @e into a record if its job is over and nothing needs the job. */
+static void to_record(struct stf_residency *r, struct entry *e)
+{
+        char *sel;
+
+        if (!e->job || e->waiters || !stf_job_ended(e->job) || held(r, e->job))
+                return;
+        sel = strdup(stf_job_selection(e->job));
+        if (!sel)
+                return; /* kept as a job; tried again at the next reap */
+        stf_job_progress(e->job, &e->last);
+        e->selection = sel;
+        stf_job_free(e->job); /* ended: joins its thread, nothing to wait for */
+        e->job = NULL;
+}
+
+/*
+ * Reap every job that is over, then forget the oldest records past
+ * STF_JOBS_KEPT. Under lock.
+ */
+static void reap(struct stf_residency *r)
+{
+        size_t records = 0, k = 0;
+
+        for (size_t i = 0; i < r->nents; i++) {
+                to_record(r, r->ents[i]);
+                records += !r->ents[i]->job;
+        }
+        for (size_t i = 0; i < r->nents; i++) {
+                struct entry *e = r->ents[i];
+
+                if (!e->job && records > STF_JOBS_KEPT) {
+                        free(e->selection);
+                        free(e);
+                        records--;
+                        continue;
+                }
+                r->ents[k++] = e;
+        }
+        r->nents = k;
+}
+
+/*
+ * Is there room for one more job of @threads workers (and a slot for it
+ * in the table)? 0, -EBUSY past a bound, -ENOMEM; @msg says why. Under
+ * lock, after reap().
+ */
+static int room(struct stf_residency *r, unsigned threads, char *msg, size_t cap)
+{
+        size_t live = 0, workers = threads < STF_THREADS_MAX ? threads : STF_THREADS_MAX;
+
+        for (size_t i = 0; i < r->nents; i++) {
+                struct stf_job *job = r->ents[i]->job;
+
+                if (job && !stf_job_ended(job)) {
+                        live++;
+                        workers += stf_job_info(job)->threads;
+                }
+        }
+        if (live >= STF_JOBS_LIVE_MAX) {
+                snprintf(msg, cap,
+                         "too many prefetch jobs running (%d at most): wait for one to end or "
+                         "cancel one",
+                         STF_JOBS_LIVE_MAX);
+                return -EBUSY;
+        }
+        if (workers > STF_JOBS_WORKERS_MAX) {
+                snprintf(msg, cap,
+                         "too many prefetch worker threads (%d in all jobs at most): ask for "
+                         "fewer threads or wait for a job to end",
+                         STF_JOBS_WORKERS_MAX);
+                return -EBUSY;
+        }
+        if (r->nents == r->cap) {
+                size_t ncap = r->cap ? r->cap * 2 : 16;
+                struct entry **ne = realloc(r->ents, ncap * sizeof(*ne));
+
+                if (!ne) {
+                        snprintf(msg, cap, "out of memory");
+                        return -ENOMEM;
+                }
+                r->ents = ne;
+                r->cap = ncap;
+        }
+        return 0;
+}
+
 /* Start @plan (owned) as the next job of the table. */
 static int start(struct stf_residency *r, const struct stf_prefetch_args *a, struct stf_plan *plan,
                  uint64_t *id, char *msg, size_t cap)
@@ -272,32 +387,30 @@ static int start(struct stf_residency *r, const struct stf_prefetch_args *a, str
             .on_end = record,
             .on_end_arg = r,
         };
-        struct stf_job *job;
+        struct entry *e;
         int ret;
 
         pthread_mutex_lock(&r->lock);
-        if (r->njobs == r->cap) {
-                size_t ncap = r->cap ? r->cap * 2 : 16;
-                struct stf_job **nj = realloc(r->jobs, ncap * sizeof(*nj));
-
-                if (!nj) {
-                        pthread_mutex_unlock(&r->lock);
-                        stf_plan_free(plan);
-                        return -ENOMEM;
-                }
-                r->jobs = nj;
-                r->cap = ncap;
+        reap(r);
+        ret = room(r, a->threads ? a->threads : STF_THREADS_DEFAULT, msg, cap);
+        e = ret ? NULL : calloc(1, sizeof(*e));
+        if (!e) {
+                pthread_mutex_unlock(&r->lock);
+                stf_plan_free(plan);
+                return ret ? ret : -ENOMEM;
         }
-        params.id = r->njobs + 1;
-        ret = stf_job_start(r->model, plan, host ? r->host : &stf_cuda_backend,
-                            host ? r->host_ctx : (void *)&staging_opts[a->staging], &params, &job);
+        params.id = r->last_id + 1;
+        ret =
+            stf_job_start(r->model, plan, host ? r->host : &stf_cuda_backend,
+                          host ? r->host_ctx : (void *)&staging_opts[a->staging], &params, &e->job);
         if (ret) {
                 pthread_mutex_unlock(&r->lock);
+                free(e);
                 snprintf(msg, cap, "cannot start the job");
                 return ret;
         }
-        r->jobs[r->njobs++] = job;
-        *id = params.id;
+        e->id = *id = ++r->last_id;
+        r->ents[r->nents++] = e;
         pthread_mutex_unlock(&r->lock);
         return 0;
 }
@@ -324,6 +437,17 @@ int stf_residency_prefetch(struct stf_residency *r, const struct stf_prefetch_ar
         return start(r, a, plan, id, msg, cap);
 }
 
+/* Remove @h from the holders and free it. Under lock. */
+static void unhold(struct stf_residency *r, struct holder *h)
+{
+        struct holder **p = &r->holders;
+
+        while (*p != h)
+                p = &(*p)->next;
+        *p = h->next;
+        free(h);
+}
+
 /*
  * Forget @t on @device in every job that holds it there; a job's memory is
  * freed once it holds nothing. Was it held? Under lock.
@@ -337,8 +461,10 @@ static bool evict_cuda(struct stf_residency *r, uint32_t t, int32_t device)
         while ((h = holder_of(r, t, device, false, &i))) {
                 h->held[i] = 0;
                 found = true;
-                if (--h->nheld == 0)
+                if (--h->nheld == 0) {
                         stf_job_release(h->job);
+                        unhold(r, h); /* the job can be reaped now */
+                }
         }
         return found;
 }
@@ -382,46 +508,71 @@ int stf_residency_evict(struct stf_residency *r, uint32_t target, int32_t device
         return 0;
 }
 
-/* Job @id, or NULL. */
-static struct stf_job *job_get(struct stf_residency *r, uint64_t id)
+/* The entry of job @id, or NULL (never started, or forgotten). Under lock. */
+static struct entry *find(const struct stf_residency *r, uint64_t id)
 {
-        struct stf_job *job = NULL;
+        size_t lo = 0, hi = r->nents;
 
-        pthread_mutex_lock(&r->lock);
-        if (id >= 1 && id <= r->njobs)
-                job = r->jobs[id - 1];
-        pthread_mutex_unlock(&r->lock);
-        return job;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (r->ents[mid]->id < id)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo < r->nents && r->ents[lo]->id == id ? r->ents[lo] : NULL;
+}
+
+/* Fill @p from @e: its job, or its record. Under lock. */
+static void entry_progress(const struct entry *e, struct stf_job_progress *p)
+{
+        if (e->job)
+                stf_job_progress(e->job, p);
+        else
+                *p = e->last;
 }
 
 int stf_residency_progress(struct stf_residency *r, uint64_t id, struct stf_job_progress *p)
 {
-        struct stf_job *job = job_get(r, id);
+        struct entry *e;
 
-        if (!job)
-                return -ENOENT;
-        stf_job_progress(job, p);
-        return 0;
+        pthread_mutex_lock(&r->lock);
+        e = find(r, id);
+        if (e)
+                entry_progress(e, p);
+        pthread_mutex_unlock(&r->lock);
+        return e ? 0 : -ENOENT;
 }
 
 int stf_residency_cancel(struct stf_residency *r, uint64_t id)
 {
-        struct stf_job *job = job_get(r, id);
+        struct entry *e;
 
-        if (!job)
-                return -ENOENT;
-        stf_job_cancel(job);
-        return 0;
+        pthread_mutex_lock(&r->lock);
+        e = find(r, id);
+        if (e && e->job)
+                stf_job_cancel(e->job);
+        pthread_mutex_unlock(&r->lock);
+        return e ? 0 : -ENOENT;
 }
 
+/* The entry stays while it has waiters: its job is neither reaped nor forgotten. */
 int stf_residency_wait(struct stf_residency *r, uint64_t id)
 {
-        struct stf_job *job = job_get(r, id);
+        struct entry *e;
 
-        if (!job)
-                return -ENOENT;
-        stf_job_wait(job);
-        return 0;
+        pthread_mutex_lock(&r->lock);
+        e = find(r, id);
+        if (e && e->job) {
+                e->waiters++;
+                pthread_mutex_unlock(&r->lock);
+                stf_job_wait(e->job); /* its on_end takes the lock */
+                pthread_mutex_lock(&r->lock);
+                e->waiters--;
+        }
+        pthread_mutex_unlock(&r->lock);
+        return e ? 0 : -ENOENT;
 }
 
 bool stf_residency_cancel_all(struct stf_residency *r)
@@ -429,12 +580,13 @@ bool stf_residency_cancel_all(struct stf_residency *r)
         bool running = false;
 
         pthread_mutex_lock(&r->lock);
-        for (size_t i = 0; i < r->njobs; i++) {
-                struct stf_job_progress p;
+        for (size_t i = 0; i < r->nents; i++) {
+                struct stf_job *job = r->ents[i]->job;
 
-                stf_job_cancel(r->jobs[i]);
-                stf_job_progress(r->jobs[i], &p);
-                running = running || p.state == STF_JOB_RUNNING;
+                if (!job)
+                        continue;
+                stf_job_cancel(job);
+                running = running || !stf_job_ended(job);
         }
         pthread_mutex_unlock(&r->lock);
         return running;
@@ -536,15 +688,15 @@ void stf_residency_count(struct stf_residency *r, enum stf_counter c, uint64_t n
         __atomic_add_fetch(&r->counters[c], n, __ATOMIC_RELAXED);
 }
 
-/* One job of the status document. */
-static void job_json(struct stf_strbuf *sb, struct stf_job *job, bool first)
+/* One job of the status document. Under lock. */
+static void job_json(struct stf_strbuf *sb, const struct entry *e, bool first)
 {
-        const char *sel = stf_job_selection(job);
+        const char *sel = e->job ? stf_job_selection(e->job) : e->selection;
         struct stf_job_progress p;
         char target[32];
         double secs;
 
-        stf_job_progress(job, &p);
+        entry_progress(e, &p);
         secs = (double)p.elapsed_ns / 1e9;
         stf_strbuf_printf(sb, "%s\n  {\"id\": %" PRIu64 ", \"selection\": ", first ? "" : ",",
                           p.id);
@@ -571,8 +723,9 @@ char *stf_residency_status_json(struct stf_residency *r, size_t *len)
 
         stf_strbuf_puts(&sb, "{\"jobs\": [");
         pthread_mutex_lock(&r->lock);
-        for (size_t i = 0; i < r->njobs; i++)
-                job_json(&sb, r->jobs[i], i == 0);
+        reap(r);
+        for (size_t i = 0; i < r->nents; i++)
+                job_json(&sb, r->ents[i], i == 0);
         pthread_mutex_unlock(&r->lock);
         stf_strbuf_printf(&sb,
                           "\n ],\n \"counters\": {\"read_requests\": %" PRIu64

@@ -6,8 +6,16 @@
  * The control plane's state: the table of prefetch jobs of one mount and
  * which tensors are resident where.
  *
- * Jobs get ids 1, 2, 3... in the order they start and are kept until the
- * residency is freed, so their status stays readable. A tensor is resident
+ * Jobs get ids 1, 2, 3... in the order they start. Bounds: at most
+ * STF_JOBS_LIVE_MAX jobs run at once, with STF_JOBS_WORKERS_MAX worker
+ * threads in all; a request past either is refused with -EBUSY (nothing
+ * started, the reason in @msg). A job that has ended is reaped at the next
+ * prefetch or status document: its thread is joined, its memory freed and
+ * only a record of its end kept (state, bytes, error message, selection),
+ * unless a caller waits for it or it holds device memory (it is reaped
+ * once evicted). The last STF_JOBS_KEPT records are kept, the oldest
+ * forgotten first; the status of a forgotten job is -ENOENT, as for an id
+ * never given. A tensor is resident
  * on the host once a job pushed all of its bytes into the page cache (a
  * slice is not the tensor), and on a CUDA device while a finished job
  * holds it there; a job's device memory is given back once every tensor
@@ -31,6 +39,10 @@
 #include "tree.h"
 
 struct stf_residency;
+
+#define STF_JOBS_LIVE_MAX 64
+#define STF_JOBS_WORKERS_MAX 256
+#define STF_JOBS_KEPT 1024
 
 /*
  * @model and @tree are borrowed and must outlive the residency. @host is
@@ -61,7 +73,8 @@ struct stf_prefetch_args {
  * Validate @a completely, select, skip what is resident whole at the
  * target, plan and start a job; on success *@id is its id. A malformed
  * request is -EINVAL and leaves no trace; a selection that matches nothing
- * -ENOENT; -ENOMEM, -EAGAIN. On error @msg (@cap bytes) says why.
+ * -ENOENT; -EBUSY past the bounds above; -ENOMEM, -EAGAIN. On error @msg
+ * (@cap bytes) says why.
  */
 int stf_residency_prefetch(struct stf_residency *r, const struct stf_prefetch_args *a, uint64_t *id,
                            char *msg, size_t cap);

@@ -230,6 +230,45 @@ class GpuMountTest(unittest.TestCase):
         c.close()
         self.unmount_clean(m)
 
+    def test_live_jobs_are_bounded(self):
+        # Each copy waits up to 0.2 s in the fake: a job of the small model
+        # in 4 KiB chunks on one thread runs for seconds, so the 64 jobs
+        # started by the loop all still run when the 65th is asked for.
+        m = FakeMount(self, self.llama, env=dict(FAKECUDA_DELAY_US="200000"))
+        c = m.control()
+        threads0 = len(os.listdir("/proc/%d/task" % m.proc.pid))
+        jobs, refused = [], 0
+        for _ in range(100):
+            try:
+                jobs.append(c.prefetch("", target=CUDA, device=0, threads=1, chunk=4096))
+            except OSError as e:
+                self.assertEqual(e.errno, errno.EBUSY)
+                refused += 1
+        self.assertEqual((len(jobs), refused), (64, 36))
+        err, nr, msg = c.reason()
+        self.assertEqual((err, nr), (errno.EBUSY, 1))
+        self.assertEqual(msg, "too many prefetch jobs running (64 at most): wait for one to "
+                              "end or cancel one")
+        # stfsctl says the same and exits 1
+        r = subprocess.run([STFSCTL, "prefetch", m.path, "--to", "cuda:0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.decode(), "stfsctl: prefetch: " + msg + "\n")
+        # a job thread and the fake's stream thread each, plus libfuse's
+        threads = len(os.listdir("/proc/%d/task" % m.proc.pid))
+        self.assertLessEqual(threads, threads0 + 2 * 64 + tc.FUSE_WORKERS)
+        for j in jobs:
+            self.assertEqual(c.status(j)["state"], "running")
+            c.cancel(j)
+        for j in jobs:
+            self.assertEqual(c.wait(j)["state"], "cancelled")
+        self.assert_freed(m, "after cancelling 64 jobs")
+        # ended jobs made room again
+        st = c.wait(c.prefetch("model.norm", target=CUDA, device=0))
+        self.assertEqual((st["state"], st["tensors"]), ("done", 1))
+        c.close()
+        self.unmount_clean(m)
+
     # --------------------------------------- the same tensors, twice
 
     def test_repeated_and_overlapping_prefetch(self):

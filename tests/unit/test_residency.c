@@ -450,6 +450,105 @@ START_TEST(refusal_reasons)
 }
 END_TEST
 
+/* A host prefetch of @sel on @threads workers: its result, *@id, @msg. */
+static int try_prefetch(struct stf_residency *r, const char *sel, unsigned threads, uint64_t *id,
+                        char *msg, size_t cap)
+{
+        struct stf_prefetch_args a = {.target = STF_TARGET_HOST,
+                                      .threads = threads,
+                                      .slice = {-1, 0, 0},
+                                      .selection = sel,
+                                      .selection_cap = strlen(sel) + 1};
+
+        msg[0] = '\0';
+        return stf_residency_prefetch(r, &a, id, msg, cap);
+}
+
+/* Jobs in the status document. */
+static size_t listed(struct stf_residency *r)
+{
+        size_t len, n;
+        char *text = stf_residency_status_json(r, &len);
+        json_t *doc = json_loads(text, 0, NULL);
+
+        ck_assert_ptr_nonnull(doc);
+        n = json_array_size(json_object_get(doc, "jobs"));
+        json_decref(doc);
+        free(text);
+        return n;
+}
+
+START_TEST(live_jobs_are_bounded)
+{
+        struct stf_residency *r = new_residency();
+        struct stf_job_progress p;
+        uint64_t id = 0, first = 0;
+        char msg[256];
+
+        F.hold = true; /* every job stays running until the gate opens */
+        for (int i = 0; i < STF_JOBS_LIVE_MAX; i++) {
+                ck_assert_int_eq(try_prefetch(r, "a", 1, &id, msg, sizeof(msg)), 0);
+                first = first ? first : id;
+        }
+        ck_assert_int_eq(try_prefetch(r, "a", 1, &id, msg, sizeof(msg)), -EBUSY);
+        ck_assert_str_eq(msg, "too many prefetch jobs running (64 at most): wait for one to end "
+                              "or cancel one");
+        ck_assert_uint_eq(listed(r), STF_JOBS_LIVE_MAX); /* the refusal left no trace */
+        ck_assert(stf_residency_cancel_all(r));
+        release_gate();
+        while (stf_residency_cancel_all(r))
+                usleep(1000);
+        /* jobs that ended leave room for as many again */
+        F.hold = true;
+        for (int i = 0; i < STF_JOBS_LIVE_MAX; i++)
+                ck_assert_int_eq(try_prefetch(r, "b", 1, &id, msg, sizeof(msg)), 0);
+        ck_assert_uint_eq(id, first + 2 * STF_JOBS_LIVE_MAX - 1);
+        ck_assert_int_eq(try_prefetch(r, "b", 1, &id, msg, sizeof(msg)), -EBUSY);
+        ck_assert(stf_residency_cancel_all(r));
+        release_gate();
+        while (stf_residency_cancel_all(r))
+                usleep(1000);
+        /* worker threads: 4 jobs of 64 fill them, a 5th of one is refused */
+        F.hold = true;
+        for (int i = 0; i < STF_JOBS_WORKERS_MAX / 64; i++)
+                ck_assert_int_eq(try_prefetch(r, "c", 64, &id, msg, sizeof(msg)), 0);
+        ck_assert_int_eq(try_prefetch(r, "c", 1, &id, msg, sizeof(msg)), -EBUSY);
+        ck_assert_ptr_nonnull(strstr(msg, "worker threads"));
+        release_gate();
+        ck_assert_int_eq(stf_residency_wait(r, id), 0);
+        ck_assert_int_eq(stf_residency_progress(r, id, &p), 0);
+        ck_assert_uint_eq(p.state, STF_JOB_DONE);
+        stf_residency_free(r);
+}
+END_TEST
+
+START_TEST(finished_jobs_are_forgotten_oldest_first)
+{
+        struct stf_residency *r = new_residency();
+        struct stf_job_progress p;
+        uint64_t id = 0, n = STF_JOBS_KEPT + 100;
+        char msg[256];
+
+        for (uint64_t i = 1; i <= n; i++) {
+                ck_assert_int_eq(try_prefetch(r, "c", 1, &id, msg, sizeof(msg)), 0);
+                ck_assert_uint_eq(id, i);
+                ck_assert_int_eq(stf_residency_wait(r, id), 0);
+        }
+        ck_assert_uint_eq(listed(r), STF_JOBS_KEPT);
+        ck_assert_int_eq(stf_residency_progress(r, n - STF_JOBS_KEPT, &p), -ENOENT);
+        ck_assert_int_eq(stf_residency_cancel(r, 1), -ENOENT);
+        ck_assert_int_eq(stf_residency_wait(r, 1), -ENOENT);
+        /* a record answers as the job did */
+        ck_assert_int_eq(stf_residency_progress(r, n - STF_JOBS_KEPT + 1, &p), 0);
+        ck_assert_uint_eq(p.id, n - STF_JOBS_KEPT + 1);
+        ck_assert_uint_eq(p.state, STF_JOB_DONE);
+        ck_assert_int_eq(stf_residency_cancel(r, n), 0);
+        ck_assert_int_eq(stf_residency_wait(r, n), 0);
+        ck_assert_uint_eq(F.bytes, 256); /* c was resident after the first */
+        stf_residency_free(r);
+}
+END_TEST
+
 static Suite *suite(void)
 {
         Suite *s = suite_create("residency");
@@ -466,6 +565,8 @@ static Suite *suite(void)
         tcase_add_test(tc, cancel_all_and_free_running);
         tcase_add_test(tc, status_document);
         tcase_add_test(tc, refusal_reasons);
+        tcase_add_test(tc, live_jobs_are_bounded);
+        tcase_add_test(tc, finished_jobs_are_forgotten_oldest_first);
         suite_add_tcase(s, tc);
         return s;
 }
