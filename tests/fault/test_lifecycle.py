@@ -283,7 +283,7 @@ class BigModel(FaultCase):
         self.assertEqual(m.stderr(), "")
 
     def test_many_prefetch_jobs_memory_bounded(self):
-        """Jobs are kept until unmount (for their status), but what they
+        """Ended jobs are kept as records (for their status), but what they
         needed only while running must go: 30 rounds of a whole-model
         prefetch in 4 KiB chunks (~57,000 chunks each) and an evict."""
         rounds = 30
