@@ -53,6 +53,9 @@ struct stf_ns {
                                                 whole-set file; 0: none */
         uint64_t doc_len[STF_SPECIAL_COUNT]; /* length + 1; 0 while unknown */
         struct doc docs[2];                  /* header.json, metadata.json */
+        struct stf_tree *shards;             /* .stfs/shards: node j is inode 4n + j */
+        uint64_t shards_stfs;                /* its own .stfs node, hidden */
+        uint64_t *shard_ino;                 /* [nshards]: inode of each shard's file */
 };
 
 static bool newer(struct timespec a, struct timespec b)
@@ -88,6 +91,39 @@ static uint64_t comp_dir(const struct stf_tree *t, const char *name)
         return stf_tree_node(t, dir)->kind == STF_NODE_DIR ? dir : 0;
 }
 
+/*
+ * The tree of .stfs/shards: the shards' paths as core/tree places companion
+ * files (same escaping, same order), so a shard's place there is its
+ * user.safetensors.shard. That tree has a .stfs of its own, never shown.
+ */
+static int build_shards(struct stf_ns *ns)
+{
+        const struct stf_model *m = ns->model;
+        const char **rels = calloc(m->nshards ? m->nshards : 1, sizeof(*rels));
+        struct stf_diag diag = {{0}};
+        int ret = -ENOMEM;
+
+        ns->shard_ino = calloc(m->nshards ? m->nshards : 1, sizeof(*ns->shard_ino));
+        if (!rels || !ns->shard_ino)
+                goto out_rels;
+        for (uint32_t i = 0; i < m->nshards; i++)
+                rels[i] = m->shards[i].rel;
+        ret = stf_tree_build_files(NULL, 0, rels, m->nshards, 0, &ns->shards, &diag);
+        if (ret)
+                goto out_rels;
+        if (stf_tree_lookup(ns->shards, STF_ROOT_INO, ".stfs", 5, &ns->shards_stfs))
+                ns->shards_stfs = 0;
+        for (uint64_t j = 1; j <= stf_tree_count(ns->shards); j++) {
+                const struct stf_node *c = stf_tree_node(ns->shards, j);
+
+                if (c->kind == STF_NODE_FILE)
+                        ns->shard_ino[c->index] = 4 * ns->n + j;
+        }
+out_rels:
+        free(rels);
+        return ret;
+}
+
 int stf_ns_new(const struct stf_model *m, const struct stf_tree *t, unsigned flags,
                struct stf_ns **out)
 {
@@ -117,6 +153,10 @@ int stf_ns_new(const struct stf_model *m, const struct stf_tree *t, unsigned fla
         for (uint32_t c = 0; c < m->ncomps; c++)
                 if (m->comps[c].whole)
                         ns->whole_dir[c] = comp_dir(t, m->comps[c].name);
+        if (ns->stfs_dir && build_shards(ns)) {
+                stf_ns_free(ns);
+                return -ENOMEM;
+        }
         *out = ns;
         return 0;
 }
@@ -134,6 +174,8 @@ void stf_ns_free(struct stf_ns *ns)
         }
         free(ns->views);
         free(ns->whole_dir);
+        free(ns->shard_ino);
+        stf_tree_free(ns->shards);
         pthread_mutex_destroy(&ns->lock);
         for (int i = 0; i < 2; i++) {
                 free(ns->docs[i].text);
@@ -194,10 +236,34 @@ static int64_t whole_comp(const struct stf_ns *ns, uint64_t dir)
         return -1;
 }
 
-int stf_ns_entry(const struct stf_ns *ns, uint64_t ino, struct stf_ns_entry *e)
+/* The node of .stfs/shards that inode @ino is (never its hidden .stfs), or
+ * NULL; *@j its number in that tree. */
+static const struct stf_node *shard_node(const struct stf_ns *ns, uint64_t ino, uint64_t *j)
 {
         const struct stf_node *n;
 
+        if (!ns->shards || ino <= 4 * ns->n)
+                return NULL;
+        *j = ino - 4 * ns->n;
+        n = stf_tree_node(ns->shards, *j);
+        if (!n || n->kind == STF_NODE_SPECIAL || *j == ns->shards_stfs)
+                return NULL;
+        return n;
+}
+
+int stf_ns_entry(const struct stf_ns *ns, uint64_t ino, struct stf_ns_entry *e)
+{
+        const struct stf_node *n;
+        uint64_t j;
+
+        if (ino > 4 * ns->n) {
+                n = shard_node(ns, ino, &j);
+                if (!n)
+                        return -ENOENT;
+                *e = (struct stf_ns_entry){n->kind == STF_NODE_DIR ? STF_NS_DIR : STF_NS_SHARD, ino,
+                                           n->kind == STF_NODE_DIR ? 0 : n->index};
+                return 0;
+        }
         if (ino > 3 * ns->n && ino <= 4 * ns->n) {
                 int64_t c = whole_comp(ns, ino - 3 * ns->n);
 
@@ -265,13 +331,62 @@ static int lookup_view(const struct stf_ns *ns, uint64_t parent, const char *nam
         return 0;
 }
 
+/* @name in directory @parent of .stfs/shards (an inode past 4n). */
+static int lookup_shards(const struct stf_ns *ns, uint64_t parent, const char *name, size_t len,
+                         uint64_t *ino)
+{
+        uint64_t j, c;
+        const struct stf_node *n = shard_node(ns, parent, &j);
+        int ret;
+
+        if (!n)
+                return -ENOENT;
+        if (n->kind != STF_NODE_DIR)
+                return -ENOTDIR;
+        ret = stf_tree_lookup(ns->shards, j, name, len, &c);
+        if (ret)
+                return ret;
+        *ino = 4 * ns->n + c;
+        return shard_node(ns, *ino, &j) ? 0 : -ENOENT;
+}
+
 int stf_ns_lookup(struct stf_ns *ns, uint64_t parent, const char *name, size_t len, uint64_t *ino)
 {
-        int ret = stf_tree_lookup(ns->tree, parent, name, len, ino);
+        int ret;
 
+        if (parent > 4 * ns->n)
+                return lookup_shards(ns, parent, name, len, ino);
+        ret = stf_tree_lookup(ns->tree, parent, name, len, ino);
+        if (ret == -ENOENT && ns->shards && parent == ns->stfs_dir && len == 6 &&
+            !memcmp(name, "shards", 6)) {
+                *ino = 4 * ns->n + STF_ROOT_INO;
+                return 0;
+        }
         if (ret == -ENOENT)
                 ret = lookup_view(ns, parent, name, len, ino);
         return ret;
+}
+
+/* A model of one file: .stfs/model.safetensors is that file as it is. */
+static bool one_file(const struct stf_model *m)
+{
+        return m->nshards == 1 && m->ncomps == 1;
+}
+
+int64_t stf_ns_whole_shard(const struct stf_ns *ns, uint64_t ino)
+{
+        struct stf_ns_entry e;
+
+        if (stf_ns_entry(ns, ino, &e))
+                return -1;
+        if (e.kind == STF_NS_SHARD)
+                return e.index;
+        return e.kind == STF_NS_MODEL && one_file(ns->model) ? 0 : -1;
+}
+
+uint64_t stf_ns_shard_ino(const struct stf_ns *ns, uint32_t shard)
+{
+        return ns->shard_ino && shard < ns->model->nshards ? ns->shard_ino[shard] : 0;
 }
 
 uint64_t stf_ns_npy_ino(const struct stf_ns *ns, size_t index)
@@ -425,6 +540,18 @@ void stf_ns_view_put(struct stf_ns *ns, const struct stf_view *view)
         stf_view_free(last);
 }
 
+/* Shard @shard's whole file as one extent of its mapping, in @tmp. */
+static int shard_view(const struct stf_ns *ns, uint32_t shard, struct stf_view *tmp,
+                      const struct stf_view **out)
+{
+        const struct stf_shard *s = &ns->model->shards[shard];
+
+        stf_view_init_mem(tmp, s->map, s->size);
+        tmp->one.shard = (int32_t)shard;
+        *out = tmp;
+        return 0;
+}
+
 int stf_ns_view(struct stf_ns *ns, uint64_t ino, struct stf_view *tmp, const struct stf_view **out)
 {
         struct stf_ns_entry e;
@@ -449,7 +576,11 @@ int stf_ns_view(struct stf_ns *ns, uint64_t ino, struct stf_view *tmp, const str
                 *out = tmp;
                 return 0;
         case STF_NS_MODEL:
+                if (one_file(ns->model))
+                        return shard_view(ns, 0, tmp, out);
                 return cached_view(ns, 3 * ns->n, &e, out);
+        case STF_NS_SHARD:
+                return shard_view(ns, e.index, tmp, out);
         case STF_NS_DOC:
         case STF_NS_CONTROL:
         case STF_NS_STATUS:
@@ -577,6 +708,8 @@ int stf_ns_attr(struct stf_ns *ns, uint64_t ino, struct stf_ns_attr *a)
         }
         if (e.kind == STF_NS_FILE)
                 a->mtime = ns->model->companions[e.index].mtime;
+        if (e.kind == STF_NS_SHARD)
+                a->mtime = ns->model->shards[e.index].mtime;
         return 0;
 }
 
@@ -588,16 +721,46 @@ static bool listed(const struct stf_ns *ns, const struct stf_node *c)
                c->index != STF_SPECIAL_MODEL_SAFETENSORS;
 }
 
+/* The listing of a directory of .stfs/shards (node @j of that tree):
+ * ".", "..", then its children but the hidden .stfs. */
+static int readdir_shards(const struct stf_ns *ns, uint64_t dir, uint64_t j, uint64_t off,
+                          struct stf_ns_dirent *d)
+{
+        const struct stf_node *n = stf_tree_node(ns->shards, j);
+        uint64_t k;
+
+        for (uint64_t i = off; i < 2 + (uint64_t)n->nchildren; i++) {
+                d->next = i + 1;
+                if (i < 2) {
+                        d->ino = i == 0              ? dir
+                                 : j == STF_ROOT_INO ? ns->stfs_dir
+                                                     : 4 * ns->n + n->parent;
+                        d->name = i == 0 ? "." : "..";
+                        d->name_len = i + 1;
+                        return 0;
+                }
+                d->ino = 4 * ns->n + n->first_child + (i - 2);
+                if (!shard_node(ns, d->ino, &k))
+                        continue;
+                d->name = stf_tree_node(ns->shards, k)->name;
+                d->name_len = stf_tree_node(ns->shards, k)->name_len;
+                return 0;
+        }
+        return 1;
+}
+
 int stf_ns_readdir(const struct stf_ns *ns, uint64_t dir, uint64_t off, struct stf_ns_dirent *d)
 {
         const struct stf_node *n = stf_tree_node(ns->tree, dir), *c;
-        uint64_t nch, end;
+        uint64_t nch, end, j;
         struct stf_ns_entry e;
 
         if (stf_ns_entry(ns, dir, &e))
                 return -ENOENT;
         if (e.kind != STF_NS_DIR)
                 return -ENOTDIR;
+        if (shard_node(ns, dir, &j))
+                return readdir_shards(ns, dir, j, off, d);
         nch = n->nchildren;
         end = 2 + (ns->flags & STF_NS_LISTVIEWS ? 2 * nch + 1 : nch);
         for (uint64_t i = off; i < end; i++) {
@@ -637,6 +800,14 @@ int stf_ns_readdir(const struct stf_ns *ns, uint64_t dir, uint64_t off, struct s
                                      c->kind == STF_NODE_TENSOR ? ".npy" : ".part.safetensors");
                 d->name = d->buf;
                 d->ino = view_ino(ns, d->ino, c);
+                return 0;
+        }
+        if (dir == ns->stfs_dir && ns->shards && (ns->flags & STF_NS_LISTVIEWS) && off <= end) {
+                /* with listviews .stfs lists its shards directory last */
+                d->ino = 4 * ns->n + STF_ROOT_INO;
+                d->next = end + 1;
+                d->name = "shards";
+                d->name_len = 6;
                 return 0;
         }
         return 1;

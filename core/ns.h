@@ -19,9 +19,22 @@
  *                stf_component.whole: "model.safetensors" in the root,
  *                "unet/diffusion_pytorch_model.safetensors"): tensors under
  *                their names in the set's own files.
+ *   4N+1 ..      .stfs/shards and what is under it: 4N+j is node j of a
+ *                second tree built from the shards' paths relative to SOURCE
+ *                (stf_shard.rel, the user.safetensors.shard xattr) as
+ *                core/tree builds companion files: escaped by the same rule,
+ *                a sub-directory per '/', 4N+1 the directory itself. Each
+ *                file there is a shard file as it is (STF_NS_SHARD: the same
+ *                bytes, size and mtime).
  * Numbers of nodes that have no view (N+i for a directory) are unused. The
  * numbering is a pure function of the tree: the same model always gets the
  * same inodes, and a view's inode gives its node without a table.
+ *
+ * Whole source files: a file under .stfs/shards, and .stfs/model.safetensors
+ * of a model that is one file (one shard, one component: the file itself,
+ * not a rebuilt header), are byte for byte one shard file from offset 0 to
+ * its end (stf_ns_whole_shard). The FUSE layer may let the kernel serve them
+ * from the shard directly (passthrough).
  *
  * Views are found by suffix: a lookup of "X.npy" or "X.part.safetensors"
  * that the tree does not hold (real names win) finds the view of X. The
@@ -29,9 +42,10 @@
  * must never be the part of a model under model/ (transformers opens that
  * name and initialises what it lacks at random). The whole-set files are
  * found by their name in their directory. Views are listed only with
- * STF_NS_LISTVIEWS, after the real entries; so are the whole-set files and
- * .stfs/model.safetensors (the whole model again: listed, du would count it
- * and cp -r copy it twice).
+ * STF_NS_LISTVIEWS, after the real entries; so are the whole-set files,
+ * .stfs/model.safetensors and .stfs/shards (the whole model again: listed,
+ * du would count it and cp -r copy it twice; the listing of .stfs/shards
+ * itself shows its files).
  *
  * Companion files (FILE nodes of the tree) are real entries: listed, their
  * bytes the ones read at mount.
@@ -83,6 +97,7 @@ enum stf_ns_kind {
         STF_NS_DOC,     /* .stfs/header.json, .stfs/metadata.json */
         STF_NS_CONTROL, /* .stfs/control */
         STF_NS_STATUS,  /* .stfs/status */
+        STF_NS_SHARD,   /* .stfs/shards/REL: a shard file as it is */
 };
 
 /* What an inode is: a small value, filled by stf_ns_entry. */
@@ -93,7 +108,8 @@ struct stf_ns_entry {
                            root for model.safetensors */
         uint32_t index; /* tensor index (TENSOR, NPY), enum stf_special
                            (MODEL, DOC, CONTROL, STATUS), component
-                           (WHOLE), companion (FILE); 0 otherwise */
+                           (WHOLE), companion (FILE), shard (SHARD); 0
+                           otherwise */
 };
 
 /* The attributes policy decides; the caller adds owner and block size. */
@@ -145,6 +161,16 @@ int stf_ns_entry(const struct stf_ns *ns, uint64_t ino, struct stf_ns_entry *e);
  */
 int stf_ns_lookup(struct stf_ns *ns, uint64_t parent, const char *name, size_t len, uint64_t *ino);
 
+/*
+ * The shard whose whole file is the content of @ino (see the file-top note:
+ * a file under .stfs/shards, .stfs/model.safetensors of a one-file model),
+ * or -1 for any other inode.
+ */
+int64_t stf_ns_whole_shard(const struct stf_ns *ns, uint64_t ino);
+
+/* Inode of shard @shard's file under .stfs/shards; 0 when out of range. */
+uint64_t stf_ns_shard_ino(const struct stf_ns *ns, uint32_t shard);
+
 /* Inode of the .npy view of tensor @index; 0 when out of range. */
 uint64_t stf_ns_npy_ino(const struct stf_ns *ns, size_t index);
 
@@ -187,7 +213,8 @@ void stf_ns_doc_put(struct stf_ns *ns, unsigned special);
 /*
  * The entry at offset @off of the listing of directory @dir. Offsets are
  * stable: 0 is ".", 1 "..", then the children, then (with listviews) their
- * views; entries not shown are skipped. Resume with @off = d->next.
+ * views, and in .stfs the directory shards last (listviews); entries not
+ * shown are skipped. Resume with @off = d->next.
  * Returns 0 and *@d (whose name may point into @d), 1 past the end,
  * -ENOENT, -ENOTDIR.
  */

@@ -23,6 +23,7 @@
 #include "docs.h"
 #include "log.h"
 #include "ops.h"
+#include "passthrough.h"
 #include "stfs.h"
 
 struct options {
@@ -34,6 +35,7 @@ struct options {
         char *variant;
         unsigned readahead_kb;
         char *view_cache;
+        char *passthrough;
         int show_help;
         int show_version;
 };
@@ -52,6 +54,7 @@ static const struct fuse_opt opt_spec[] = {
     {"variant=%s", offsetof(struct options, variant), 0},
     {"readahead_kb=%u", offsetof(struct options, readahead_kb), 0},
     {"view_cache=%s", offsetof(struct options, view_cache), 0},
+    {"passthrough=%s", offsetof(struct options, passthrough), 0},
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
     FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -102,6 +105,8 @@ static void usage(const char *prog)
                "                           0 leaves the kernel's default)\n"
                "    -o view_cache=SIZE     bytes of views kept built (K, M, G suffixes;\n"
                "                           default 64M; see README, Reliability)\n"
+               "    -o passthrough=MODE    auto (default): as root, the kernel serves whole\n"
+               "                           files (.stfs/shards) from the source; off: never\n"
                "    -o rw                  mount read-write (files stay read-only; the default\n"
                "                           is ro)\n"
                "    -h, --help             this help\n"
@@ -197,6 +202,7 @@ static void start_free(struct start *st)
         free(st->o.source);
         free(st->o.variant);
         free(st->o.view_cache);
+        free(st->o.passthrough);
         fuse_opt_free_args(&st->args);
 }
 
@@ -289,6 +295,22 @@ static int parse(struct start *st, int argc, char **argv)
         return add_fsname(st);
 }
 
+/* The passthrough state of -o passthrough=MODE. 0 or -1 (said on stderr). */
+static int load_passthrough(struct stfs *fs, const struct start *st)
+{
+        enum stfs_pt_mode mode = STFS_PT_AUTO;
+
+        if (st->o.passthrough && stfs_pt_parse_mode(st->o.passthrough, &mode)) {
+                fprintf(stderr, "stfs: -o passthrough=%s: not auto or off\n", st->o.passthrough);
+                return -1;
+        }
+        if (stfs_pt_new(mode, fs->model->nshards, &fs->pt)) {
+                fprintf(stderr, "stfs: out of memory\n");
+                return -1;
+        }
+        return 0;
+}
+
 /* Everything of the mount but the session: model, tree, namespace, live
  * documents, control plane. 0 or -1 (said on stderr); unload either way. */
 static int load(struct stfs *fs, const struct start *st)
@@ -340,7 +362,7 @@ static int load(struct stfs *fs, const struct start *st)
                 }
                 stf_ns_set_view_cache(fs->ns, budget);
         }
-        return 0;
+        return load_passthrough(fs, st);
 }
 
 static void unload(struct stfs *fs)
@@ -350,6 +372,7 @@ static void unload(struct stfs *fs)
         stf_ns_free(fs->ns);
         stf_tree_free(fs->tree);
         stf_model_close(fs->model);
+        stfs_pt_free(fs->pt);
 }
 
 /* Serve requests until unmounted or signalled. Returns the exit status. */
@@ -400,6 +423,7 @@ int main(int argc, char **argv)
                 goto out_session;
         if (fuse_session_mount(se, st.mountpoint))
                 goto out_signals;
+        stfs_pt_attach(fs.pt, se); /* before the kernel's INIT is read */
         raise_readahead(st.mountpoint, st.o.readahead_kb);
         if (!st.cmd.foreground)
                 stfs_log_to_syslog();

@@ -18,6 +18,7 @@
 #include "control.h"
 #include "docs.h"
 #include "ops.h"
+#include "passthrough.h"
 #include "stfs.h"
 
 static struct stfs *fs_of(fuse_req_t req)
@@ -183,6 +184,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         struct stfs *fs = fs_of(req);
         struct stf_ns_entry e;
         int ret = stf_ns_entry(fs->ns, ino, &e);
+        int64_t shard;
 
         if (ret) {
                 fuse_reply_err(req, -ret);
@@ -202,7 +204,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         }
         /* Immutable content: keep the page cache across opens. */
         fi->keep_cache = 1;
-        fuse_reply_open(req, fi);
+        shard = stf_ns_whole_shard(fs->ns, ino);
+        if (shard >= 0) /* a whole source file: the kernel may serve it */
+                stfs_pt_reply_open(fs->pt, req, fi, (uint32_t)shard, fs->model->shards[shard].fd,
+                                   fs->model->shards[shard].path);
+        else
+                fuse_reply_open(req, fi);
 }
 
 #define READ_IOVS 256
@@ -241,9 +248,10 @@ static void read_doc(fuse_req_t req, struct stfs_doc *d, size_t size, off_t off)
 
 /*
  * Drop what the mount's page cache holds of shard @shard: the tensors in
- * it, their .npy, and every subset view (any may hold it). A read that
- * raced the write may have cached new bytes beside old ones; from here on
- * every read of the shard comes to us and gets EIO.
+ * it, their .npy, every subset view (any may hold it) and its file under
+ * .stfs/shards. A read that raced the write may have cached new bytes
+ * beside old ones; from here on every read of the shard comes to us and
+ * gets EIO (a file the kernel serves by passthrough reads the source).
  */
 static void drop_cached(struct stfs *fs, uint32_t shard)
 {
@@ -258,6 +266,7 @@ static void drop_cached(struct stfs *fs, uint32_t shard)
                         continue;
                 fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
         }
+        fuse_lowlevel_notify_inval_inode(fs->se, stf_ns_shard_ino(fs->ns, shard), 0, 0);
 }
 
 void stfs_shard_lost(void *ctx, const struct stf_shard *s, bool written)

@@ -38,6 +38,7 @@ struct stfs {
         unsigned readahead_kb; /* 0: kernel default */
 
         struct stfs_docs *docs; /* open live documents of /.stfs (docs.c) */
+        struct stfs_pt *pt;     /* passthrough of whole files (passthrough.c) */
 
         /* control plane (control.c) */
         struct fuse_session *se;

@@ -226,8 +226,9 @@ class ReaderTest(FaultCase):
         m = self.mount(src, "allow_other", "listviews", "view_cache=%d" % VIEW_CACHE)
         rep = self.probe(m, [["walk", ""]], timeout=300)
         # the root: d, its view, .stfs and the whole-set file; each level
-        # below: d and its view; the last: w and w.npy; .stfs: 5
-        self.assertEqual(rep["steps"]["walk "], 4 + 2 * (depth - 1) + 2 + 5)
+        # below: d and its view; the last: w and w.npy; .stfs: 5, and
+        # shards/ with the one shard file
+        self.assertEqual(rep["steps"]["walk "], 4 + 2 * (depth - 1) + 2 + 5 + 2)
         self.assertLess(rep["took"], 120)
         self.assert_added_below(rep, VIEW_CACHE + 24 * MiB, "a walk")
         self.unmount(m)

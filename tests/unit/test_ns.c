@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -192,7 +193,8 @@ START_TEST(test_entry_unused)
         ck_assert_int_eq(stf_ns_entry(f.ns, n + resolve(f.ns, ".stfs/status"), &e), -ENOENT);
         ck_assert_int_eq(stf_ns_entry(f.ns, 3 * n + dir, &e), -ENOENT); /* no set there */
         ck_assert_int_eq(stf_ns_entry(f.ns, 3 * n + 1, &e), 0);         /* the root's */
-        ck_assert_int_eq(stf_ns_entry(f.ns, 4 * n + 1, &e), -ENOENT);
+        ck_assert_int_eq(stf_ns_entry(f.ns, 4 * n + 1, &e), 0);         /* .stfs/shards */
+        ck_assert_int_eq(stf_ns_entry(f.ns, 4 * n + 100, &e), -ENOENT);
         ck_assert_int_eq(stf_ns_entry(f.ns, UINT64_MAX, &e), -ENOENT);
         close_fixture(&f);
 }
@@ -339,7 +341,7 @@ START_TEST(test_listing_listviews)
                       ". .. .stfs empty lm_head model empty.npy lm_head.part.safetensors "
                       "model.part.safetensors model.safetensors");
         check_listing(f.ns, ".stfs",
-                      ". .. control header.json metadata.json model.safetensors status");
+                      ". .. control header.json metadata.json model.safetensors status shards");
         check_listing(f.ns, "model/layers",
                       ". .. 0 2 10 0.part.safetensors 2.part.safetensors 10.part.safetensors");
         check_listing(f.ns, "model/layers/0/attn", ". .. bias weight bias.npy weight.npy");
@@ -415,7 +417,7 @@ static void check_attrs(unsigned flags)
         check_attr(f.ns, ".stfs/control", S_IFREG | 0600, 0, 2000);
         check_attr(f.ns, ".stfs/status", file, 0, 2000);
         ck_assert_int_eq(stf_ns_attr(f.ns, 0, &a), -ENOENT);
-        ck_assert_int_eq(stf_ns_attr(f.ns, 4 * stf_tree_count(f.t) + 1, &a), -ENOENT);
+        ck_assert_int_eq(stf_ns_attr(f.ns, 4 * stf_tree_count(f.t) + 100, &a), -ENOENT);
         close_fixture(&f);
 }
 
@@ -788,14 +790,153 @@ START_TEST(test_very_deep)
         make_single(&f, t, N(t), 0, 0);
         ck_assert_int_eq(stf_ns_attr(f.ns, resolve(f.ns, "d.part.safetensors"), &a), 0);
         ck_assert_uint_gt(a.size, 2 * VERY_DEEP + 4);
+        /* one file: .stfs/model.safetensors is that file */
         ck_assert_int_eq(stf_ns_view(f.ns, resolve(f.ns, ".stfs/model.safetensors"), &tmp, &v), 0);
-        ck_assert_uint_eq(v->size, subset_size(&f, "", true));
+        ck_assert_uint_eq(v->size, f.m->shards[0].size);
         stf_ns_view_put(f.ns, v);
         ck_assert_int_eq(stf_ns_doc(f.ns, STF_SPECIAL_HEADER_JSON, &text, &len), 0);
         ck_assert_uint_gt(len, 4 * VERY_DEEP);
         free(text);
         close_fixture(&f);
         free(name);
+}
+END_TEST
+
+/* The bytes of @v (one extent, or memory) equal the file at @path. */
+static void check_view_is_file(const struct stf_view *v, const char *path)
+{
+        FILE *fp = fopen(path, "rb");
+        uint8_t *buf;
+        size_t got;
+
+        ck_assert_ptr_nonnull(fp);
+        buf = malloc(v->size + 1);
+        got = fread(buf, 1, v->size + 1, fp);
+        fclose(fp);
+        ck_assert_uint_eq(got, v->size);
+        ck_assert_uint_eq(v->n, 1);
+        ck_assert_int_eq(memcmp(v->ext[0].ptr, buf, v->size), 0);
+        free(buf);
+}
+
+/* The shard of @path: its index, its file under .stfs/shards a whole shard. */
+static void check_shard_file(struct fixture *f, const char *path, const char *file, time_t mtime)
+{
+        uint64_t ino = resolve(f->ns, path);
+        const struct stf_view *v;
+        struct stf_ns_entry e;
+        struct stf_view tmp;
+        char *src = ut_printf("%s/%s", f->dir, file);
+        int64_t shard = stf_ns_whole_shard(f->ns, ino);
+
+        ck_assert_int_ge(shard, 0);
+        ck_assert_str_eq(f->m->shards[shard].rel, file);
+        ck_assert_uint_eq(stf_ns_shard_ino(f->ns, (uint32_t)shard), ino);
+        ck_assert_int_eq(stf_ns_entry(f->ns, ino, &e), 0);
+        ck_assert_int_eq(e.kind, STF_NS_SHARD);
+        ck_assert_uint_eq(e.index, shard);
+        check_attr(f->ns, path, S_IFREG | 0444, f->m->shards[shard].size, mtime);
+        ck_assert_int_eq(stf_ns_view(f->ns, ino, &tmp, &v), 0);
+        ck_assert_ptr_eq(v, &tmp);
+        ck_assert_int_eq(v->ext[0].shard, shard);
+        check_view_is_file(v, src);
+        stf_ns_view_put(f->ns, v);
+        free(src);
+}
+
+START_TEST(test_shards)
+{
+        struct fixture f = {0};
+        struct stf_ns_dirent d;
+        struct stf_ns_entry e;
+        uint64_t dir, ino, n;
+
+        make_llama(&f, STF_NS_LISTVIEWS);
+        n = stf_tree_count(f.t);
+        dir = resolve(f.ns, ".stfs/shards");
+        ck_assert_uint_eq(dir, 4 * n + 1);
+        check_attr(f.ns, ".stfs/shards", S_IFDIR | 0555, 0, 2000);
+        check_listing(f.ns, ".stfs/shards", ". .. a.safetensors b.safetensors");
+        ck_assert_int_eq(stf_ns_readdir(f.ns, dir, 1, &d), 0);
+        ck_assert_uint_eq(d.ino, resolve(f.ns, ".stfs"));
+        check_shard_file(&f, ".stfs/shards/a.safetensors", "a.safetensors", 1000);
+        check_shard_file(&f, ".stfs/shards/b.safetensors", "b.safetensors", 2000);
+        /* the shards' own tree has a .stfs: never seen, by name or number */
+        ck_assert_int_eq(stf_ns_lookup(f.ns, dir, ".stfs", 5, &ino), -ENOENT);
+        for (uint64_t i = 4 * n + 1, live = 0; i < 4 * n + 100; i++) {
+                live += stf_ns_entry(f.ns, i, &e) == 0;
+                ck_assert_uint_le(live, 3);
+        }
+        ck_assert_int_eq(stf_ns_lookup(f.ns, dir, "c.safetensors", 13, &ino), -ENOENT);
+        ck_assert_int_eq(
+            stf_ns_lookup(f.ns, resolve(f.ns, ".stfs/shards/a.safetensors"), "x", 1, &ino),
+            -ENOTDIR);
+        ck_assert_int_eq(stf_ns_lookup(f.ns, resolve(f.ns, "model"), "shards", 6, &ino), -ENOENT);
+        /* no whole file but the shards: two shards, no tensor, no view */
+        ck_assert_int_eq(stf_ns_whole_shard(f.ns, resolve(f.ns, ".stfs/model.safetensors")), -1);
+        ck_assert_int_eq(stf_ns_whole_shard(f.ns, resolve(f.ns, "model.safetensors")), -1);
+        ck_assert_int_eq(stf_ns_whole_shard(f.ns, resolve(f.ns, "lm_head/weight")), -1);
+        ck_assert_int_eq(stf_ns_whole_shard(f.ns, dir), -1);
+        ck_assert_int_eq(stf_ns_whole_shard(f.ns, 0), -1);
+        ck_assert_uint_eq(stf_ns_shard_ino(f.ns, 2), 0);
+        close_fixture(&f);
+}
+END_TEST
+
+/* One file: .stfs/model.safetensors is that file as it is, a whole shard. */
+START_TEST(test_shards_one_file)
+{
+        static const struct ut_tensor t[] = {{"b.w", 3}, {"a.w", 5}};
+        struct fixture f = {0};
+        const struct stf_view *v;
+        struct stf_view tmp;
+        uint64_t model;
+        char *src;
+
+        make_single(&f, t, N(t), 0, 0);
+        src = ut_printf("%s/m.safetensors", f.dir);
+        model = resolve(f.ns, ".stfs/model.safetensors");
+        ck_assert_int_eq(stf_ns_whole_shard(f.ns, model), 0);
+        check_attr(f.ns, ".stfs/model.safetensors", S_IFREG | 0444, f.m->shards[0].size, 1000);
+        ck_assert_int_eq(stf_ns_view(f.ns, model, &tmp, &v), 0);
+        check_view_is_file(v, src);
+        stf_ns_view_put(f.ns, v);
+        check_listing(f.ns, ".stfs/shards", ". .. m.safetensors");
+        check_shard_file(&f, ".stfs/shards/m.safetensors", "m.safetensors", 1000);
+        free(src);
+        close_fixture(&f);
+}
+END_TEST
+
+/* Components: each shard at its path under .stfs/shards, escaped as any
+ * part ('%' is %25). */
+START_TEST(test_shards_components)
+{
+        static const struct ut_tensor t[] = {{"w", 4}};
+        struct fixture f = {0};
+        char *p;
+
+        f.dir = ut_mkdtemp();
+        p = ut_printf("%s/unet", f.dir);
+        ck_assert_int_eq(mkdir(p, 0755), 0);
+        free(p);
+        p = ut_printf("%s/a%%b", f.dir);
+        ck_assert_int_eq(mkdir(p, 0755), 0);
+        free(p);
+        p = ut_printf("%s/unet/m.safetensors", f.dir);
+        ut_write_st_u8(p, t, N(t), 1000);
+        free(p);
+        p = ut_printf("%s/a%%b/m.safetensors", f.dir);
+        ut_write_st_u8(p, t, N(t), 2000);
+        free(p);
+        open_fixture(&f, f.dir, 0, 0);
+        check_listing(f.ns, ".stfs/shards", ". .. a%25b unet");
+        check_listing(f.ns, ".stfs/shards/unet", ". .. m.safetensors");
+        check_shard_file(&f, ".stfs/shards/unet/m.safetensors", "unet/m.safetensors", 1000);
+        check_shard_file(&f, ".stfs/shards/a%25b/m.safetensors", "a%b/m.safetensors", 2000);
+        /* one file per component, two in all: the whole model is a view */
+        ck_assert_int_eq(stf_ns_whole_shard(f.ns, resolve(f.ns, ".stfs/model.safetensors")), -1);
+        close_fixture(&f);
 }
 END_TEST
 
@@ -955,6 +1096,9 @@ static Suite *ns_suite(void)
         tcase_add_test(tc, test_deep);
         tcase_add_test(tc, test_xattr);
         tcase_add_test(tc, test_very_deep);
+        tcase_add_test(tc, test_shards);
+        tcase_add_test(tc, test_shards_one_file);
+        tcase_add_test(tc, test_shards_components);
         tcase_add_test(tc, test_view_cache_budget);
         tcase_add_test(tc, test_doc_shared);
         tcase_add_test(tc, test_new_free);

@@ -273,6 +273,13 @@ class ViewsCase(unittest.TestCase):
 
     # -- mounting
 
+    def root_view(self, m):
+        """The view of the whole model: .stfs/model.safetensors, but for a
+        one-file model (there it is the file as it is) the whole-set file."""
+        if len(self.src.shards) == 1:
+            return m.p(self.src.wholes[""])
+        return m.p(".stfs", "model.safetensors")
+
     def mount(self, *opts, source=None):
         """Mount @source (the class's model) with -o @opts; always unmounted.
         The first mount of the class fills in the tensor paths."""
@@ -501,10 +508,26 @@ class DtypesViews(ViewsCase):
     def test_subsets_every_directory(self):
         m = self.mount()
         for d in self.all_dirs():
-            p = m.p(".stfs", "model.safetensors") if d == "" else m.p(d + ".part.safetensors")
+            p = self.root_view(m) if d == "" else m.p(d + ".part.safetensors")
             raw, bounds = self.check_subset(p, d)
             self.check_reads(p, raw, bounds, count=20)
             self.check_safe_open(p, d)
+
+    def test_whole_file_is_the_source(self):
+        """One file: .stfs/model.safetensors is that file, byte for byte."""
+        m = self.mount()
+        with open(self.src.shards[0][1], "rb") as f:
+            want = f.read()
+        p = m.p(".stfs", "model.safetensors")
+        self.assertEqual(os.stat(p).st_size, len(want))
+        # buffered preads (O_DIRECT follows the source file system's rules
+        # where the kernel serves the file: aligned offsets on ext4)
+        with open(p, "rb", buffering=0) as f:
+            for _ in range(50):
+                off = self.rng.randrange(len(want))
+                n = self.rng.randrange(1, len(want) + 2)
+                self.assertBytes(os.pread(f.fileno(), n, off), want[off:off + n], "pread")
+        self.check_mmap(p, want)
 
     def test_listviews(self):
         self.check_listing(self.mount(), False)
@@ -702,7 +725,7 @@ class OddViews(ViewsCase):
         m = self.mount()
         fallback = []
         for d in self.all_dirs():
-            p = m.p(".stfs", "model.safetensors") if d == "" else m.p(d + ".part.safetensors")
+            p = self.root_view(m) if d == "" else m.p(d + ".part.safetensors")
             raw, bounds = self.check_subset(p, d)
             self.check_reads(p, raw, bounds, count=10)
             want, _ = self.src.subset(d)
@@ -781,7 +804,7 @@ class DiffusersViews(ViewsCase):
         self.assertEqual(sorted({t.comp for t in self.src.tensors}),
                          ["text_encoder", "unet", "vae"])
         for d in self.all_dirs():
-            p = m.p(".stfs", "model.safetensors") if d == "" else m.p(d + ".part.safetensors")
+            p = self.root_view(m) if d == "" else m.p(d + ".part.safetensors")
             self.check_subset(p, d)
         with safetensors.safe_open(m.p(".stfs", "model.safetensors"), framework="numpy") as f:
             keys = set(f.keys())
