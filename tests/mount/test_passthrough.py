@@ -114,11 +114,14 @@ class ShardsTest(WholeFileCase):
         return [(m.p(".stfs", "shards", f), os.path.join(self.model, f)) for f in self.shards]
 
     def test_listing(self):
-        m = self.mount()
-        self.assertIn("shards", os.listdir(m.p(".stfs")))
-        self.assertEqual(sorted(os.listdir(m.p(".stfs", "shards"))), self.shards)
-        self.assertTrue(stat.S_ISDIR(os.stat(m.p(".stfs", "shards")).st_mode))
-        self.unmount(m)
+        """Listed in .stfs only with listviews (du and tar would count the
+        model twice), always there by name; it lists its files."""
+        for opts, listed in (((), False), (("listviews",), True)):
+            m = self.mount(None, *opts)
+            self.assertEqual("shards" in os.listdir(m.p(".stfs")), listed, opts)
+            self.assertEqual(sorted(os.listdir(m.p(".stfs", "shards"))), self.shards)
+            self.assertTrue(stat.S_ISDIR(os.stat(m.p(".stfs", "shards")).st_mode))
+            self.unmount(m)
 
     def test_passthrough_on(self):
         m = self.mount()

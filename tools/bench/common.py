@@ -429,6 +429,20 @@ class Results:
                     f.write(json.dumps(r) + "\n")
 
 
+def add_rate(res, times, size, row, what, mkey, bkey, target, limit, note=""):
+    """A throughput row of @res: the medians of times[@mkey] (stfs) and
+    times[@bkey] (baseline) for @size bytes; met when the ratio reaches
+    @limit (None: no target). No stfs times: "n/a (not root)"."""
+    if not times[mkey]:
+        res.add(row, what, "n/a (not root)", "", None)
+        return
+    ms, bs = median(times[mkey]), median(times[bkey])
+    ratio = bs / ms
+    res.add(row, what, "%s (%s)" % (fmt_rate(size / ms), fmt_time(ms)),
+            "%s (%s)" % (fmt_rate(size / bs), fmt_time(bs)), ratio, target,
+            None if limit is None else ratio >= limit, note=note)
+
+
 def target_cell(r):
     if not r["target"]:
         return ""

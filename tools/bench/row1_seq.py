@@ -123,15 +123,8 @@ def main(argv=None):
 
         res = C.Results(args, "Row 1: sequential read of all tensors (%s)" % C.fmt_bytes(size), env)
 
-        def add(row, what, mkey, bkey, target, limit, note=""):
-            if not t[mkey]:
-                res.add(row, what, "n/a (not root)", "", None)
-                return
-            ms, bs = C.median(t[mkey]), C.median(t[bkey])
-            ratio = bs / ms
-            res.add(row, what, "%s (%s)" % (C.fmt_rate(size / ms), C.fmt_time(ms)),
-                    "%s (%s)" % (C.fmt_rate(size / bs), C.fmt_time(bs)),
-                    ratio, target, ratio >= limit, note=note)
+        def add(*a, **kw):
+            C.add_rate(res, t, size, *a, **kw)
 
         note = ""
         if disk["mnt_cold"]:

@@ -4,7 +4,7 @@
 # Run every stfs benchmark row and print a Markdown summary.
 #
 # usage: tools/bench/run.sh [--quick] [--keep] [--workdir DIR] [--stfs PATH]
-#                           [--rows 1,2,3,4,5,6,7,8] [--fakecuda DIR]
+#                           [--rows 1,2,3,4,5,6,7,8,9] [--fakecuda DIR]
 #
 #   --quick     tiny models, one run each: a smoke test for CI (no figure
 #               means anything; nothing is asserted)
@@ -13,7 +13,7 @@
 #               /var/tmp, removed at the end unless --keep). It must be on
 #               a real disk, or the cold rows are not cold.
 #   --stfs      the daemon (default: $STFS or build/fs/stfs)
-#   --rows      which rows to run (default all: 1,2,3,4,5,6,7,8; row 8
+#   --rows      which rows to run (default all: 1,2,3,4,5,6,7,8,9; row 8
 #               prints "no GPU on this machine (skipped)" where there is none)
 #   --fakecuda  run row 8 against tests/gpu's fake driver: DIR holds its
 #               libcuda.so.1 (build/tests/gpu). Figures meaningless; the
@@ -31,7 +31,7 @@ quick=()
 keep=0
 workdir=
 stfs=${STFS:-$root/build/fs/stfs}
-rows=1,2,3,4,5,6,7,8
+rows=1,2,3,4,5,6,7,8,9
 fakecuda=
 
 while [ $# -gt 0 ]; do
@@ -93,6 +93,7 @@ for r in ${rows//,/ }; do
 	else
 		run_row 8 row8_gpu.py
 	fi ;;
+	9) run_row 9 row9_whole.py ;;
 	*) echo "run.sh: no row $r" >&2; exit 2 ;;
 	esac
 done
