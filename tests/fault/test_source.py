@@ -14,6 +14,8 @@
   names the shard.
 - A shard replaced (a new file renamed over it): the mount keeps serving the
   bytes it was mounted with.
+- A whole shard file (.stfs/shards) after a cut: the source as it is when
+  the kernel serves it (passthrough), EIO when the daemon does.
 
 Exits 77 (SKIP) without /dev/fuse or fusermount3.
 """
@@ -165,6 +167,31 @@ class TruncatedSourceTest(FaultCase):
         self.assertTrue(faultlib.mounted(m.path))
         self.unmount(m)
         self.check_one_log_line(m, shard, [s for s in shards if s != shard])
+
+    def test_whole_file_truncated(self):
+        """A shard file under .stfs/shards after its shard was cut: served
+        by the kernel (passthrough) it is the source as it is now, cut short
+        (README: Whole files); served by the daemon (-o passthrough=off) the
+        lost range fails with EIO like any file over it."""
+        model, tensors, shards = self.fresh_model()
+        shard = shards[0]
+        rel = os.path.join(".stfs", "shards", os.path.basename(shard))
+        with open(shard, "rb") as f:
+            orig = f.read()
+        cut = len(orig) // 2
+        pt = self.mount(model)
+        off = self.mount(model, "passthrough=off")
+        os.truncate(shard, cut)
+        time.sleep(WATCH_DELAY)
+        self.check_eio(off, [rel])
+        got, err = self.read_errno(pt.p(rel))
+        if "passthrough on" not in pt.stderr():
+            self.skipTest("no passthrough here: " + pt.stderr().strip())
+        self.assertIsNone(err, "%s through passthrough: %s" % (rel, err and errname(err)))
+        self.assertBytes(got, orig[:cut], rel + " through passthrough, after the cut")
+        for m in (pt, off):
+            self.assertIsNone(m.proc.poll(), "stfs died; stderr:\n" + m.stderr())
+            self.unmount(m)
 
     def test_truncated_to_zero_view_across_shards(self):
         """A shard cut to nothing: views spanning it and an intact shard
