@@ -304,7 +304,7 @@ static int load_passthrough(struct stfs *fs, const struct start *st)
                 fprintf(stderr, "stfs: -o passthrough=%s: not auto or off\n", st->o.passthrough);
                 return -1;
         }
-        if (stfs_pt_new(mode, fs->model->nshards, &fs->pt)) {
+        if (stfs_pt_new(mode, fs->model, &fs->pt)) {
                 fprintf(stderr, "stfs: out of memory\n");
                 return -1;
         }

@@ -20,6 +20,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "fstype.h"
 #include "log.h"
 #include "passthrough.h"
 #include "stfs.h"
@@ -101,7 +102,8 @@ struct stfs_pt {
         pthread_mutex_t lock; /* ids, logged */
         int32_t *ids;         /* [nshards]: backing id > 0, 0 not asked, -errno refused */
         uint32_t nshards;
-        bool logged; /* the one line at the first whole-file open */
+        uint32_t stack_depth; /* asked for in INIT */
+        bool logged;          /* the one line at the first whole-file open */
 };
 
 /* The backing id an OPEN reply being sent on this thread carries; 0: none. */
@@ -118,19 +120,33 @@ int stfs_pt_parse_mode(const char *s, enum stfs_pt_mode *mode)
         return 0;
 }
 
-int stfs_pt_new(enum stfs_pt_mode mode, uint32_t nshards, struct stfs_pt **out)
+/* The stacking depth to ask for: see stfs_pt_new in the header. */
+static uint32_t stack_depth(const struct stf_model *m)
+{
+        for (uint32_t i = 0; i < m->nshards; i++) {
+                const char *name;
+
+                if (stf_fstype_fd(m->shards[i].fd, &name) >= 0 &&
+                    (!strcmp(name, "overlay") || !strcmp(name, "fuse")))
+                        return 2; /* FILESYSTEM_MAX_STACK_DEPTH */
+        }
+        return 1;
+}
+
+int stfs_pt_new(enum stfs_pt_mode mode, const struct stf_model *m, struct stfs_pt **out)
 {
         struct stfs_pt *pt = calloc(1, sizeof(*pt));
 
         if (!pt)
                 return -ENOMEM;
-        pt->ids = calloc(nshards ? nshards : 1, sizeof(*pt->ids));
+        pt->ids = calloc(m->nshards ? m->nshards : 1, sizeof(*pt->ids));
         if (!pt->ids) {
                 free(pt);
                 return -ENOMEM;
         }
         pt->mode = mode;
-        pt->nshards = nshards;
+        pt->nshards = m->nshards;
+        pt->stack_depth = mode == STFS_PT_OFF ? 1 : stack_depth(m);
         pt->devfd = -1;
         pt->state = PT_OFF;
         pthread_mutex_init(&pt->lock, NULL);
@@ -231,7 +247,7 @@ static ssize_t send_init(struct stfs_pt *pt, int fd, struct iovec *iov, int coun
         }
         out.flags |= PT_INIT_EXT;
         out.flags2 |= PT_FLAGS2_PASSTHROUGH;
-        out.max_stack_depth = 1; /* the shards' file system is not stacked */
+        out.max_stack_depth = pt->stack_depth;
         n = send_patched(fd, iov, count, &out, sizeof(out));
         if (n < 0)
                 turn_off(pt, "the INIT reply failed");

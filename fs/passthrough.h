@@ -15,7 +15,7 @@
  * CAP_SYS_ADMIN. libfuse 3.14 has no API for it, so this module speaks the
  * kernel ABI itself through the session's custom I/O hooks
  * (fuse_session_custom_io): the read hook sees whether the kernel's INIT
- * offers FUSE_PASSTHROUGH, the write hook adds it (and max_stack_depth 1)
+ * offers FUSE_PASSTHROUGH, the write hook adds it (and a stacking depth)
  * to libfuse's INIT reply and FOPEN_PASSTHROUGH plus the backing id to the
  * reply of an OPEN of a whole file; backing ids come from the ioctl
  * FUSE_DEV_IOC_BACKING_OPEN on the session's /dev/fuse descriptor, one per
@@ -43,6 +43,8 @@
 
 #include <fuse_lowlevel.h>
 
+#include "model.h"
+
 enum stfs_pt_mode {
         STFS_PT_AUTO, /* on where the kernel and the privileges allow */
         STFS_PT_OFF,  /* never */
@@ -53,8 +55,15 @@ struct stfs_pt;
 /* "auto" or "off" into *@mode. Returns 0, or -EINVAL for anything else. */
 int stfs_pt_parse_mode(const char *s, enum stfs_pt_mode *mode);
 
-/* State for a model of @nshards shards. Returns 0 or -ENOMEM. */
-int stfs_pt_new(enum stfs_pt_mode mode, uint32_t nshards, struct stfs_pt **out);
+/*
+ * State for the shards of @m (which outlives it). The stacking depth asked
+ * for in INIT is 1, or 2 where a shard is on a stacking file system itself
+ * (overlayfs, as in a container image; FUSE, which may use passthrough):
+ * the kernel refuses a backing file whose file system is as deep as the
+ * depth asked, and a mount of depth 2 cannot be a lower layer of overlayfs.
+ * Returns 0 or -ENOMEM.
+ */
+int stfs_pt_new(enum stfs_pt_mode mode, const struct stf_model *m, struct stfs_pt **out);
 
 /* Free; accepts NULL. Backing ids are left to the kernel, which drops them
  * when the session's descriptor is closed. */

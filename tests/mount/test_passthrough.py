@@ -222,6 +222,32 @@ class ShardsTest(WholeFileCase):
                           % (nobody.pw_uid, nobody.pw_gid), "no CAP_SYS_ADMIN")
 
 
+class OverlaySourceTest(WholeFileCase):
+    """Shards on overlayfs (a model in a container image): the mount asks
+    the kernel for stacking depth 2, or every backing file is refused
+    (ELOOP)."""
+    PRESET = "llama"
+    GEN_ARGS = ("--shards", "2")
+
+    def test_passthrough_on(self):
+        top = tempfile.mkdtemp(prefix="stfs-ovl-", dir=self.tmp)
+        dirs = {k: os.path.join(top, k) for k in ("upper", "work", "merged")}
+        for d in dirs.values():
+            os.mkdir(d)
+        r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                            "lowerdir=%s,upperdir=%s,workdir=%s"
+                            % (self.model, dirs["upper"], dirs["work"]), dirs["merged"]],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            self.skipTest("cannot mount overlayfs here: " + r.stdout.decode().strip())
+        self.addCleanup(subprocess.run, ["umount", "-l", dirs["merged"]])
+        names = sorted(f for f in os.listdir(self.model) if f.endswith(".safetensors"))
+        m = self.mount(dirs["merged"])
+        self.check_on(m, [(m.p(".stfs", "shards", f), os.path.join(self.model, f))
+                          for f in names])
+        self.unmount(m)
+
+
 class OneFileTest(WholeFileCase):
     """A one-file model: .stfs/model.safetensors is that file as it is."""
     PRESET = "tiny"
