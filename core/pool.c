@@ -38,16 +38,17 @@ unsigned stf_pool_threads(unsigned threads)
         return threads > STF_POOL_THREADS_MAX ? STF_POOL_THREADS_MAX : threads;
 }
 
+/* Record a failure; stop first, so no task is handed out while we wait for the lock. */
 static void fail(struct run *r, size_t at, int err)
 {
+        if (!r->p->keep_going)
+                stf_pool_stop(r->p);
         pthread_mutex_lock(&r->lock);
         if (!r->error || at < r->failed_at) {
                 r->error = err;
                 r->failed_at = at;
         }
         pthread_mutex_unlock(&r->lock);
-        if (!r->p->keep_going)
-                stf_pool_stop(r->p);
 }
 
 static void work(struct run *r, unsigned id)
@@ -125,8 +126,6 @@ int stf_pool_run(struct stf_pool *p)
         pthread_condattr_t ca;
         unsigned nthreads = stf_pool_threads(p->threads), first = p->tick ? 0 : 1, started = 0;
 
-        p->next = 0;
-        p->stopped = 0;
         if (p->ntasks == 0)
                 return 0;
         if (nthreads > p->ntasks)
@@ -135,16 +134,27 @@ int stf_pool_run(struct stf_pool *p)
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_cond_init(&r.done, &ca);
         pthread_condattr_destroy(&ca);
-        /* Held while workers start, so none counts itself out before it is counted in. */
-        pthread_mutex_lock(&r.lock);
+        /*
+         * Each worker is counted in before it starts, so none counts itself
+         * out first; the lock is not held while threads are created (a
+         * failing worker records its error meanwhile).
+         */
         for (unsigned t = first; t < nthreads; t++) {
+                int err;
+
                 w[started] = (struct worker){&r, started + first};
-                if (pthread_create(&th[started], NULL, worker_main, &w[started]))
+                pthread_mutex_lock(&r.lock);
+                r.running++;
+                pthread_mutex_unlock(&r.lock);
+                err = pthread_create(&th[started], NULL, worker_main, &w[started]);
+                if (err) {
+                        pthread_mutex_lock(&r.lock);
+                        r.running--;
+                        pthread_mutex_unlock(&r.lock);
                         break;
+                }
                 started++;
         }
-        r.running = started;
-        pthread_mutex_unlock(&r.lock);
         if (p->tick && started)
                 ticker(&r);
         else
@@ -155,5 +165,5 @@ int stf_pool_run(struct stf_pool *p)
         pthread_mutex_destroy(&r.lock);
         if (r.error)
                 return r.error;
-        return p->next < p->ntasks ? -ECANCELED : 0;
+        return __atomic_load_n(&p->next, __ATOMIC_RELAXED) < p->ntasks ? -ECANCELED : 0;
 }

@@ -15,6 +15,13 @@
  * Threads are created for one run and joined before stf_pool_run returns;
  * a thread that cannot be created just means fewer workers (the calling
  * thread always works unless it ticks, and works when no thread started).
+ *
+ * A pool runs once: its private fields must be zero when stf_pool_run
+ * starts (an initializer that names the public ones does that), and the
+ * run never resets them, so a stf_pool_stop from another thread is never
+ * lost, whenever it comes: before the run (nothing runs), during it, or
+ * while a failing task's error is being recorded. To run again, initialise
+ * the struct again.
  */
 
 #include <stdbool.h>
@@ -57,7 +64,8 @@ struct stf_pool {
  */
 int stf_pool_run(struct stf_pool *p);
 
-/* Hand out no more tasks (from a task, a tick or another thread). */
+/* Hand out no more tasks (from a task, a tick or another thread, at any
+ * time: lock-free, sticky). */
 void stf_pool_stop(struct stf_pool *p);
 
 /* The number of threads a pool of @threads (0 = per CPU) would ask for. */

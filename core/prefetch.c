@@ -4,9 +4,10 @@
  * tasks of a core/pool run of @threads workers (itself one of them); the
  * pool hands out chunk indices in order, so chunks go in layout order
  * (shard, then offset) and reads of a shard stay mostly sequential across
- * workers. Cancellation and the first error stop the pool (stf_pool_stop,
- * from a task) before each worker's next chunk; progress is counted per
- * chunk here.
+ * workers. Cancellation (stf_pool_stop, from any thread, before or during
+ * the run) and the first error (the pool stops itself) end the handing out
+ * of chunks before each worker's next one; progress is counted per chunk
+ * here.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -182,10 +183,9 @@ struct stf_job {
         char message[STF_JOB_MESSAGE_MAX];
         uint64_t bytes_done;
         uint64_t t_start_ns, t_end_ns;
-        bool cancel;
         bool released;
         size_t chunks_done;
-        struct stf_pool pool; /* the workers, stopped from inside its run */
+        struct stf_pool pool; /* the workers; stf_job_cancel stops it */
         bool ended;           /* job_run is past its last use of the job */
         pthread_cond_t done;  /* signalled when ended turns true */
         pthread_t thread;
@@ -210,25 +210,11 @@ static int chunk_task(void *ctx, unsigned worker, size_t i)
         struct stf_job *job = ctx;
         const struct stf_chunk *c = &job->plan->chunks[i];
         char msg[STF_JOB_MESSAGE_MAX] = "";
-        bool cancel;
         int ret;
 
-        pthread_mutex_lock(&job->lock);
-        cancel = job->cancel;
-        pthread_mutex_unlock(&job->lock);
-        if (cancel) { /* stf_job_cancel: hand out no more chunks */
-                stf_pool_stop(&job->pool);
-                return 0;
-        }
         ret = job->backend->chunk(job->state, &job->info, worker, c, msg, sizeof(msg));
         if (ret) {
-                /*
-                 * Stop the others now: the pool records the error under a
-                 * lock that is held while it starts threads, and tiny
-                 * chunks would all be gone by then.
-                 */
-                stf_pool_stop(&job->pool);
-                set_error(job, ret, msg);
+                set_error(job, ret, msg); /* the pool stops the others */
                 return ret;
         }
         pthread_mutex_lock(&job->lock);
@@ -265,7 +251,6 @@ static int pool_worker_begin(void *ctx, unsigned worker)
         if (job->backend->worker_begin)
                 ret = job->backend->worker_begin(job->state, &job->info, worker, msg, sizeof(msg));
         if (ret) {
-                stf_pool_stop(&job->pool); /* as in chunk_task */
                 set_error(job, ret, msg);
                 pool_worker_end(ctx, worker);
         }
@@ -386,16 +371,10 @@ int stf_job_start(const struct stf_model *m, struct stf_plan *plan, const struct
         return 0;
 }
 
-/*
- * Only the flag: each worker sees it before its next chunk and stops the
- * pool from inside the run (stf_pool_run resets the stop when it starts,
- * so stopping it from here could race with that reset, or be lost).
- */
+/* The pool's stop is sticky: it holds whether the run has started or not. */
 void stf_job_cancel(struct stf_job *job)
 {
-        pthread_mutex_lock(&job->lock);
-        job->cancel = true;
-        pthread_mutex_unlock(&job->lock);
+        stf_pool_stop(&job->pool);
 }
 
 void stf_job_wait(struct stf_job *job)

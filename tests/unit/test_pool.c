@@ -150,10 +150,59 @@ START_TEST(test_worker_hooks)
 
         /* A failing begin: no task runs, its error comes back. */
         memset(&x, 0, sizeof(x));
+        p = (struct stf_pool){.ntasks = N,
+                              .threads = 4,
+                              .task = task,
+                              .worker_begin = begin,
+                              .worker_end = end,
+                              .ctx = &x}; /* a pool runs once */
         x.begin_ret = -ENODEV;
         ck_assert_int_eq(stf_pool_run(&p), -ENODEV);
         for (size_t i = 0; i < N; i++)
                 ck_assert_uint_eq(x.ran[i], 0);
+}
+END_TEST
+
+/*
+ * A stop before the run is kept: nothing runs. (stf_pool_run used to reset
+ * the flag when it started, so a cancel that came first was lost and every
+ * task ran.)
+ */
+START_TEST(test_stop_before_run)
+{
+        static struct ctx x;
+        struct stf_pool p = {.ntasks = N, .threads = 4, .task = task, .ctx = &x};
+
+        memset(&x, 0, sizeof(x));
+        stf_pool_stop(&p);
+        ck_assert_int_eq(stf_pool_run(&p), -ECANCELED);
+        for (size_t i = 0; i < N; i++)
+                ck_assert_uint_eq(x.ran[i], 0);
+}
+END_TEST
+
+static unsigned long many_ran; /* atomic */
+
+static int fail_first(void *c, unsigned worker, size_t i)
+{
+        __atomic_fetch_add(&many_ran, 1, __ATOMIC_RELAXED);
+        return i == 0 ? -EIO : 0;
+}
+
+/*
+ * The first task fails: the others stop at once, each after at most the
+ * task it had already taken, even while the pool is still starting
+ * threads. (The failing worker used to wait for the pool's lock, held
+ * while every thread was created, before it stopped the pool: the other
+ * workers ran tens of thousands of tasks meanwhile.)
+ */
+START_TEST(test_failure_stops_at_once)
+{
+        struct stf_pool p = {.ntasks = 1000000, .threads = 64, .task = fail_first};
+
+        many_ran = 0;
+        ck_assert_int_eq(stf_pool_run(&p), -EIO);
+        ck_assert_uint_lt(many_ran, 64 * 2 + 100);
 }
 END_TEST
 
@@ -214,6 +263,8 @@ static Suite *pool_suite(void)
         tcase_add_test(tc, test_first_error_as_serial);
         tcase_add_test(tc, test_keep_going);
         tcase_add_test(tc, test_stop);
+        tcase_add_test(tc, test_stop_before_run);
+        tcase_add_test(tc, test_failure_stops_at_once);
         tcase_add_test(tc, test_worker_hooks);
         tcase_add_test(tc, test_tick);
         tcase_add_test(tc, test_threads);
