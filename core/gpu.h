@@ -28,6 +28,13 @@
 
 #include "prefetch.h"
 
+/*
+ * Pinned staging buffers per worker of a ring job. A plan's chunk spans at
+ * most its chunk size of source (stf_plan_build), so a job pins at most
+ * STF_CUDA_RING x threads x chunk bytes.
+ */
+#define STF_CUDA_RING 3
+
 /* How the bytes reach the device (the values of STFS_STAGING_*). */
 enum stf_staging {
         STF_STAGING_RING = 0,   /* pread into pinned buffers, then DMA */

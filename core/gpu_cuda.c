@@ -31,7 +31,7 @@
 
 #include "gpu.h"
 
-#define RING 3
+#define RING STF_CUDA_RING
 
 static struct {
         void *lib;

@@ -55,6 +55,22 @@ static int push(struct stf_plan *p, size_t *cap, struct stf_chunk c)
         return 0;
 }
 
+/* Row bytes [@off, @off + @width) of tensor @t as pieces of at most @chunk, to @dst. */
+static int push_row(struct stf_plan *p, size_t *cap, uint32_t tensor, const struct stf_tensor *t,
+                    uint64_t off, uint64_t width, uint64_t dst, uint64_t chunk)
+{
+        for (uint64_t o = 0; o < width; o += chunk) {
+                uint64_t w = width - o < chunk ? width - o : chunk;
+                int ret = push(p, cap,
+                               (struct stf_chunk){tensor, t->shard, t->begin + off + o, w, 1, w,
+                                                  dst + o, off + o});
+
+                if (ret)
+                        return ret;
+        }
+        return 0;
+}
+
 /* The row geometry of tensor @t under @slice: whole when not sliced. */
 static int geometry(const struct stf_tensor *t, const struct stf_slice *s, uint64_t *first,
                     uint64_t *width, uint64_t *height, uint64_t *pitch, char *msg, size_t cap)
@@ -132,17 +148,13 @@ int stf_plan_build(const struct stf_model *m, const uint32_t *tensors, size_t n,
                 p->total = (p->total + 255) & ~(uint64_t)255;
                 p->tensor_dst[i] = p->total;
                 p->tensor_size[i] = width * height;
-                if (height == 1) {
-                        for (uint64_t o = 0; o < width; o += chunk) {
-                                uint64_t w = width - o < chunk ? width - o : chunk;
-
-                                ret = push(p, &cap,
-                                           (struct stf_chunk){tensors[i], t->shard,
-                                                              t->begin + first + o, w, 1, w,
-                                                              p->total + o, first + o});
-                                if (ret)
-                                        goto fail;
-                        }
+                if (height == 1 || width > chunk) {
+                        /* contiguous pieces of at most @chunk bytes, row by row */
+                        for (uint64_t r = 0; r < height && !ret; r++)
+                                ret = push_row(p, &cap, tensors[i], t, r * pitch + first, width,
+                                               p->total + r * width, chunk);
+                        if (ret)
+                                goto fail;
                 } else {
                         /* rows per chunk by source span: a backend may read it whole */
                         rows_per = pitch >= chunk ? 1 : chunk / pitch;

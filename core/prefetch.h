@@ -58,7 +58,11 @@ struct stf_plan {
 
 /*
  * Plan chunks of at most @chunk bytes (0: default) for @n tensors, each
- * sliced by @slice (NULL: whole). A tensor of rank <= dim is taken whole
+ * sliced by @slice (NULL: whole). A chunk's source span (from its first
+ * byte to its last, rows and the gaps between them) is at most @chunk: a
+ * row wider than @chunk is cut into pieces. A plan holds one struct
+ * stf_chunk per chunk, so its size is the caller's to bound (see
+ * stf_residency_prefetch). A tensor of rank <= dim is taken whole
  * (replicated, as norms are); a sliced dim must divide by world and a row
  * be whole bytes, else -EINVAL with @msg set. Returns 0, -EINVAL, -ENOMEM.
  */

@@ -43,6 +43,7 @@ struct entry {
         uint64_t id;
         struct stf_job *job;          /* NULL: a record */
         unsigned waiters;             /* in stf_residency_wait: not reaped */
+        uint64_t pinned;              /* staging a CUDA job may pin */
         struct stf_job_progress last; /* a record's */
         char *selection;              /* a record's */
 };
@@ -334,9 +335,10 @@ static void reap(struct stf_residency *r)
  * in the table)? 0, -EBUSY past a bound, -ENOMEM; @msg says why. Under
  * lock, after reap().
  */
-static int room(struct stf_residency *r, unsigned threads, char *msg, size_t cap)
+static int room(struct stf_residency *r, unsigned threads, uint64_t pinned, char *msg, size_t cap)
 {
         size_t live = 0, workers = threads < STF_THREADS_MAX ? threads : STF_THREADS_MAX;
+        uint64_t pinning = 0;
 
         for (size_t i = 0; i < r->nents; i++) {
                 struct stf_job *job = r->ents[i]->job;
@@ -344,6 +346,7 @@ static int room(struct stf_residency *r, unsigned threads, char *msg, size_t cap
                 if (job && !stf_job_ended(job)) {
                         live++;
                         workers += stf_job_info(job)->threads;
+                        pinning += r->ents[i]->pinned;
                 }
         }
         if (live >= STF_JOBS_LIVE_MAX) {
@@ -360,6 +363,14 @@ static int room(struct stf_residency *r, unsigned threads, char *msg, size_t cap
                          STF_JOBS_WORKERS_MAX);
                 return -EBUSY;
         }
+        if (pinned > STF_PINNED_MAX - pinning) {
+                snprintf(msg, cap,
+                         "running CUDA jobs pin %" PRIu64
+                         " MiB of staging; this one would pin %" PRIu64
+                         " MiB more, past the bound of %llu MiB: wait for one to end",
+                         pinning >> 20, pinned >> 20, STF_PINNED_MAX >> 20);
+                return -EBUSY;
+        }
         if (r->nents == r->cap) {
                 size_t ncap = r->cap ? r->cap * 2 : 16;
                 struct entry **ne = realloc(r->ents, ncap * sizeof(*ne));
@@ -374,9 +385,9 @@ static int room(struct stf_residency *r, unsigned threads, char *msg, size_t cap
         return 0;
 }
 
-/* Start @plan (owned) as the next job of the table. */
+/* Start @plan (owned) as the next job of the table; it may pin @pinned bytes. */
 static int start(struct stf_residency *r, const struct stf_prefetch_args *a, struct stf_plan *plan,
-                 uint64_t *id, char *msg, size_t cap)
+                 uint64_t pinned, uint64_t *id, char *msg, size_t cap)
 {
         bool host = a->target == STF_TARGET_HOST;
         struct stf_job_params params = {
@@ -392,7 +403,7 @@ static int start(struct stf_residency *r, const struct stf_prefetch_args *a, str
 
         pthread_mutex_lock(&r->lock);
         reap(r);
-        ret = room(r, a->threads ? a->threads : STF_THREADS_DEFAULT, msg, cap);
+        ret = room(r, a->threads ? a->threads : STF_THREADS_DEFAULT, pinned, msg, cap);
         e = ret ? NULL : calloc(1, sizeof(*e));
         if (!e) {
                 pthread_mutex_unlock(&r->lock);
@@ -410,16 +421,36 @@ static int start(struct stf_residency *r, const struct stf_prefetch_args *a, str
                 return ret;
         }
         e->id = *id = ++r->last_id;
+        e->pinned = pinned;
         r->ents[r->nents++] = e;
         pthread_mutex_unlock(&r->lock);
         return 0;
 }
 
+/*
+ * The chunk size of a request for the @n tensors at @sel (see
+ * stf_residency_prefetch). Whole pages for every target: the host target
+ * pushes whole pages (so no byte twice), and a CUDA chunk of a few bytes
+ * costs a plan entry and a copy each.
+ */
+static uint64_t chunk_size(const struct stf_model *m, uint64_t chunk, const uint32_t *sel, size_t n)
+{
+        uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), bytes = 0, least;
+
+        for (size_t i = 0; i < n; i++)
+                bytes += m->tensors[sel[i]].size;
+        least = bytes / STF_PLAN_CHUNKS_MAX + 1;
+        chunk = chunk ? chunk : STF_CHUNK_DEFAULT;
+        chunk = chunk < least ? least : chunk > STF_CHUNK_MAX ? STF_CHUNK_MAX : chunk;
+        return (chunk + page - 1) / page * page;
+}
+
 int stf_residency_prefetch(struct stf_residency *r, const struct stf_prefetch_args *a, uint64_t *id,
                            char *msg, size_t cap)
 {
-        uint64_t chunk = a->chunk, page = (uint64_t)sysconf(_SC_PAGESIZE);
+        unsigned threads = a->threads ? a->threads : STF_THREADS_DEFAULT;
         struct stf_plan *plan = NULL;
+        uint64_t chunk, pinned = 0;
         uint32_t *sel = NULL;
         size_t n = 0;
         int ret;
@@ -427,14 +458,23 @@ int stf_residency_prefetch(struct stf_residency *r, const struct stf_prefetch_ar
         ret = select_request(r, a, &sel, &n, msg, cap);
         if (ret)
                 return ret;
-        /* the host target pushes whole pages: whole-page chunks push no byte twice */
-        if (a->target == STF_TARGET_HOST && chunk % page && chunk < UINT64_MAX - page)
-                chunk += page - chunk % page;
+        chunk = chunk_size(r->model, a->chunk, sel, n);
+        if (a->target == STF_TARGET_CUDA)
+                pinned = STF_CUDA_RING * threads * chunk;
+        if (pinned > STF_PINNED_MAX) {
+                free(sel);
+                snprintf(msg, cap,
+                         "%u threads of %" PRIu64 "-byte chunks would pin %" PRIu64
+                         " MiB of staging (%d x threads x chunk), more than %llu MiB: ask for "
+                         "smaller chunks or fewer threads",
+                         threads, chunk, pinned >> 20, STF_CUDA_RING, STF_PINNED_MAX >> 20);
+                return -EINVAL;
+        }
         ret = stf_plan_build(r->model, sel, n, &a->slice, chunk, &plan, msg, cap);
         free(sel);
         if (ret)
                 return ret;
-        return start(r, a, plan, id, msg, cap);
+        return start(r, a, plan, pinned, id, msg, cap);
 }
 
 /* Remove @h from the holders and free it. Under lock. */

@@ -43,6 +43,9 @@ struct stf_residency;
 #define STF_JOBS_LIVE_MAX 64
 #define STF_JOBS_WORKERS_MAX 256
 #define STF_JOBS_KEPT 1024
+#define STF_PLAN_CHUNKS_MAX (1u << 20) /* chunks a plan aims at, at most */
+#define STF_CHUNK_MAX (1ull << 40)     /* a larger chunk size is taken as this */
+#define STF_PINNED_MAX (1ull << 30)    /* pinned staging of all running CUDA jobs */
 
 /*
  * @model and @tree are borrowed and must outlive the residency. @host is
@@ -71,7 +74,19 @@ struct stf_prefetch_args {
 
 /*
  * Validate @a completely, select, skip what is resident whole at the
- * target, plan and start a job; on success *@id is its id. A malformed
+ * target, plan and start a job; on success *@id is its id.
+ *
+ * Chunk size and threads, for every target: threads 0 is the default (4),
+ * more than STF_THREADS_MAX is -EINVAL. The chunk size (0: 4 MiB) is taken
+ * as at most STF_CHUNK_MAX, raised to the selection's bytes divided by
+ * STF_PLAN_CHUNKS_MAX (so a plan, 64 bytes a chunk, stays near 64 MiB at
+ * most, whatever the model: chunk=1 on a 76 MB model was a 4.2 GB plan),
+ * then rounded up to whole pages. A CUDA job pins STF_CUDA_RING x threads
+ * x chunk bytes of staging (counted also for direct staging, which falls
+ * back to the ring): more than STF_PINNED_MAX is -EINVAL, more than the
+ * running CUDA jobs leave of it is -EBUSY.
+ *
+ * A malformed
  * request is -EINVAL and leaves no trace; a selection that matches nothing
  * -ENOENT; -EBUSY past the bounds above; -ENOMEM, -EAGAIN. On error @msg
  * (@cap bytes) says why.

@@ -48,8 +48,8 @@ struct stfs_prefetch_req {
         uint32_t version;
         uint32_t target;     /* enum stfs_target */
         int32_t device;      /* CUDA device ordinal for STFS_TARGET_CUDA */
-        uint32_t threads;    /* workers; 0: default (4) */
-        uint64_t chunk;      /* bytes per work item; 0: default (4 MiB) */
+        uint32_t threads;    /* workers; 0: default (4); more than 64: EINVAL */
+        uint64_t chunk;      /* bytes per work item; 0: default (4 MiB); see below */
         int32_t slice_dim;   /* tensor-parallel slice: -1 none, else the dim */
         uint32_t slice_rank; /* this rank, < slice_world */
         uint32_t slice_world;
@@ -57,6 +57,14 @@ struct stfs_prefetch_req {
         uint64_t job;   /* out: job id (> 0) */
         char selection[STFS_SELECTION_MAX];
 };
+
+/*
+ * stfs_prefetch_req.chunk, for every target: rounded up to whole pages, and
+ * raised to the selected bytes / 2^20 (a plan of at most about 2^20
+ * chunks). A cuda job pins 3 x threads x chunk bytes of staging: more than
+ * 1 GiB is EINVAL; more than the running cuda jobs leave of 1 GiB, EBUSY.
+ * At most 64 jobs run at once, with 256 threads in all: past that, EBUSY.
+ */
 
 /*
  * stfs_prefetch_req.flags of a cuda job: how the bytes reach the device.

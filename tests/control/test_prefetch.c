@@ -658,8 +658,17 @@ START_TEST(plan_slice_dim1_strided)
         assert_rows(&p->chunks[0], ta, 12, 12, 2, 24, 0);
         assert_rows(&p->chunks[1], ta, 2 * 24 + 12, 12, 2, 24, 24);
         stf_plan_free(p);
-        /* a chunk smaller than a row: one row each */
+        /* a chunk smaller than a row: each row in pieces of at most a chunk
+         * (a chunk's span bounds a CUDA worker's staging buffers) */
         p = plan_of(attn, 1, &r1, 10);
+        ck_assert_uint_eq(p->nchunks, 8);
+        for (uint64_t r = 0; r < 4; r++) {
+                assert_rows(&p->chunks[2 * r], ta, r * 24 + 12, 10, 1, 10, r * 12);
+                assert_rows(&p->chunks[2 * r + 1], ta, r * 24 + 22, 2, 1, 2, r * 12 + 10);
+        }
+        stf_plan_free(p);
+        /* a chunk of one row, pitch wider: one row each */
+        p = plan_of(attn, 1, &r1, 12);
         ck_assert_uint_eq(p->nchunks, 4);
         for (uint64_t r = 0; r < 4; r++)
                 assert_rows(&p->chunks[r], ta, r * 24 + 12, 12, 1, 24, r * 12);

@@ -269,6 +269,50 @@ class GpuMountTest(unittest.TestCase):
         c.close()
         self.unmount_clean(m)
 
+    def test_chunk_size_and_pinned_staging_bounds(self):
+        # chunk=1 used to plan one 64-byte chunk per model byte (2.7 GB for
+        # this 40 MiB model: the ioctl blocked, then the job crawled). Now
+        # chunks are whole pages, and a worker's ring holds 3 of them.
+        m = FakeMount(self, self.wide, env=dict(FAKECUDA_DELAY_US="0"))
+        c = m.control()
+        t0 = time.monotonic()
+        job = c.prefetch("", target=CUDA, device=0, threads=4, chunk=1)
+        took = time.monotonic() - t0
+        peak = 0
+        while c.status(job)["state"] == "running":
+            peak = max(peak, m.fake().get("pinned_bytes", 0))
+            time.sleep(0.002)
+        st = c.wait(job)
+        print("\nchunk=1: ioctl %.3f s, job %.2f s, pinned at most %d bytes seen"
+              % (took, st["elapsed_ns"] / 1e9, peak), file=sys.stderr)
+        self.assertEqual(st["state"], "done", st)
+        self.assertLess(took, 1.0)
+        self.assertLessEqual(peak, 3 * 4 * 4096)
+        name = "model.layers.1.mlp.down_proj.weight"
+        self.assertEqual(ipc_read(m.xattr(name)), self.refs[self.wide][name])
+        # one job pinning more than 1 GiB: refused, with the reason
+        self.assertEqual(tc.job_errno(c.prefetch, "", target=CUDA, device=0, threads=64,
+                                      chunk=8 << 20), errno.EINVAL)
+        self.assertEqual(c.reason()[2], "64 threads of 8388608-byte chunks would pin 1536 MiB "
+                         "of staging (3 x threads x chunk), more than 1024 MiB: ask for "
+                         "smaller chunks or fewer threads")
+        c.close()
+        self.unmount_clean(m)
+        # jobs that fit alone but not together: the second waits for the first
+        m = FakeMount(self, self.llama, env=dict(FAKECUDA_DELAY_US="200000"))
+        c = m.control()
+        first = c.prefetch("", target=CUDA, device=0, threads=64, chunk=4 << 20)
+        self.assertEqual(tc.job_errno(c.prefetch, "", target=CUDA, device=1, threads=64,
+                                      chunk=4 << 20), errno.EBUSY)
+        self.assertRegex(c.reason()[2], r"^running CUDA jobs pin 768 MiB of staging; this one "
+                                        r"would pin 768 MiB more, past the bound of 1024 MiB")
+        c.cancel(first)
+        c.wait(first)
+        st = c.wait(c.prefetch("model.norm", target=CUDA, device=1, threads=64, chunk=4 << 20))
+        self.assertEqual(st["state"], "done")
+        c.close()
+        self.unmount_clean(m)
+
     # --------------------------------------- the same tensors, twice
 
     def test_repeated_and_overlapping_prefetch(self):
