@@ -549,6 +549,31 @@ START_TEST(finished_jobs_are_forgotten_oldest_first)
 }
 END_TEST
 
+START_TEST(pinned_staging_is_bounded)
+{
+        struct stf_residency *r = new_residency();
+        struct stf_prefetch_args a = {.target = STF_TARGET_CUDA,
+                                      .threads = 64,
+                                      .chunk = 8 << 20,
+                                      .slice = {-1, 0, 0},
+                                      .selection = "",
+                                      .selection_cap = 1};
+        char msg[256] = "";
+        uint64_t id = 0;
+
+        ck_assert_int_eq(stf_residency_prefetch(r, &a, &id, msg, sizeof(msg)), -EINVAL);
+        ck_assert_str_eq(msg, "64 threads of 8388608-byte chunks would pin 1536 MiB of staging "
+                              "(3 x threads x chunk), more than 1024 MiB: ask for smaller "
+                              "chunks or fewer threads");
+        ck_assert_uint_eq(listed(r), 0);
+        /* the host target pins nothing */
+        a.target = STF_TARGET_HOST;
+        ck_assert_int_eq(stf_residency_prefetch(r, &a, &id, msg, sizeof(msg)), 0);
+        ck_assert_int_eq(stf_residency_wait(r, id), 0);
+        stf_residency_free(r);
+}
+END_TEST
+
 static Suite *suite(void)
 {
         Suite *s = suite_create("residency");
@@ -567,6 +592,7 @@ static Suite *suite(void)
         tcase_add_test(tc, refusal_reasons);
         tcase_add_test(tc, live_jobs_are_bounded);
         tcase_add_test(tc, finished_jobs_are_forgotten_oldest_first);
+        tcase_add_test(tc, pinned_staging_is_bounded);
         suite_add_tcase(s, tc);
         return s;
 }
