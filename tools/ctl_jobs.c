@@ -18,6 +18,21 @@
 #include "ctl.h"
 #include "stfs_ioctl.h"
 #include "target.h"
+#include "text.h"
+
+/*
+ * A message from the daemon (a reason, a job's error) names tensors and
+ * files of an untrusted model: escaped for the terminal (core/text).
+ */
+struct safe_msg {
+        char s[4 * STFS_MESSAGE_MAX]; /* each unsafe byte becomes \xHH */
+};
+
+static const char *safe(const char *msg, struct safe_msg *buf)
+{
+        stf_text_escape_buf(msg, buf->s, sizeof(buf->s));
+        return buf->s;
+}
 
 static int open_control(const char *mnt)
 {
@@ -39,9 +54,10 @@ static int open_control(const char *mnt)
 static void refused(int fd, const char *what, int err, const char *fallback)
 {
         struct stfs_reason_req rq = {.version = STFS_IOC_VERSION};
+        struct safe_msg m;
 
         if (!ioctl(fd, STFS_IOC_REASON, &rq) && rq.error == err && rq.message[0])
-                fprintf(stderr, "stfsctl: %s: %s\n", what, rq.message);
+                fprintf(stderr, "stfsctl: %s: %s\n", what, safe(rq.message, &m));
         else
                 fprintf(stderr, "stfsctl: %s: %s\n", what, fallback ? fallback : strerror(err));
 }
@@ -133,6 +149,7 @@ static int wait_job(int fd, uint64_t job)
 {
         bool tty = isatty(STDERR_FILENO);
         struct stfs_status_req st;
+        struct safe_msg m;
         uint64_t last = 0;
 
         for (;;) {
@@ -153,7 +170,7 @@ static int wait_job(int fd, uint64_t job)
         }
         progress(&st, tty, true);
         if (st.state == STFS_JOB_FAILED)
-                fprintf(stderr, "stfsctl: job %" PRIu64 " failed: %s\n", job, st.message);
+                fprintf(stderr, "stfsctl: job %" PRIu64 " failed: %s\n", job, safe(st.message, &m));
         return st.state == STFS_JOB_DONE ? 0 : CTL_EXIT_FAILED;
 }
 
@@ -240,6 +257,7 @@ out:
 int ctl_status(int argc, char **argv)
 {
         struct stfs_status_req st;
+        struct safe_msg m;
         char path[4096], buf[65536];
         ssize_t n;
         int fd;
@@ -271,7 +289,7 @@ int ctl_status(int argc, char **argv)
         close(fd);
         printf("job %" PRIu64 " %s %" PRIu64 "/%" PRIu64 " bytes %u tensors %.3fs%s%s\n", st.job,
                stf_job_state_name(st.state), st.bytes_done, st.bytes_total, st.tensors,
-               (double)st.elapsed_ns / 1e9, st.message[0] ? ": " : "", st.message);
+               (double)st.elapsed_ns / 1e9, st.message[0] ? ": " : "", safe(st.message, &m));
         return st.state == STFS_JOB_FAILED ? CTL_EXIT_FAILED : 0;
 }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
-"""stfsctl inspect and verify, without a mount.
+"""stfsctl inspect and verify, without a mount; with --stfs also the job
+commands against one mount of hostile names (class Jobs: the daemon's
+messages and log escaped; skipped without FUSE).
 
     python3 tests/ctl/test_ctl.py --stfsctl build/tools/stfsctl \\
         [--stfs build/fs/stfs] --gen tools/gen_model.py [unittest args]
@@ -27,6 +29,7 @@ import json
 import math
 import os
 import pty
+import re
 import select
 import shutil
 import struct
@@ -38,6 +41,9 @@ import unittest
 
 import numpy as np
 import safetensors
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import stfstest  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
@@ -1069,6 +1075,74 @@ class Scan(TmpDir):
         self.assertIn(b"scan [", seen)
         self.assertIn(b"%", seen)
         self.assertTrue(seen.rstrip(b" ").endswith(b"\r"), seen[-80:])
+
+
+# C0/DEL, C1 as UTF-8, bidi controls, or a byte that is not UTF-8: none may
+# reach a terminal (core/text.h). Decoded with surrogateescape so bad bytes show.
+UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e"
+                    "\u2066-\u2069\udc80-\udcff]")
+
+
+class Jobs(TmpDir):
+    """stfsctl's job commands against a mount of a model with hostile
+    names: what the daemon says about them (a refusal's reason, a job's
+    error) reaches the terminal escaped, and so does the daemon's log."""
+
+    NAMES = {"csi\u009b[31m.w": "csi\\xc2\\x9b[31m.w", "rlo\u202egnp.w": "rlo\\xe2\\x80\\xaegnp.w",
+             "esc\u001b]0;x\u0007.w": "esc\\x1b]0;x\\x07.w"}
+
+    def mount(self, src, *opts):
+        why = stfstest.fuse_skip_reason() or (None if STFS else "no --stfs given")
+        if why:
+            self.skipTest(why)
+        mnt = self.path("mnt")
+        os.makedirs(mnt)
+        log = open(self.path("daemon.log"), "wb")
+        self.addCleanup(log.close)
+        proc = subprocess.Popen([STFS, "-f", *opts, src, mnt], stdout=log, stderr=log)
+
+        def stop():
+            if stfstest.mounted(mnt):
+                stfstest.fusermount("-u", mnt)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                stfstest.fusermount("-uz", mnt)
+        self.addCleanup(stop)
+        deadline = time.monotonic() + 30
+        while not stfstest.mounted(mnt):
+            self.assertIsNone(proc.poll(), "stfs exited: %s" % self.log())
+            self.assertLess(time.monotonic(), deadline, "not mounted")
+            time.sleep(0.02)
+        return mnt
+
+    def log(self):
+        with open(self.path("daemon.log"), "rb") as f:
+            return f.read()
+
+    def test_daemon_messages_escaped(self):
+        src = self.path("m.safetensors")
+        write_st(src, [(n, "U8", [2], b"ab") for n in self.NAMES] + [("ok.w", "U8", [2], b"cd")])
+        # -o debug: the daemon logs every refused control request, with its reason
+        mnt = self.mount(src, "-o", "debug")
+        for name, shown in self.NAMES.items():
+            pattern = name[:3] + "*"
+            p = run("prefetch", mnt, pattern, "--slice", "0:0/3")
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertEqual(p.stderr.decode(), "stfsctl: prefetch: tensor '%s': dim 0 (2) does "
+                             "not divide by 3\n" % shown)
+            self.assertEqual(UNSAFE.findall(p.stderr.decode("utf-8", "surrogateescape")), [])
+        refused = [ln.decode("utf-8", "surrogateescape") for ln in self.log().splitlines()
+                   if b"refused" in ln]
+        self.assertEqual(len(refused), len(self.NAMES), refused)
+        for ln, shown in zip(refused, self.NAMES.values()):
+            self.assertEqual(ln, "stfs: control request 1 refused: tensor '%s': dim 0 (2) does "
+                             "not divide by 3" % shown)
+        # the job commands still work on that mount
+        p = run("prefetch", mnt, "ok.w", "--wait")
+        self.assertEqual(p.returncode, 0, p.stderr)
 
 
 def main():
