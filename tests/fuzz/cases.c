@@ -834,7 +834,9 @@ struct built {
  *   past the clash and opens every set, ~2 KiB each.
  * - Two big headers in one index (4.35 MB of text each, 150,000 tensors):
  *   parsed one after the other under STF_PARSE_BUDGET and the freed JSON
- *   tree given back, peak 246 MB; parsed at once it was 395 MB.
+ *   tree given back, peak 246 MB (291 MB seen at load 20: malloc arenas
+ *   of threads that interleave); parsed at once it was 395 MB. The bound,
+ *   64 MiB + 30 x 8.4 MB = 320 MB, sits between.
  */
 static const struct built builts[] = {
     {"built-fifo-source", b_fifo_source, 0, "not a regular file", {RSS_FACTOR, 5}, false},
@@ -869,7 +871,7 @@ static const struct built builts[] = {
      "two sets would mount under the same",
      {300, 20},
      true},
-    {"built-two-big-headers", b_two_big_headers, 150000, "ok", {25, 60}, false},
+    {"built-two-big-headers", b_two_big_headers, 150000, "ok", {30, 60}, false},
 };
 
 static int rm_tree(const char *path)
