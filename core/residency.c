@@ -756,7 +756,7 @@ static void job_json(struct stf_strbuf *sb, const struct entry *e, bool first)
         stf_strbuf_puts(sb, "}");
 }
 
-char *stf_residency_status_json(struct stf_residency *r, size_t *len)
+char *stf_residency_status_json(struct stf_residency *r, const char *more, size_t *len)
 {
         struct stf_strbuf sb = {0};
         char *out = NULL;
@@ -770,11 +770,16 @@ char *stf_residency_status_json(struct stf_residency *r, size_t *len)
         stf_strbuf_printf(&sb,
                           "\n ],\n \"counters\": {\"read_requests\": %" PRIu64
                           ", \"read_bytes\": %" PRIu64 ", \"pushed_bytes\": %" PRIu64
-                          ", \"pushed_chunks\": %" PRIu64 "}\n}\n",
+                          ", \"pushed_chunks\": %" PRIu64 "}",
                           __atomic_load_n(&r->counters[STF_COUNT_READ_REQUESTS], __ATOMIC_RELAXED),
                           __atomic_load_n(&r->counters[STF_COUNT_READ_BYTES], __ATOMIC_RELAXED),
                           __atomic_load_n(&r->counters[STF_COUNT_PUSHED_BYTES], __ATOMIC_RELAXED),
                           __atomic_load_n(&r->counters[STF_COUNT_PUSHED_CHUNKS], __ATOMIC_RELAXED));
+        if (more) {
+                stf_strbuf_puts(&sb, ",\n ");
+                stf_strbuf_puts(&sb, more);
+        }
+        stf_strbuf_puts(&sb, "\n}\n");
         if (stf_strbuf_finish(&sb, &out, len))
                 return NULL;
         return out;

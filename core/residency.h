@@ -157,9 +157,11 @@ void stf_residency_count(struct stf_residency *r, enum stf_counter c, uint64_t n
 
 /*
  * The status document: every job (id, selection, target, state, tensors,
- * bytes, seconds, throughput, error) and the counters, as JSON. New text
- * (caller frees) of *@len bytes; NULL on ENOMEM.
+ * bytes, seconds, throughput, error) and the counters, as JSON, then
+ * @more (may be NULL): more members of the top-level object, as JSON text
+ * ("name": value, ...). New text (caller frees) of *@len bytes; NULL on
+ * ENOMEM.
  */
-char *stf_residency_status_json(struct stf_residency *r, size_t *len);
+char *stf_residency_status_json(struct stf_residency *r, const char *more, size_t *len);
 
 #endif

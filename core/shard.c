@@ -109,6 +109,19 @@ static void budget_give(struct budget *b, uint64_t n)
         pthread_mutex_unlock(&b->lock);
 }
 
+/* FNV-1a over 8-byte words (the tail bytewise): a header check, not a secret. */
+static uint64_t head_sum(const uint8_t *p, size_t n)
+{
+        uint64_t h = 0xcbf29ce484222325ull;
+        size_t i = 0;
+
+        for (; i + 8 <= n; i += 8)
+                h = (h ^ stf_le64(p + i)) * 0x100000001b3ull;
+        for (; i < n; i++)
+                h = (h ^ p[i]) * 0x100000001b3ull;
+        return h;
+}
+
 static int shard_open(struct stf_shard *s, struct budget *b, struct stf_sink *sink)
 {
         const char *path = s->path;
@@ -159,6 +172,97 @@ static int shard_open(struct stf_shard *s, struct budget *b, struct stf_sink *si
         if (text >= STF_PARSE_BUDGET / 8)
                 malloc_trim(0);
         budget_give(b, text);
+        if (!ret)
+                s->head_sum = head_sum(s->map, s->hdr->data_start);
+        return ret;
+}
+
+bool stf_shard_unchanged(const struct stf_shard *s, const struct stat *st)
+{
+        return S_ISREG(st->st_mode) && (uint64_t)st->st_size == s->size &&
+               st->st_mtim.tv_sec == s->mtime.tv_sec && st->st_mtim.tv_nsec == s->mtime.tv_nsec;
+}
+
+/* Does the file @fd begin with the header bytes of @s? 0, -ESTALE or -errno. */
+static int same_head(int fd, const struct stf_shard *s)
+{
+        size_t n = (size_t)s->hdr->data_start, got = 0;
+        uint8_t *buf = malloc(n);
+        int ret = 0;
+
+        if (!buf)
+                return -ENOMEM;
+        while (!ret && got < n) {
+                ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
+
+                if (r > 0)
+                        got += (size_t)r;
+                else if (r == 0)
+                        ret = -EIO;
+                else if (errno != EINTR)
+                        ret = -errno;
+        }
+        if (!ret && head_sum(buf, n) != s->head_sum)
+                ret = -ESTALE;
+        free(buf);
+        return ret;
+}
+
+int stf_shard_stat_now(int fd, struct stat *st)
+{
+        struct statx x;
+
+        if (statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC,
+                  STATX_TYPE | STATX_MODE | STATX_SIZE | STATX_MTIME | STATX_INO, &x) == 0) {
+                memset(st, 0, sizeof(*st));
+                st->st_mode = x.stx_mode;
+                st->st_size = (off_t)x.stx_size;
+                st->st_ino = x.stx_ino;
+                st->st_mtim.tv_sec = x.stx_mtime.tv_sec;
+                st->st_mtim.tv_nsec = x.stx_mtime.tv_nsec;
+                return 0;
+        }
+        if (errno != ENOSYS && errno != EINVAL)
+                return -errno;
+        return fstat(fd, st) ? -errno : 0;
+}
+
+int stf_shard_reopen(struct stf_shard *s)
+{
+        struct stat st;
+        void *map;
+        int fd, ret;
+
+        if (!s->map || !s->hdr)
+                return -EINVAL;
+        fd = open(s->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        ret = stf_shard_stat_now(fd, &st);
+        if (ret)
+                goto out_close;
+        ret = -ESTALE;
+        if (!stf_shard_unchanged(s, &st))
+                goto out_close;
+        ret = same_head(fd, s);
+        if (ret)
+                goto out_close;
+        /* mapped aside first: a file that cannot be mapped leaves the old mapping be */
+        map = mmap(NULL, s->size, PROT_READ, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) {
+                ret = -errno;
+                goto out_close;
+        }
+        if (mremap(map, s->size, s->size, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)s->map) ==
+            MAP_FAILED) {
+                ret = -errno;
+                munmap(map, s->size);
+                goto out_close;
+        }
+        if (dup3(fd, s->fd, O_CLOEXEC) < 0)
+                ret = -errno;
+out_close:
+        close(fd);
         return ret;
 }
 

@@ -8,6 +8,7 @@
  * shard is trusted before the header has been validated against that size.
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -25,6 +26,7 @@ struct stf_shard {
         struct timespec mtime;  /* at open */
         const uint8_t *map;     /* read-only shared mapping of the whole file */
         struct stf_header *hdr; /* its parsed header */
+        uint64_t head_sum;      /* checksum of bytes [0, hdr->data_start) at open */
 };
 
 /*
@@ -74,6 +76,43 @@ int stf_shard_init(struct stf_shard *s, const char *path);
  * stf_sink_settle for the check mode), -ENOMEM.
  */
 int stf_shard_open_all(struct stf_shard *v, uint32_t n, struct stf_sink *sink);
+
+/* Does @st (a stat of @s's path or descriptor) show the file as at open: a
+ * regular file of the same size and mtime? */
+bool stf_shard_unchanged(const struct stf_shard *s, const struct stat *st);
+
+/*
+ * fstat @fd as the server sees it now: statx with AT_STATX_FORCE_SYNC, so
+ * that a network filesystem asks its server rather than answer from its
+ * attribute cache (NFS, FUSE; a FUSE daemon may still keep a cache of its
+ * own: sshfs's dcache_timeout), falling back to fstat. Fills st_mode,
+ * st_size, st_mtim and st_ino of *@st (others zero). 0 or -errno.
+ */
+int stf_shard_stat_now(int fd, struct stat *st);
+
+/*
+ * Open @s again by its path, and if it is still the same file, put the new
+ * file under the old mapping and the old descriptor number: for a source
+ * whose open file died while the file itself is fine (a network client
+ * that reconnected: sshfs, NFS after ESTALE, ...). "The same file": a
+ * regular file with the size and mtime seen at open, whose header bytes
+ * (size field and JSON) have the checksum they had at open. The data
+ * bytes are not read: a change that keeps size, mtime and header is not
+ * seen.
+ *
+ * Nothing a reader holds changes: s->map keeps its address (the new
+ * mapping is built aside, then moved over the old one with mremap, which
+ * replaces it in one step) and s->fd its number (dup3 over it). So readers
+ * in flight need no lock and no reference: a copy from the mapping or a
+ * pread that runs across the swap reads the old file or the new one, and
+ * both hold the same bytes. The caller serializes reopens of one shard.
+ *
+ * Returns 0; -ESTALE when the file at the path is not the same file (or not
+ * a regular file); -EINVAL for a shard that was never mapped and parsed;
+ * else -errno of open, fstat, pread (-EIO for a short read) or the mapping
+ * (the shard is then left as it was).
+ */
+int stf_shard_reopen(struct stf_shard *s);
 
 /* Unmap, close and free; accepts a shard that was only initialised. */
 void stf_shard_close(struct stf_shard *s);

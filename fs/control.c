@@ -91,12 +91,22 @@ static int push_range(struct stfs *fs, uint64_t ino, uint32_t shard, uint64_t be
                       const uint8_t *data, uint64_t off, uint64_t end, char *msg, size_t cap)
 {
         struct fuse_bufvec bv = FUSE_BUFVEC_INIT(end - off);
+        const char *name = fs->model->shards[shard].name;
+        uint64_t since = stf_watch_epoch(fs->watch);
         int ret;
 
         if (!stf_watch_covers(fs->watch, shard, begin + end)) {
                 stf_watch_report(fs->watch, shard);
-                snprintf(msg, cap, "host: %s was truncated while mounted",
-                         fs->model->shards[shard].name);
+                snprintf(msg, cap, "host: %s was %s while mounted", name,
+                         stf_watch_state(fs->watch, shard));
+                return -EIO;
+        }
+        /* a remote source's bytes are read here, where a failure can be mended */
+        ret = stf_watch_fetch_shard(fs->watch, shard, data + off, end - off);
+        if (ret && !stf_watch_mend_shard(fs->watch, shard, since, -ret))
+                ret = stf_watch_fetch_shard(fs->watch, shard, data + off, end - off);
+        if (ret) {
+                snprintf(msg, cap, "host: reading %s failed: %s", name, strerror(-ret));
                 return -EIO;
         }
         bv.buf[0].mem = (void *)(data + off);
@@ -111,7 +121,8 @@ static int push_range(struct stfs *fs, uint64_t ino, uint32_t shard, uint64_t be
                         close(pin);
         }
         if (ret) {
-                snprintf(msg, cap, "host: pushing into the page cache failed: %s", strerror(-ret));
+                snprintf(msg, cap, "host: pushing bytes of %s into the page cache failed: %s", name,
+                         strerror(-ret));
                 return ret;
         }
         stf_residency_count(fs->res, STF_COUNT_PUSHED_BYTES, end - off);

@@ -75,11 +75,24 @@ void stfs_docs_free(struct stfs_docs *docs)
         free(docs);
 }
 
+char *stfs_status_text(struct stfs *fs, size_t *len)
+{
+        struct stf_strbuf sb = {0};
+        char *shards, *out;
+
+        stf_watch_status_json(fs->watch, &sb);
+        if (stf_strbuf_finish(&sb, &shards, NULL))
+                return NULL;
+        out = stf_residency_status_json(fs->res, shards, len);
+        free(shards);
+        return out;
+}
+
 /* The text of @e at open: a snapshot, a document, or none yet (control). */
 static int gen(struct stfs *fs, const struct stf_ns_entry *e, struct stfs_doc *d)
 {
         if (e->kind == STF_NS_STATUS) {
-                d->text = stf_residency_status_json(fs->res, &d->len);
+                d->text = stfs_status_text(fs, &d->len);
                 return d->text ? 0 : -ENOMEM;
         }
         if (e->kind == STF_NS_DOC) {
@@ -139,7 +152,7 @@ int stfs_doc_size(struct stfs *fs, enum stf_ns_kind kind, struct stfs_doc *d, ui
         *size = 0;
         if (kind != STF_NS_STATUS)
                 return 0;
-        text = stf_residency_status_json(fs->res, &len);
+        text = stfs_status_text(fs, &len);
         if (!text)
                 return -ENOMEM;
         free(text);

@@ -56,6 +56,13 @@ int stfs_doc_size(struct stfs *fs, enum stf_ns_kind kind, struct stfs_doc *d, ui
  */
 int stfs_doc_read(struct stfs_doc *d, size_t size, off_t off, char **buf, size_t *n);
 
+/*
+ * The text of /.stfs/status now: the jobs and counters (core/residency),
+ * then the shards that are not as mounted (core/watch). New text (caller
+ * frees) of *@len bytes; NULL on ENOMEM.
+ */
+char *stfs_status_text(struct stfs *fs, size_t *len);
+
 /* Replace the text of @d with @text (NUL-terminated; taken over). */
 void stfs_doc_set(struct stfs_doc *d, char *text);
 

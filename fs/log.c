@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <fuse_log.h>
 
@@ -46,17 +47,41 @@ void stfs_log_init(void)
         fuse_set_log_func(fuse_log_to_us);
 }
 
-void stfs_log_truncated(void *ctx, const struct stf_shard *s, bool written)
+void stfs_log_shard(const struct stf_shard *s, enum stf_watch_event ev, int err)
 {
-        if (written)
+        const char *why = err ? strerror(err) : "";
+
+        switch (ev) {
+        case STF_WATCH_SHORT:
+                stfs_log(LOG_ERR,
+                         "%s: the file was truncated while mounted (%" PRIu64
+                         " bytes at mount); reads of the lost range get EIO",
+                         s->path, s->size);
+                break;
+        case STF_WATCH_WRITTEN:
                 stfs_log(LOG_ERR,
                          "%s: the file was written to while mounted; every read of its "
                          "tensors gets EIO from now on (remount to serve the new bytes)",
                          s->path);
-        else
+                break;
+        case STF_WATCH_CHANGED:
                 stfs_log(LOG_ERR,
-                         "%s: reading its bytes failed: the file was truncated or changed "
-                         "while mounted (%" PRIu64 " bytes at mount); reads of the lost range "
-                         "get EIO",
-                         s->path, s->size);
+                         "%s: the file changed on the source while mounted (size, mtime or "
+                         "header differ%s%s); every read of its tensors gets EIO from now on "
+                         "(remount to serve the new bytes)",
+                         s->path, err ? "; seen after a read failed: " : "", why);
+                break;
+        case STF_WATCH_REOPENED:
+                stfs_log(LOG_WARNING,
+                         "%s: a read failed (%s); reopened the file (the same: size, mtime and "
+                         "header unchanged) and retried",
+                         s->path, why);
+                break;
+        case STF_WATCH_UNREACHABLE:
+                stfs_log(LOG_ERR,
+                         "%s: a read failed and reopening the file failed too (%s); its reads "
+                         "get EIO until it can be reopened",
+                         s->path, why);
+                break;
+        }
 }

@@ -11,6 +11,7 @@
 #include <syslog.h>
 
 #include "model.h"
+#include "watch.h"
 
 /* Route libfuse's messages through this log. */
 void stfs_log_init(void);
@@ -20,7 +21,8 @@ void stfs_log_to_syslog(void);
 /* Log a line at @prio (LOG_ERR, LOG_WARNING, ...). Thread-safe. */
 void stfs_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Log that a shard lost bytes: short, or @written to (stf_watch_report_fn). */
-void stfs_log_truncated(void *ctx, const struct stf_shard *s, bool written);
+/* Log one line for event @ev of shard @s, with error @err (positive errno
+ * or 0), as the watcher reports it (see stf_watch_report_fn). */
+void stfs_log_shard(const struct stf_shard *s, enum stf_watch_event ev, int err);
 
 #endif

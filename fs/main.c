@@ -36,6 +36,7 @@ struct options {
         unsigned readahead_kb;
         char *view_cache;
         char *passthrough;
+        char *check_interval;
         int show_help;
         int show_version;
 };
@@ -55,6 +56,7 @@ static const struct fuse_opt opt_spec[] = {
     {"readahead_kb=%u", offsetof(struct options, readahead_kb), 0},
     {"view_cache=%s", offsetof(struct options, view_cache), 0},
     {"passthrough=%s", offsetof(struct options, passthrough), 0},
+    {"check_interval=%s", offsetof(struct options, check_interval), 0},
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
     FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -107,6 +109,8 @@ static void usage(const char *prog)
                "                           default 64M; see README, Reliability)\n"
                "    -o passthrough=MODE    auto (default): as root, the kernel serves whole\n"
                "                           files (.stfs/shards) from the source; off: never\n"
+               "    -o check_interval=S    seconds between checks of shards on network storage\n"
+               "                           for changes (default 5; 0: none; see README)\n"
                "    -o rw                  mount read-write (files stay read-only; the default\n"
                "                           is ro)\n"
                "    -h, --help             this help\n"
@@ -192,6 +196,7 @@ struct start {
         struct fuse_cmdline_opts cmd;
         char *source;     /* absolute */
         char *mountpoint; /* real path */
+        struct stf_watch_opts watch;
 };
 
 static void start_free(struct start *st)
@@ -203,6 +208,7 @@ static void start_free(struct start *st)
         free(st->o.variant);
         free(st->o.view_cache);
         free(st->o.passthrough);
+        free(st->o.check_interval);
         fuse_opt_free_args(&st->args);
 }
 
@@ -227,6 +233,29 @@ static bool parse_size(const char *s, size_t *out)
         if (v > (SIZE_MAX >> shift))
                 return false;
         *out = (size_t)v << shift;
+        return true;
+}
+
+/*
+ * -o check_interval=S (seconds, decimals allowed, at most a day) in ms;
+ * default 5 s. False when it is not such a number.
+ */
+static bool parse_interval(const char *s, unsigned *ms)
+{
+        char *end;
+        double v;
+
+        if (!s) {
+                *ms = 5000;
+                return true;
+        }
+        errno = 0;
+        v = strtod(s, &end);
+        if (end == s || *end || errno || !(v >= 0 && v <= 86400))
+                return false;
+        *ms = (unsigned)(v * 1000 + 0.5);
+        if (v > 0 && *ms == 0)
+                *ms = 1;
         return true;
 }
 
@@ -290,6 +319,12 @@ static int parse(struct start *st, int argc, char **argv)
         if (!stat(st->mountpoint, &mst) && !S_ISDIR(mst.st_mode)) {
                 fprintf(stderr, "stfs: %s: not a directory (a mount point must be one)\n",
                         st->cmd.mountpoint);
+                return -1;
+        }
+        if (!parse_interval(st->o.check_interval, &st->watch.check_ms)) {
+                fprintf(stderr,
+                        "stfs: -o check_interval=%s: not a number of seconds (0 to 86400)\n",
+                        st->o.check_interval);
                 return -1;
         }
         return add_fsname(st);
@@ -417,7 +452,7 @@ int main(int argc, char **argv)
         if (!se)
                 goto out_unload;
         fs.se = se;
-        if (stf_watch_new(fs.model, stfs_shard_lost, &fs, &fs.watch))
+        if (stf_watch_new(fs.model, &st.watch, stfs_shard_event, &fs, &fs.watch))
                 goto out_session;
         if (fuse_set_signal_handlers(se))
                 goto out_session;

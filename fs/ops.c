@@ -269,13 +269,29 @@ static void drop_cached(struct stfs *fs, uint32_t shard)
         fuse_lowlevel_notify_inval_inode(fs->se, stf_ns_shard_ino(fs->ns, shard), 0, 0);
 }
 
-void stfs_shard_lost(void *ctx, const struct stf_shard *s, bool written)
+void stfs_shard_event(void *ctx, const struct stf_shard *s, enum stf_watch_event ev, int err)
 {
         struct stfs *fs = ctx;
 
-        stfs_log_truncated(ctx, s, written);
-        if (written && fs && fs->se)
+        stfs_log_shard(s, ev, err);
+        if ((ev == STF_WATCH_WRITTEN || ev == STF_WATCH_CHANGED) && fs && fs->se)
                 drop_cached(fs, (uint32_t)(s - fs->model->shards));
+}
+
+/*
+ * Bring in what a reply will copy from a remote source (stf_watch_fetch),
+ * mending and retrying once on failure: a source that fails during the
+ * kernel's copy of the reply gives the reader EIO with no retry possible.
+ * 0 or -EIO.
+ */
+static int fetch(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len,
+                 uint64_t since)
+{
+        int ret = stf_watch_fetch(fs->watch, v, off, len);
+
+        if (ret && !stf_watch_mend(fs->watch, v, off, len, since, -ret))
+                ret = stf_watch_fetch(fs->watch, v, off, len);
+        return ret ? -EIO : 0;
 }
 
 /* Reply to a read of [@off, @off + @size) of view @v. */
@@ -283,6 +299,7 @@ static void read_view(fuse_req_t req, struct stfs *fs, const struct stf_view *v,
                       off_t off)
 {
         struct iovec iov[READ_IOVS];
+        uint64_t since = stf_watch_epoch(fs->watch);
         size_t n, got, want;
         char *buf;
         int ret;
@@ -302,9 +319,15 @@ static void read_view(fuse_req_t req, struct stfs *fs, const struct stf_view *v,
         n = stf_view_iov(v, (uint64_t)off, want, iov, READ_IOVS, &got);
         if (got == want) {
                 prefault(iov, n);
+                ret = fetch(fs, v, (uint64_t)off, want, since);
+                if (ret) {
+                        fuse_reply_err(req, -ret);
+                        return;
+                }
                 ret = fuse_reply_iov(req, iov, (int)n);
+                /* the reader got EIO from the kernel: mend for the next one */
                 if (ret == -EFAULT)
-                        stf_watch_fault(fs->watch, v, (uint64_t)off, want);
+                        stf_watch_mend(fs->watch, v, (uint64_t)off, want, since, EFAULT);
                 return;
         }
         /*
@@ -318,8 +341,9 @@ static void read_view(fuse_req_t req, struct stfs *fs, const struct stf_view *v,
                 return;
         }
         ret = stf_view_pread(v, fs->model, (uint64_t)off, want, buf);
+        if (ret && !stf_watch_mend(fs->watch, v, (uint64_t)off, want, since, -ret))
+                ret = stf_view_pread(v, fs->model, (uint64_t)off, want, buf); /* once */
         if (ret) {
-                stf_watch_fault(fs->watch, v, (uint64_t)off, want);
                 fuse_reply_err(req, -ret);
         } else {
                 fuse_reply_buf(req, buf, want);

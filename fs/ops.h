@@ -12,14 +12,16 @@
 #include <fuse_lowlevel.h>
 
 #include "model.h"
+#include "watch.h"
 
 extern const struct fuse_lowlevel_ops stfs_ops;
 
 /*
  * The watcher's report (stf_watch_report_fn; @ctx the struct stfs): log it,
- * and for a shard @written to, drop what the mount's page cache holds of
- * every file over it, so that every later read of it gets EIO.
+ * and for a shard written to or changed (a whole-shard loss), drop what the
+ * mount's page cache holds of every file over it, so that every later read
+ * of it gets EIO.
  */
-void stfs_shard_lost(void *ctx, const struct stf_shard *s, bool written);
+void stfs_shard_event(void *ctx, const struct stf_shard *s, enum stf_watch_event ev, int err);
 
 #endif

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "control.h"
+#include "docs.h"
 #include "residency.h"
 #include "stfs_ioctl.h"
 #include "strbuf.h"
@@ -185,7 +186,7 @@ static int cmd_status(struct stfs *fs, char **save, struct stf_strbuf *sb, char 
 
         if (!tok) {
                 size_t len;
-                char *js = stf_residency_status_json(fs->res, &len);
+                char *js = stfs_status_text(fs, &len);
 
                 if (!js)
                         return -ENOMEM;

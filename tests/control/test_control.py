@@ -541,7 +541,7 @@ with open(os.path.join(mnt, ".stfs", "status")) as f:
         out = dict(line.split(": ", 1) for line in r.stdout.decode().splitlines())
         self.assertEqual(out["control"], "EACCES")
         self.assertEqual(out["tensor"], self.ref[name].hex())
-        self.assertEqual(out["status"], "['counters', 'jobs']")
+        self.assertEqual(out["status"], "['check_interval_ms', 'counters', 'jobs', 'shards']")
         # the owner still can
         c = m.control()
         self.assertEqual(c.wait(c.prefetch("model.norm"))["state"], "done")
@@ -664,8 +664,10 @@ with open(os.path.join(mnt, ".stfs", "status")) as f:
         st = os.stat(m.p(".stfs", "status"))
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o444)
         doc = m.status()
-        self.assertEqual(sorted(doc), ["counters", "jobs"])
+        self.assertEqual(sorted(doc), ["check_interval_ms", "counters", "jobs", "shards"])
         self.assertEqual(doc["jobs"], [])
+        self.assertEqual(doc["shards"], [])     # all as mounted
+        self.assertEqual(doc["check_interval_ms"], 5000)
         self.assertEqual(sorted(doc["counters"]),
                          ["pushed_bytes", "pushed_chunks", "read_bytes", "read_requests"])
         for v in doc["counters"].values():

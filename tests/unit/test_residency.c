@@ -393,7 +393,7 @@ START_TEST(status_document)
         stf_residency_count(r, STF_COUNT_READ_BYTES, 4096);
         stf_residency_count(r, STF_COUNT_PUSHED_CHUNKS, 2);
         stf_residency_count(r, STF_COUNT_PUSHED_BYTES, 7);
-        text = stf_residency_status_json(r, &len);
+        text = stf_residency_status_json(r, NULL, &len);
         ck_assert_ptr_nonnull(text);
         ck_assert_uint_eq(strlen(text), len);
         doc = json_loads(text, JSON_REJECT_DUPLICATES, &err);
@@ -468,7 +468,7 @@ static int try_prefetch(struct stf_residency *r, const char *sel, unsigned threa
 static size_t listed(struct stf_residency *r)
 {
         size_t len, n;
-        char *text = stf_residency_status_json(r, &len);
+        char *text = stf_residency_status_json(r, NULL, &len);
         json_t *doc = json_loads(text, 0, NULL);
 
         ck_assert_ptr_nonnull(doc);

@@ -5,9 +5,11 @@
  * naming only the shards that are short, and each shard reported once.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <check.h>
@@ -23,16 +25,22 @@ struct fixture {
         struct stf_model *m;
         struct stf_watch *w;
         unsigned said[2], written;
+        unsigned events[STF_WATCH_UNREACHABLE + 1]; /* per event, both shards */
+        int last_err;
         struct ut_tensor ta[NT];
         char names[NT][16];
 };
 
-static void count(void *ctx, const struct stf_shard *s, bool written)
+static void count(void *ctx, const struct stf_shard *s, enum stf_watch_event ev, int err)
 {
         struct fixture *f = ctx;
 
-        f->written += written;
-        f->said[strcmp(s->name, "a.safetensors") ? 1 : 0]++;
+        __atomic_add_fetch(&f->events[ev], 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&f->last_err, err, __ATOMIC_RELAXED);
+        if (ev == STF_WATCH_REOPENED || ev == STF_WATCH_UNREACHABLE)
+                return;
+        __atomic_add_fetch(&f->written, ev == STF_WATCH_WRITTEN, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&f->said[strcmp(s->name, "a.safetensors") ? 1 : 0], 1, __ATOMIC_RELAXED);
 }
 
 /* Shard a: NT tensors of 16 bytes; shard b: one of 32. */
@@ -63,7 +71,7 @@ static void setup(struct fixture *f)
         ck_assert_int_eq(fclose(idx), 0);
         free(p);
         ck_assert_int_eq(stf_model_open(f->dir, &f->m, &diag), 0);
-        ck_assert_int_eq(stf_watch_new(f->m, count, f, &f->w), 0);
+        ck_assert_int_eq(stf_watch_new(f->m, NULL, count, f, &f->w), 0);
 }
 
 static void teardown(struct fixture *f)
@@ -264,7 +272,7 @@ START_TEST(test_fault_asks_file)
         setup(&f);
         b = shard_of(f.m, "b.safetensors");
         stf_watch_free(f.w);
-        ck_assert_int_eq(stf_watch_new(f.m, NULL, NULL, &f.w), 0); /* no report function */
+        ck_assert_int_eq(stf_watch_new(f.m, NULL, NULL, NULL, &f.w), 0); /* no report function */
         stf_view_init_tensor(&tv, f.m, (size_t)(f.m->ntensors - 1));
         ck_assert_int_eq(tv.one.shard, (int32_t)b);
         ck_assert_int_eq(truncate(f.b, (off_t)(f.m->shards[b].size - 1)), 0);
@@ -284,6 +292,191 @@ START_TEST(test_fault_asks_file)
 }
 END_TEST
 
+/* Copy @path to a new file renamed over it, same bytes and mtime. */
+static void same_copy(const char *path)
+{
+        char *tmp = ut_printf("%s.new", path), buf[4096];
+        struct stat st;
+        FILE *in = fopen(path, "rb"), *out = fopen(tmp, "wb");
+        size_t n;
+
+        ck_assert_ptr_nonnull(in);
+        ck_assert_ptr_nonnull(out);
+        while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+                ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
+        fclose(in);
+        ck_assert_int_eq(fclose(out), 0);
+        ck_assert_int_eq(stat(path, &st), 0);
+        ck_assert_int_eq(utimensat(AT_FDCWD, tmp, (struct timespec[2]){st.st_atim, st.st_mtim}, 0),
+                         0);
+        ck_assert_int_eq(rename(tmp, path), 0);
+        free(tmp);
+}
+
+/* A new mtime on @path, bytes untouched (no IN_MODIFY: only a check sees it). */
+static void touch_mtime(const char *path, time_t mtime)
+{
+        struct timespec t[2] = {{mtime, 0}, {mtime, 0}};
+
+        ck_assert_int_eq(utimensat(AT_FDCWD, path, t, 0), 0);
+}
+
+static bool wait_events(struct fixture *f, enum stf_watch_event ev, unsigned n)
+{
+        struct timespec tick = {0, 2000000};
+
+        for (int i = 0; i < 2500; i++) {
+                if (__atomic_load_n(&f->events[ev], __ATOMIC_RELAXED) >= n)
+                        return true;
+                nanosleep(&tick, NULL);
+        }
+        return false;
+}
+
+static char *status_of(struct stf_watch *w)
+{
+        struct stf_strbuf sb = {0};
+        char *out;
+
+        stf_watch_status_json(w, &sb);
+        ck_assert_int_eq(stf_strbuf_finish(&sb, &out, NULL), 0);
+        return out;
+}
+
+/*
+ * A read failed while the file is fine (a copy put in its place, as a
+ * network client that reconnected sees it): one reopen, however many
+ * readers failed since the same epoch; a failure right after it is refused
+ * (at most one reopen per 100 ms); the status counts it.
+ */
+START_TEST(test_mend_reopens_once)
+{
+        struct timespec gap = {0, 150000000};
+        struct fixture f;
+        uint64_t since;
+        uint32_t a;
+        char *st;
+
+        setup(&f);
+        a = shard_of(f.m, "a.safetensors");
+        since = stf_watch_epoch(f.w);
+        same_copy(f.a);
+        ck_assert_int_eq(stf_watch_mend_shard(f.w, a, since, EIO), 0);
+        ck_assert_int_eq(stf_watch_mend_shard(f.w, a, since, EIO), 0); /* reopened since */
+        ck_assert_uint_eq(f.events[STF_WATCH_REOPENED], 1);
+        ck_assert_int_eq(f.last_err, EIO);
+        ck_assert_uint_gt(stf_watch_epoch(f.w), since);
+        ck_assert_int_eq(stf_watch_mend_shard(f.w, a, stf_watch_epoch(f.w), EFAULT), -EIO);
+        ck_assert_uint_eq(f.events[STF_WATCH_REOPENED], 1);
+        nanosleep(&gap, NULL);
+        ck_assert_int_eq(stf_watch_mend_shard(f.w, a, stf_watch_epoch(f.w), EFAULT), 0);
+        ck_assert_uint_eq(f.events[STF_WATCH_REOPENED], 2);
+        ck_assert_str_eq(stf_watch_state(f.w, a), "ok");
+        ck_assert(stf_watch_covers(f.w, a, f.m->shards[a].size));
+        st = status_of(f.w);
+        ut_assert_has(st, "{\"shard\": \"a.safetensors\", \"fs\": \"");
+        ut_assert_has(st, "\"state\": \"ok\", \"reopened\": 2, \"error\": \"Bad address\"}");
+        ck_assert_ptr_null(strstr(st, "b.safetensors")); /* untouched: not listed */
+        free(st);
+        ck_assert_uint_eq(f.said[0] + f.said[1], 0);
+        ck_assert_int_eq(stf_watch_fetch_shard(f.w, a, f.m->shards[a].map, 64), 0); /* local */
+        ck_assert_int_eq(stf_watch_mend_shard(NULL, 0, 0, EIO), -EIO);
+        teardown(&f);
+}
+END_TEST
+
+/*
+ * The reopen finds another file (mtime): the shard is lost as a whole,
+ * reported once as changed (by the thread), every range of it refused,
+ * shard b untouched; over a view, mend reopens b and refuses the range.
+ */
+START_TEST(test_mend_finds_change)
+{
+        struct fixture f;
+        struct stf_tree *t;
+        struct stf_view *v;
+        const struct stf_extent *bext;
+        uint32_t a;
+        char *st;
+
+        setup(&f);
+        a = shard_of(f.m, "a.safetensors");
+        touch_mtime(f.a, 5000);
+        ck_assert_int_eq(stf_watch_mend_shard(f.w, a, stf_watch_epoch(f.w), EIO), -EIO);
+        ck_assert(!stf_watch_covers(f.w, a, 1));
+        ck_assert_msg(wait_events(&f, STF_WATCH_CHANGED, 1), "no change reported");
+        ck_assert_int_eq(f.last_err, EIO);
+        ck_assert_str_eq(stf_watch_state(f.w, a), "changed");
+        v = whole(&f, &t);
+        bext = ext_of(v, f.m, NT);
+        ck_assert(stf_watch_intact(f.w, v, bext->off, (size_t)bext->len));
+        ck_assert(!stf_watch_intact(f.w, v, 0, (size_t)v->size));
+        ck_assert_int_eq(stf_watch_mend(f.w, v, 0, (size_t)v->size, 0, EIO), -EIO);
+        ck_assert_int_eq(stf_watch_mend(f.w, v, bext->off, (size_t)bext->len, 0, EIO), 0);
+        ck_assert_uint_eq(f.events[STF_WATCH_REOPENED], 1); /* b */
+        ck_assert_uint_eq(f.events[STF_WATCH_CHANGED], 1);
+        ck_assert_uint_eq(f.said[0], 1);
+        st = status_of(f.w);
+        ut_assert_has(st, "\"state\": \"changed\"");
+        free(st);
+        stf_view_free(v);
+        stf_tree_free(t);
+        teardown(&f);
+}
+END_TEST
+
+/* The file is gone: reported unreachable once, reads refused, status says so. */
+START_TEST(test_mend_unreachable)
+{
+        struct timespec gap = {0, 150000000};
+        struct fixture f;
+        uint32_t a;
+        char *st;
+
+        setup(&f);
+        a = shard_of(f.m, "a.safetensors");
+        ck_assert_int_eq(unlink(f.a), 0);
+        ck_assert_int_eq(stf_watch_mend_shard(f.w, a, stf_watch_epoch(f.w), EIO), -EIO);
+        nanosleep(&gap, NULL);
+        ck_assert_int_eq(stf_watch_mend_shard(f.w, a, stf_watch_epoch(f.w), EIO), -EIO);
+        ck_assert_uint_eq(f.events[STF_WATCH_UNREACHABLE], 1);
+        ck_assert_int_eq(f.last_err, ENOENT);
+        ck_assert_str_eq(stf_watch_state(f.w, a), "unreachable");
+        st = status_of(f.w);
+        ut_assert_has(st, "\"state\": \"unreachable\", \"reopened\": 0, \"error\": \"No such file");
+        free(st);
+        teardown(&f);
+}
+END_TEST
+
+/* The periodic check (every shard, 20 ms) sees a new mtime without inotify's help. */
+START_TEST(test_check_sees_change)
+{
+        struct stf_watch_opts o = {.check_ms = 20, .check_all = true};
+        struct fixture f;
+        uint32_t a, b;
+        char *st;
+
+        setup(&f);
+        a = shard_of(f.m, "a.safetensors");
+        b = shard_of(f.m, "b.safetensors");
+        stf_watch_free(f.w);
+        ck_assert_int_eq(stf_watch_new(f.m, &o, count, &f, &f.w), 0);
+        touch_mtime(f.b, 7000);
+        ck_assert_msg(wait_events(&f, STF_WATCH_CHANGED, 1), "the check never saw the change");
+        ck_assert(!stf_watch_covers(f.w, b, 1));
+        ck_assert(stf_watch_covers(f.w, a, f.m->shards[a].size));
+        ck_assert_uint_eq(f.said[1], 1);
+        ck_assert_uint_eq(f.said[0], 0);
+        stf_watch_check(f.w); /* again: nothing new */
+        ck_assert_uint_eq(f.said[1], 1);
+        st = status_of(f.w);
+        ut_assert_has(st, "\"check_interval_ms\": 20");
+        free(st);
+        teardown(&f);
+}
+END_TEST
+
 static Suite *watch_suite(void)
 {
         Suite *s = suite_create("watch");
@@ -295,6 +488,10 @@ static Suite *watch_suite(void)
         tcase_add_test(tc, test_report_once);
         tcase_add_test(tc, test_written_in_place);
         tcase_add_test(tc, test_fault_asks_file);
+        tcase_add_test(tc, test_mend_reopens_once);
+        tcase_add_test(tc, test_mend_finds_change);
+        tcase_add_test(tc, test_mend_unreachable);
+        tcase_add_test(tc, test_check_sees_change);
         suite_add_tcase(s, tc);
         return s;
 }
