@@ -452,8 +452,6 @@ int main(int argc, char **argv)
         if (!se)
                 goto out_unload;
         fs.se = se;
-        if (stf_watch_new(fs.model, &st.watch, stfs_shard_event, &fs, &fs.watch))
-                goto out_session;
         if (fuse_set_signal_handlers(se))
                 goto out_session;
         if (fuse_session_mount(se, st.mountpoint))
@@ -463,6 +461,9 @@ int main(int argc, char **argv)
         if (!st.cmd.foreground)
                 stfs_log_to_syslog();
         if (fuse_daemonize(st.cmd.foreground))
+                goto out_unmount;
+        /* its thread after the fork of fuse_daemonize: a fork keeps no thread */
+        if (stf_watch_new(fs.model, &st.watch, stfs_shard_event, &fs, &fs.watch))
                 goto out_unmount;
         ret = serve(se, &st.cmd);
         /* stop prefetch jobs while the session can still take their pushes */
