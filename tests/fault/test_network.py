@@ -277,9 +277,15 @@ class ChangeTest(NetworkCase):
         self.assertEqual(st.get(os.path.basename(shard), {}).get("state"), "changed", st)
         self.assertEqual([s for s in st.values() if s["state"] != "ok"],
                          [st[os.path.basename(shard)]])
-        # one line for the shard; others only reopened after a reconnect
-        lines = self.stderr_lines(m)
-        said = [ln for ln in lines if os.path.basename(shard) in ln]
+        # one line for the shard (from the watcher's thread: wait for it);
+        # others only reopened after a reconnect
+        deadline = time.monotonic() + 5
+        while True:
+            lines = self.stderr_lines(m)
+            said = [ln for ln in lines if os.path.basename(shard) in ln]
+            if said or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         self.assertEqual(len(said), 1, m.stderr())
         self.assertIn("changed on the source", said[0])
         self.assertIn(why, said[0])
