@@ -17,6 +17,7 @@
 
 #include "describe.h"
 #include "dtype.h"
+#include "format.h"
 #include "ns.h"
 #include "text.h"
 
@@ -846,18 +847,6 @@ size_t stf_ns_xattr_cap(const struct stf_ns *ns, const struct stf_ns_entry *e)
         return 4096;
 }
 
-/* "[d0,d1,...]" of @t into @buf: its length, or -E2BIG. */
-static int shape_json(const struct stf_tensor *t, char *buf, size_t cap)
-{
-        int n = snprintf(buf, cap, "[");
-
-        for (uint32_t d = 0; d < t->rank && (size_t)n < cap; d++)
-                n += snprintf(buf + n, cap - (size_t)n, d ? ",%" PRIu64 : "%" PRIu64, t->shape[d]);
-        if ((size_t)n + 2 > cap)
-                return -E2BIG;
-        return n + snprintf(buf + n, cap - (size_t)n, "]");
-}
-
 static int tensor_xattr(const struct stf_ns *ns, const struct stf_tensor *t, const char *name,
                         char *buf, size_t cap, const char **val)
 {
@@ -877,7 +866,7 @@ static int tensor_xattr(const struct stf_ns *ns, const struct stf_tensor *t, con
         if (!strcmp(name, "dtype"))
                 n = snprintf(buf, cap, "%s", stf_dtype_info(t->dtype)->name);
         else if (!strcmp(name, "shape"))
-                n = shape_json(t, buf, cap);
+                n = (int)stf_shape_format(buf, cap, t->shape, t->rank, true);
         else if (!strcmp(name, "offset"))
                 n = snprintf(buf, cap, "%" PRIu64, t->begin);
         else

@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "text.h"
@@ -174,4 +176,19 @@ bool stf_ends_with(const char *s, size_t len, const char *suffix)
         size_t n = strlen(suffix);
 
         return len >= n && !memcmp(s + len - n, suffix, n);
+}
+
+bool stf_parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+        unsigned long long v;
+        char *end;
+
+        if (*s < '0' || *s > '9')
+                return false;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno || *end || v > max)
+                return false;
+        *out = v;
+        return true;
 }

@@ -24,6 +24,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "strbuf.h"
@@ -75,5 +76,13 @@ void stf_text_json_escape(struct stf_strbuf *sb, const char *s, size_t n);
  * -ENOMEM.
  */
 int stf_text_json_inert(const char *json, size_t len, char **out, size_t *outlen);
+
+/*
+ * Text read from a user (options of stfsctl, words of control commands):
+ * @s (NUL terminated) is a whole decimal number no greater than @max: a
+ * digit first (no sign, no space), nothing after it, no overflow. Then
+ * *@out gets it and the answer is true; otherwise *@out is left alone.
+ */
+bool stf_parse_u64(const char *s, uint64_t max, uint64_t *out);
 
 #endif

@@ -22,28 +22,13 @@
 #include "stfs_ioctl.h"
 #include "strbuf.h"
 #include "target.h"
+#include "text.h"
 
 /* The words after a command, parsed. */
 struct request {
         struct stf_prefetch_args a;
         char selection[STFS_SELECTION_MAX]; /* patterns, one per line */
 };
-
-/* A whole decimal number <= @max (no sign, no trailing bytes). */
-static bool parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-        char *end;
-        unsigned long long v;
-
-        if (*s < '0' || *s > '9')
-                return false;
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno || *end || v > max)
-                return false;
-        *out = v;
-        return true;
-}
 
 /* "ring", "direct" or "auto" (enum stf_staging). */
 static bool parse_staging(const char *s, uint32_t *staging)
@@ -74,13 +59,14 @@ static int parse_option(const char *tok, struct stf_prefetch_args *a, char *msg,
         if (!strncmp(tok, "cuda:", 5)) /* a mistyped target must not become a host job */
                 return bad_option(tok, msg, cap);
         if (!strncmp(tok, "threads=", 8)) {
-                if (!parse_u64(tok + 8, UINT32_MAX, &v))
+                if (!stf_parse_u64(tok + 8, UINT32_MAX, &v))
                         return bad_option(tok, msg, cap);
                 a->threads = (uint32_t)v;
                 return 0;
         }
         if (!strncmp(tok, "chunk=", 6))
-                return parse_u64(tok + 6, UINT64_MAX, &a->chunk) ? 0 : bad_option(tok, msg, cap);
+                return stf_parse_u64(tok + 6, UINT64_MAX, &a->chunk) ? 0
+                                                                     : bad_option(tok, msg, cap);
         if (!strncmp(tok, "staging=", 8))
                 return parse_staging(tok + 8, &a->staging) ? 0 : bad_option(tok, msg, cap);
         /* slice= */

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import unittest
 
 
 def mounted(path):
@@ -50,3 +51,21 @@ def fuse_skip_reason():
         # libfuse opens /dev/fuse itself before it would try fusermount3
         return "/dev/fuse is not accessible to uid %d" % os.geteuid()
     return None
+
+
+def run_tests(rest, missing=None, files=()):
+    """Run the unittest cases of the calling script (module __main__) with
+    the command-line arguments @rest; the exit status: 77 (SKIP) where real
+    mounts cannot run or @missing (what is not installed) says why, 1 when
+    one of @files ((what, path) pairs) does not exist, else 0 when every
+    test passed and 1 when one did not."""
+    why = fuse_skip_reason() or missing
+    if why:
+        print("SKIP: " + why)
+        return 77
+    for what, path in files:
+        if not os.path.isfile(path):
+            print("ERROR: %s not found at %s" % (what, path), file=sys.stderr)
+            return 1
+    prog = unittest.main(module="__main__", argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
+    return 0 if prog.result.wasSuccessful() else 1

@@ -2,6 +2,9 @@
 #ifndef STFSCTL_H
 #define STFSCTL_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 /*
  * The stfsctl commands: one function per command, returning the process
  * exit status.
@@ -30,5 +33,11 @@ int ctl_prefetch(int argc, char **argv);
 int ctl_status(int argc, char **argv);
 int ctl_cancel(int argc, char **argv);
 int ctl_evict(int argc, char **argv);
+
+/*
+ * A byte count for people, the one formatter of stfsctl (ctl_model.c):
+ * three significant digits and a binary unit ("512 B", "1.17 MiB").
+ */
+const char *ctl_human_bytes(uint64_t v, char *buf, size_t cap);
 
 #endif

@@ -104,18 +104,6 @@ static bool add_pattern(char *sel, size_t cap, size_t *used, const char *pat)
         return true;
 }
 
-static void human(double bytes, char *buf, size_t cap)
-{
-        const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-        int i = 0;
-
-        while (bytes >= 1024 && i < 4) {
-                bytes /= 1024;
-                i++;
-        }
-        snprintf(buf, cap, "%.1f %s", bytes, u[i]);
-}
-
 static void progress(const struct stfs_status_req *st, bool tty, bool final)
 {
         double secs = (double)st->elapsed_ns / 1e9;
@@ -125,8 +113,8 @@ static void progress(const struct stfs_status_req *st, bool tty, bool final)
         char done[32], total[32], bar[31];
         int fill = (int)(frac * 30);
 
-        human((double)st->bytes_done, done, sizeof(done));
-        human((double)st->bytes_total, total, sizeof(total));
+        ctl_human_bytes(st->bytes_done, done, sizeof(done));
+        ctl_human_bytes(st->bytes_total, total, sizeof(total));
         for (int i = 0; i < 30; i++)
                 bar[i] = i < fill ? '#' : '.';
         bar[30] = '\0';

@@ -92,7 +92,7 @@ static const char *human_params(uint64_t v, char *buf, size_t cap)
         return scaled(v, 1000, units, buf, cap);
 }
 
-static const char *human_bytes(uint64_t v, char *buf, size_t cap)
+const char *ctl_human_bytes(uint64_t v, char *buf, size_t cap)
 {
         static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", NULL};
 
@@ -116,22 +116,6 @@ static int write_all(struct stf_strbuf *sb)
         fwrite(text, 1, len, stdout);
         free(text);
         return 0;
-}
-
-/* Parse a non-negative decimal option value. */
-static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
-{
-        char *end;
-        unsigned long v;
-
-        if (*s < '0' || *s > '9')
-                return false;
-        errno = 0;
-        v = strtoul(s, &end, 10);
-        if (errno || *end || v > max)
-                return false;
-        *out = v;
-        return true;
 }
 
 /* The tensor's display name: "NAME", or "COMPONENT/NAME" with several. */
@@ -177,7 +161,7 @@ static int open_model(const char *source, struct stf_model **m)
 /* --------------------------------------------------------------- inspect */
 
 struct inspect_opts {
-        unsigned long depth, top;
+        uint64_t depth, top;
         bool json;
 };
 
@@ -277,7 +261,7 @@ static void size_cols(const struct stf_module *md, char *pc, char *bc, char *tc,
         char a[32], b[32], c[32];
 
         human_params(md->size.params, a, sizeof(a));
-        human_bytes(md->size.bytes, b, sizeof(b));
+        ctl_human_bytes(md->size.bytes, b, sizeof(b));
         grouped(md->size.tensors, c, sizeof(c));
         if (md->repeat > 1) {
                 snprintf(pc, cap, "%" PRIu64 " x %s", md->repeat, a);
@@ -474,7 +458,7 @@ static int inspect_text(const char *source, const struct stf_model *m, const str
         printf("params:      %s (%s)\n", grouped(s->total.params, a, sizeof(a)),
                human_params(s->total.params, b, sizeof(b)));
         printf("bytes:       %s (%s)\n", grouped(s->total.bytes, a, sizeof(a)),
-               human_bytes(s->total.bytes, b, sizeof(b)));
+               ctl_human_bytes(s->total.bytes, b, sizeof(b)));
 
         printf("\n%-12s %10s %22s %22s\n", "dtype", "tensors", "params", "bytes");
         for (unsigned d = 0; d < STF_DT_COUNT; d++) {
@@ -529,8 +513,8 @@ static int inspect_text(const char *source, const struct stf_model *m, const str
 
                         stf_shape_format(shp, sizeof(shp), t->shape, t->rank, false);
                         printf("%16s %16s  %-12s %-24s ", human_params(t->nelem, a, sizeof(a)),
-                               human_bytes(t->size, b, sizeof(b)), stf_dtype_info(t->dtype)->name,
-                               shp);
+                               ctl_human_bytes(t->size, b, sizeof(b)),
+                               stf_dtype_info(t->dtype)->name, shp);
                         put_tensor_name(stdout, m, t);
                         putchar('\n');
                 }
@@ -600,7 +584,7 @@ static int inspect_json(const char *source, const struct stf_model *m, const str
         }
         stf_strbuf_append(&sb, meta, mlen);
         free(meta);
-        stf_strbuf_printf(&sb, ",\n \"depth\": %lu,\n \"modules\":", o->depth);
+        stf_strbuf_printf(&sb, ",\n \"depth\": %" PRIu64 ",\n \"modules\":", o->depth);
         if (walk(&w)) {
                 stf_strbuf_reset(&sb);
                 return -ENOMEM;
@@ -662,14 +646,14 @@ int ctl_inspect(int argc, char **argv)
         while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
                 switch (c) {
                 case 'd':
-                        if (!parse_uint(optarg, MAX_DEPTH, &o.depth)) {
+                        if (!stf_parse_u64(optarg, MAX_DEPTH, &o.depth)) {
                                 err("inspect: --depth wants a number from 0 to %d, not '%s'",
                                     MAX_DEPTH, optarg);
                                 return CTL_EXIT_USAGE;
                         }
                         break;
                 case 't':
-                        if (!parse_uint(optarg, 1000000000, &o.top)) {
+                        if (!stf_parse_u64(optarg, 1000000000, &o.top)) {
                                 err("inspect: --top wants a number, not '%s'", optarg);
                                 return CTL_EXIT_USAGE;
                         }
@@ -770,10 +754,11 @@ static void on_progress(void *ctx, uint64_t done, uint64_t total)
                 fprintf(stderr, "\r%*s\r", pr->last_len, "");
                 return;
         }
-        len = snprintf(line, sizeof(line), "\rscan [%.*s%*s] %3d%%  %s / %s  %s/s", fill,
-                       "##############################", width - fill, "", (int)(frac * 100),
-                       human_bytes(done, a, sizeof(a)), human_bytes(total, b, sizeof(b)),
-                       human_bytes(secs > 0 ? (uint64_t)((double)done / secs) : 0, r, sizeof(r)));
+        len =
+            snprintf(line, sizeof(line), "\rscan [%.*s%*s] %3d%%  %s / %s  %s/s", fill,
+                     "##############################", width - fill, "", (int)(frac * 100),
+                     ctl_human_bytes(done, a, sizeof(a)), ctl_human_bytes(total, b, sizeof(b)),
+                     ctl_human_bytes(secs > 0 ? (uint64_t)((double)done / secs) : 0, r, sizeof(r)));
         fprintf(stderr, "%s%*s", line, pr->last_len > len ? pr->last_len - len : 0, "");
         pr->last_len = len;
 }
@@ -867,13 +852,13 @@ static long scan_report(const struct stf_model *m, unsigned threads, bool json,
         } else {
                 char c[32], d[32];
 
-                printf("scan: %zu tensors, %s bytes in %.2f s (%s/s): %" PRIu64
-                       " with NaN (%s values), %" PRIu64 " with Inf (%s values), %" PRIu64
-                       " all zeros",
-                       m->ntensors, grouped(bytes, a, sizeof(a)), secs,
-                       human_bytes(secs > 0 ? (uint64_t)((double)bytes / secs) : 0, b, sizeof(b)),
-                       nan_t, grouped(nan, c, sizeof(c)), inf_t, grouped(inf, d, sizeof(d)),
-                       zero_t);
+                printf(
+                    "scan: %zu tensors, %s bytes in %.2f s (%s/s): %" PRIu64
+                    " with NaN (%s values), %" PRIu64 " with Inf (%s values), %" PRIu64
+                    " all zeros",
+                    m->ntensors, grouped(bytes, a, sizeof(a)), secs,
+                    ctl_human_bytes(secs > 0 ? (uint64_t)((double)bytes / secs) : 0, b, sizeof(b)),
+                    nan_t, grouped(nan, c, sizeof(c)), inf_t, grouped(inf, d, sizeof(d)), zero_t);
                 if (na_t)
                         printf("; NaN/Inf not applicable to %" PRIu64 " (integer, BOOL, F4, F6)",
                                na_t);
@@ -911,7 +896,7 @@ int ctl_verify(int argc, char **argv)
         struct stf_strbuf sb = {0};
         struct verify_ctx v = {.sb = &sb};
         struct stf_model *m = NULL;
-        unsigned long threads = 0;
+        uint64_t threads = 0;
         bool scan = false;
         const char *source;
         long found = 0;
@@ -923,7 +908,7 @@ int ctl_verify(int argc, char **argv)
                         scan = true;
                         break;
                 case 't':
-                        if (!parse_uint(optarg, 4096, &threads) || !threads) {
+                        if (!stf_parse_u64(optarg, 4096, &threads) || !threads) {
                                 err("verify: --threads wants a number from 1 to 4096, not '%s'",
                                     optarg);
                                 return CTL_EXIT_USAGE;

@@ -936,12 +936,7 @@ def main():
     args, rest = ap.parse_known_args()
     globals()["STFS"] = os.path.abspath(args.stfs)
     globals()["GEN"] = os.path.abspath(args.gen)
-    why = stfstest.fuse_skip_reason()
-    if why:
-        print("SKIP: " + why, file=sys.stderr)
-        return 77
-    prog = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
-    return 0 if prog.result.wasSuccessful() else 1
+    return stfstest.run_tests(rest)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@
 #include <check.h>
 
 #include "summary.h"
+#include "util.h"
 
 #define MAXT 4096
 
@@ -565,11 +566,5 @@ static Suite *summary_suite(void)
 
 int main(void)
 {
-        SRunner *sr = srunner_create(summary_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ut_run(summary_suite());
 }

@@ -514,12 +514,7 @@ def main():
     STFSCTL = os.path.abspath(args.stfsctl)
     FAKECUDA = os.path.abspath(args.fakecuda)
     IPC_READ = os.path.abspath(args.ipc_read)
-    why = stfstest.fuse_skip_reason()
-    if why:
-        print("SKIP: " + why, file=sys.stderr)
-        return 77
-    prog = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
-    return 0 if prog.result.wasSuccessful() else 1
+    return stfstest.run_tests(rest)
 
 
 if __name__ == "__main__":

@@ -99,3 +99,14 @@ void ut_write_st(const char *path, const struct stw_file *f)
 
         ck_assert_msg(r == 0, "cannot write %s: %s", path, strerror(-r));
 }
+
+int ut_run(Suite *s)
+{
+        SRunner *sr = srunner_create(s);
+        int failed;
+
+        srunner_run_all(sr, CK_NORMAL);
+        failed = srunner_ntests_failed(sr);
+        srunner_free(sr);
+        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

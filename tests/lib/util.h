@@ -66,6 +66,9 @@ struct ut_tensor {
  */
 void ut_write_st_u8(const char *path, const struct ut_tensor *t, size_t n, time_t mtime);
 
+/* Run @s (every test case, Check's usual forking): the exit status of main. */
+int ut_run(Suite *s);
+
 /* stw_write(@path, @f); aborts the test on error. */
 void ut_write_st(const char *path, const struct stw_file *f);
 

@@ -1764,19 +1764,10 @@ def main():
     STFS = os.path.abspath(args.stfs or STFS)
     GEN = os.path.abspath(args.gen or GEN)
 
-    why = stfstest.fuse_skip_reason()
-    if why:
-        print("SKIP: " + why)
-        return 77
+    missing = None
     if np is None or safetensors is None:
-        print("SKIP: python3 modules numpy and safetensors are needed")
-        return 77
-    for what, path in (("stfs daemon", STFS), ("generator", GEN)):
-        if not os.path.isfile(path):
-            print("ERROR: %s not found at %s" % (what, path), file=sys.stderr)
-            return 1
-    prog = unittest.main(argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
-    return 0 if prog.result.wasSuccessful() else 1
+        missing = "python3 modules numpy and safetensors are needed"
+    return stfstest.run_tests(rest, missing, (("stfs daemon", STFS), ("generator", GEN)))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 #include <check.h>
 
 #include "dtype.h"
+#include "util.h"
 
 static const struct {
         const char *name;
@@ -198,11 +199,5 @@ static Suite *dtype_suite(void)
 
 int main(void)
 {
-        SRunner *sr = srunner_create(dtype_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ut_run(dtype_suite());
 }

@@ -1365,11 +1365,5 @@ static Suite *format_suite(void)
 
 int main(void)
 {
-        SRunner *sr = srunner_create(format_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ut_run(format_suite());
 }

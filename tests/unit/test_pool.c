@@ -9,6 +9,7 @@
 
 #include "bytes.h"
 #include "pool.h"
+#include "util.h"
 
 #define N 1000
 
@@ -275,11 +276,5 @@ static Suite *pool_suite(void)
 
 int main(void)
 {
-        SRunner *sr = srunner_create(pool_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ut_run(pool_suite());
 }

@@ -6,6 +6,7 @@
 #include <check.h>
 
 #include "setname.h"
+#include "util.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -111,11 +112,5 @@ static Suite *setname_suite(void)
 
 int main(void)
 {
-        SRunner *sr = srunner_create(setname_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ut_run(setname_suite());
 }

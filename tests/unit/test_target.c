@@ -7,6 +7,7 @@
 
 #include "stfs_ioctl.h"
 #include "target.h"
+#include "util.h"
 
 START_TEST(test_parse_good)
 {
@@ -75,17 +76,11 @@ int main(void)
 {
         Suite *s = suite_create("target");
         TCase *tc = tcase_create("names");
-        SRunner *sr;
-        int failed;
 
         tcase_add_test(tc, test_parse_good);
         tcase_add_test(tc, test_parse_bad);
         tcase_add_test(tc, test_format);
         tcase_add_test(tc, test_state_names);
         suite_add_tcase(s, tc);
-        sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ut_run(s);
 }

@@ -13,6 +13,7 @@
 
 #include "strbuf.h"
 #include "text.h"
+#include "util.h"
 
 /* The escaped form of @s (a NUL terminated test string), by all three writers. */
 static char *escaped(const char *s)
@@ -163,12 +164,42 @@ START_TEST(json_inert)
 }
 END_TEST
 
+/* Accepted: digits only, up to @max; refused: everything else, *out kept. */
+START_TEST(parse_u64)
+{
+        static const char *const bad[] = {"",
+                                          "-1",
+                                          "+1",
+                                          " 1",
+                                          "1 ",
+                                          "1x",
+                                          "0x10",
+                                          "1.0",
+                                          "18446744073709551616",
+                                          "99999999999999999999999"};
+        uint64_t v;
+
+        ck_assert(stf_parse_u64("0", 0, &v));
+        ck_assert_uint_eq(v, 0);
+        ck_assert(stf_parse_u64("007", 7, &v));
+        ck_assert_uint_eq(v, 7);
+        ck_assert(stf_parse_u64("18446744073709551615", UINT64_MAX, &v));
+        ck_assert_uint_eq(v, UINT64_MAX);
+        ck_assert(stf_parse_u64("4294967295", UINT32_MAX, &v));
+        ck_assert_uint_eq(v, UINT32_MAX);
+        v = 42;
+        ck_assert(!stf_parse_u64("4294967296", UINT32_MAX, &v));
+        ck_assert(!stf_parse_u64("8", 7, &v));
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                ck_assert_msg(!stf_parse_u64(bad[i], UINT64_MAX, &v), "accepted '%s'", bad[i]);
+        ck_assert_uint_eq(v, 42);
+}
+END_TEST
+
 int main(void)
 {
         Suite *s = suite_create("text");
         TCase *tc = tcase_create("text");
-        SRunner *sr;
-        int failed;
 
         tcase_add_test(tc, kept_as_is);
         tcase_add_test(tc, controls);
@@ -176,10 +207,7 @@ int main(void)
         tcase_add_test(tc, buf_cut_at_a_character);
         tcase_add_test(tc, json_strings);
         tcase_add_test(tc, json_inert);
+        tcase_add_test(tc, parse_u64);
         suite_add_tcase(s, tc);
-        sr = srunner_create(s);
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? 1 : 0;
+        return ut_run(s);
 }

@@ -1305,11 +1305,5 @@ static Suite *tree_suite(void)
 
 int main(void)
 {
-        SRunner *sr = srunner_create(tree_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ut_run(tree_suite());
 }

@@ -498,11 +498,5 @@ static Suite *watch_suite(void)
 
 int main(void)
 {
-        SRunner *sr = srunner_create(watch_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ut_run(watch_suite());
 }

@@ -1278,11 +1278,5 @@ static Suite *view_suite(void)
 
 int main(void)
 {
-        SRunner *sr = srunner_create(view_suite());
-        int failed;
-
-        srunner_run_all(sr, CK_NORMAL);
-        failed = srunner_ntests_failed(sr);
-        srunner_free(sr);
-        return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+        return ut_run(view_suite());
 }
