@@ -138,23 +138,12 @@ static int check_metadata(const char *file, json_t *meta, struct stf_sink *sink)
 }
 
 /* Validate one tensor entry and fill @t (shape written to @dims). */
-static int parse_entry(const char *file, const char *key, json_t *ent, uint64_t data_start,
-                       uint64_t data_len, struct stf_tensor *t, uint64_t *dims,
-                       struct stf_diag *diag)
+/* Only the three keys of a tensor entry in @ent (tensor @q of @file). */
+static int check_keys(const char *file, const char *q, json_t *ent, struct stf_diag *diag)
 {
-        const struct stf_dtype_info *info;
-        json_t *dt, *shape, *offs, *v;
         const char *k;
-        uint64_t begin, end, nelem = 1, bits;
-        enum stf_dtype dtype;
-        char q[QMAX], shp[128];
-        size_t i;
+        json_t *v;
 
-        stf_diag_quote(key, strlen(key), q, sizeof(q));
-        if (!json_is_object(ent)) {
-                stf_diag_set(diag, "%s: tensor '%s': entry is not an object", file, q);
-                return -EINVAL;
-        }
         json_object_foreach(ent, k, v)
         {
                 if (strcmp(k, "dtype") && strcmp(k, "shape") && strcmp(k, "data_offsets")) {
@@ -165,29 +154,41 @@ static int parse_entry(const char *file, const char *key, json_t *ent, uint64_t 
                         return -EINVAL;
                 }
         }
-        dt = json_object_get(ent, "dtype");
-        shape = json_object_get(ent, "shape");
-        offs = json_object_get(ent, "data_offsets");
+        return 0;
+}
+
+/* "dtype" of @ent, a known name, into *@dtype. */
+static int parse_dtype(const char *file, const char *q, json_t *ent, enum stf_dtype *dtype,
+                       struct stf_diag *diag)
+{
+        json_t *dt = json_object_get(ent, "dtype");
+        char dq[96];
+
         if (!json_is_string(dt)) {
                 stf_diag_set(diag, "%s: tensor '%s': \"dtype\" is missing or not a string", file,
                              q);
                 return -EINVAL;
         }
-        if (stf_dtype_lookup(json_string_value(dt), json_string_length(dt), &dtype)) {
-                char dq[96];
-
+        if (stf_dtype_lookup(json_string_value(dt), json_string_length(dt), dtype)) {
                 stf_diag_set(
                     diag, "%s: tensor '%s': unknown dtype '%s'", file, q,
                     stf_diag_quote(json_string_value(dt), json_string_length(dt), dq, sizeof(dq)));
                 return -EINVAL;
         }
-        info = stf_dtype_info(dtype);
+        return 0;
+}
+
+/* "shape" of @ent into @dims, its element count (no overflow) into *@nelem. */
+static int parse_shape(const char *file, const char *q, json_t *shape, uint64_t *dims,
+                       uint64_t *nelem, struct stf_diag *diag)
+{
+        *nelem = 1;
         if (!json_is_array(shape)) {
                 stf_diag_set(diag, "%s: tensor '%s': \"shape\" is missing or not an array", file,
                              q);
                 return -EINVAL;
         }
-        for (i = 0; i < json_array_size(shape); i++) {
+        for (size_t i = 0; i < json_array_size(shape); i++) {
                 if (!get_u64(json_array_get(shape, i), &dims[i])) {
                         stf_diag_set(
                             diag,
@@ -196,13 +197,37 @@ static int parse_entry(const char *file, const char *key, json_t *ent, uint64_t 
                             file, q, i);
                         return -EINVAL;
                 }
-                if (__builtin_mul_overflow(nelem, dims[i], &nelem)) {
+                if (__builtin_mul_overflow(*nelem, dims[i], nelem)) {
                         stf_diag_set(
                             diag, "%s: tensor '%s': element count of \"shape\" overflows 64 bits",
                             file, q);
                         return -EINVAL;
                 }
         }
+        return 0;
+}
+
+static int parse_entry(const char *file, const char *key, json_t *ent, uint64_t data_start,
+                       uint64_t data_len, struct stf_tensor *t, uint64_t *dims,
+                       struct stf_diag *diag)
+{
+        const struct stf_dtype_info *info;
+        json_t *shape, *offs;
+        uint64_t begin, end, nelem, bits;
+        enum stf_dtype dtype;
+        char q[QMAX], shp[128];
+
+        stf_diag_quote(key, strlen(key), q, sizeof(q));
+        if (!json_is_object(ent)) {
+                stf_diag_set(diag, "%s: tensor '%s': entry is not an object", file, q);
+                return -EINVAL;
+        }
+        shape = json_object_get(ent, "shape");
+        offs = json_object_get(ent, "data_offsets");
+        if (check_keys(file, q, ent, diag) || parse_dtype(file, q, ent, &dtype, diag) ||
+            parse_shape(file, q, shape, dims, &nelem, diag))
+                return -EINVAL;
+        info = stf_dtype_info(dtype);
         t->rank = (uint32_t)json_array_size(shape);
         stf_shape_format(shp, sizeof(shp), dims, t->rank, false);
         if (!json_is_array(offs) || json_array_size(offs) != 2 ||
@@ -311,19 +336,14 @@ static int check_tiling(const char *file, const struct stf_header *h, struct stf
         return 0;
 }
 
-int stf_header_validate(const char *file, const uint8_t *buf, uint64_t avail, uint64_t file_size,
-                        struct stf_sink *sink, struct stf_header **out)
+/*
+ * The 8-byte size field of @buf (@avail bytes read of @file_size): *@n the
+ * header's length when it fits the limit, the file and what was read;
+ * otherwise reported to @sink and -EINVAL.
+ */
+static int check_size_field(const char *file, const uint8_t *buf, uint64_t avail,
+                            uint64_t file_size, struct stf_sink *sink, uint64_t *n)
 {
-        struct stf_header *h = NULL;
-        json_error_t jerr;
-        json_t *root, *meta, *ent;
-        const char *key;
-        uint64_t n, data_len;
-        size_t nt = 0, name_bytes = 0, ndims = 0, ti = 0, di = 0, count0 = sink->count;
-        char *np;
-        int ret;
-
-        *out = NULL;
         if (file_size < 8 || avail < 8) {
                 stf_sink_report(sink, file, NULL, 0,
                                 "%s: byte 0: file is %" PRIu64
@@ -331,28 +351,144 @@ int stf_header_validate(const char *file, const uint8_t *buf, uint64_t avail, ui
                                 file, file_size);
                 return -EINVAL;
         }
-        n = stf_le64(buf);
-        if (n > STF_HEADER_MAX) {
+        *n = stf_le64(buf);
+        if (*n > STF_HEADER_MAX) {
                 stf_sink_report(sink, file, NULL, 0,
                                 "%s: byte 0: header size %" PRIu64
                                 " exceeds the limit of %llu bytes",
-                                file, n, STF_HEADER_MAX);
+                                file, *n, STF_HEADER_MAX);
                 return -EINVAL;
         }
-        if (n > file_size - 8) {
+        if (*n > file_size - 8) {
                 stf_sink_report(sink, file, NULL, 0,
                                 "%s: byte 0: header size %" PRIu64
                                 " runs past the end of the file (%" PRIu64 " bytes)",
-                                file, n, file_size);
+                                file, *n, file_size);
                 return -EINVAL;
         }
-        if (8 + n > avail) {
+        if (8 + *n > avail) {
                 stf_sink_report(sink, file, NULL, (int64_t)avail,
                                 "%s: byte %" PRIu64 ": file truncated inside the header", file,
                                 avail);
                 return -EINVAL;
         }
+        return 0;
+}
 
+/*
+ * A header for the tensors of @root, its arrays sized for them (names and
+ * dimensions counted first), and its metadata (checked: a flaw goes to
+ * @sink). 0 and *@out, -EINVAL or -ENOMEM.
+ */
+static int header_alloc(const char *file, json_t *root, uint64_t data_start, uint64_t file_size,
+                        struct stf_sink *sink, struct stf_header **out)
+{
+        size_t nt = 0, name_bytes = 0, ndims = 0;
+        struct stf_header *h;
+        json_t *meta, *ent;
+        const char *key;
+        int ret;
+
+        json_object_foreach(root, key, ent)
+        {
+                json_t *shape;
+
+                if (!strcmp(key, "__metadata__"))
+                        continue;
+                nt++;
+                name_bytes += strlen(key) + 1;
+                shape = json_is_object(ent) ? json_object_get(ent, "shape") : NULL;
+                if (json_is_array(shape))
+                        ndims += json_array_size(shape);
+        }
+        *out = h = calloc(1, sizeof(*h));
+        if (!h)
+                return -ENOMEM;
+        h->file_size = file_size;
+        h->data_start = data_start;
+        h->tensors = calloc(nt ? nt : 1, sizeof(*h->tensors));
+        h->names = malloc(name_bytes ? name_bytes : 1);
+        h->shapes = calloc(ndims ? ndims : 1, sizeof(*h->shapes));
+        if (!h->tensors || !h->names || !h->shapes)
+                return -ENOMEM;
+        meta = json_object_get(root, "__metadata__");
+        if (!meta) {
+                h->metadata = json_object();
+                return h->metadata ? 0 : -ENOMEM;
+        }
+        ret = check_metadata(file, meta, sink);
+        if (ret && !stf_sink_all(sink))
+                return ret;
+        h->metadata = json_incref(meta);
+        return 0;
+}
+
+/*
+ * The tensors of @root into @h (allocated by header_alloc), in the order of
+ * the header; each flawed entry reported to @sink (in the check mode a
+ * placed one is kept as a stand-in for the tiling). 0 or -EINVAL.
+ */
+static int fill_tensors(const char *file, json_t *root, struct stf_header *h, struct stf_sink *sink)
+{
+        uint64_t data_len = h->file_size - h->data_start;
+        size_t ti = 0, di = 0;
+        char *np = h->names;
+        const char *key;
+        json_t *ent;
+
+        json_object_foreach(root, key, ent)
+        {
+                struct stf_tensor *t = &h->tensors[ti];
+                size_t klen = strlen(key);
+                struct stf_diag ed;
+                uint64_t b, e;
+
+                if (!strcmp(key, "__metadata__"))
+                        continue;
+                if (klen > UINT32_MAX) {
+                        stf_sink_report(sink, file, NULL, -1,
+                                        "%s: a tensor name is longer than 4 GiB", file);
+                        return -EINVAL;
+                }
+                if (parse_entry(file, key, ent, h->data_start, data_len, t, h->shapes + di, &ed)) {
+                        bool placed = entry_range(ent, data_len, &b, &e);
+
+                        if (stf_sink_report(sink, file, key,
+                                            placed ? (int64_t)(h->data_start + b) : -1, "%s",
+                                            ed.msg))
+                                return -EINVAL;
+                        if (!placed)
+                                continue;
+                        /* Only the check mode gets here: a stand-in for the tiling. */
+                        *t = (struct stf_tensor){.begin = h->data_start + b, .size = e - b};
+                        t->shape = h->shapes + di;
+                } else {
+                        di += t->rank;
+                }
+                memcpy(np, key, klen + 1);
+                t->name = np;
+                t->name_len = (uint32_t)klen;
+                np += klen + 1;
+                ti++;
+        }
+        h->ntensors = ti;
+        return 0;
+}
+
+int stf_header_validate(const char *file, const uint8_t *buf, uint64_t avail, uint64_t file_size,
+                        struct stf_sink *sink, struct stf_header **out)
+{
+        struct stf_header *h = NULL;
+        json_error_t jerr;
+        json_t *root;
+        size_t count0 = sink->count;
+        uint64_t n;
+        int ret;
+
+        *out = NULL;
+        ret = check_size_field(file, buf, avail, file_size, sink, &n);
+        if (ret)
+                return ret;
         ret = stf_json_load((const char *)buf + 8, n, JSON_REJECT_DUPLICATES, &root, &jerr);
         if (ret == -ENOMEM)
                 return ret;
@@ -370,91 +506,12 @@ int stf_header_validate(const char *file, const uint8_t *buf, uint64_t avail, ui
                 ret = -EINVAL;
                 goto out_root;
         }
-
-        json_object_foreach(root, key, ent)
-        {
-                json_t *shape;
-
-                if (!strcmp(key, "__metadata__"))
-                        continue;
-                nt++;
-                name_bytes += strlen(key) + 1;
-                shape = json_is_object(ent) ? json_object_get(ent, "shape") : NULL;
-                if (json_is_array(shape))
-                        ndims += json_array_size(shape);
-        }
-
-        h = calloc(1, sizeof(*h));
-        if (!h) {
-                ret = -ENOMEM;
-                goto out_root;
-        }
-        h->file_size = file_size;
-        h->data_start = 8 + n;
-        data_len = file_size - h->data_start;
-        h->tensors = calloc(nt ? nt : 1, sizeof(*h->tensors));
-        h->names = malloc(name_bytes ? name_bytes : 1);
-        h->shapes = calloc(ndims ? ndims : 1, sizeof(*h->shapes));
-        if (!h->tensors || !h->names || !h->shapes) {
-                ret = -ENOMEM;
+        ret = header_alloc(file, root, 8 + n, file_size, sink, &h);
+        if (!ret)
+                ret = fill_tensors(file, root, h, sink);
+        if (ret)
                 goto out_header;
-        }
-
-        meta = json_object_get(root, "__metadata__");
-        if (meta) {
-                ret = check_metadata(file, meta, sink);
-                if (ret && !stf_sink_all(sink))
-                        goto out_header;
-                h->metadata = json_incref(meta);
-        } else {
-                h->metadata = json_object();
-                if (!h->metadata) {
-                        ret = -ENOMEM;
-                        goto out_header;
-                }
-        }
-
-        np = h->names;
-        json_object_foreach(root, key, ent)
-        {
-                struct stf_tensor *t = &h->tensors[ti];
-                size_t klen = strlen(key);
-                struct stf_diag ed;
-                uint64_t b, e;
-
-                if (!strcmp(key, "__metadata__"))
-                        continue;
-                if (klen > UINT32_MAX) {
-                        stf_sink_report(sink, file, NULL, -1,
-                                        "%s: a tensor name is longer than 4 GiB", file);
-                        ret = -EINVAL;
-                        goto out_header;
-                }
-                if (parse_entry(file, key, ent, h->data_start, data_len, t, h->shapes + di, &ed)) {
-                        bool placed = entry_range(ent, data_len, &b, &e);
-
-                        if (stf_sink_report(sink, file, key,
-                                            placed ? (int64_t)(h->data_start + b) : -1, "%s",
-                                            ed.msg)) {
-                                ret = -EINVAL;
-                                goto out_header;
-                        }
-                        if (!placed)
-                                continue;
-                        /* Only the check mode gets here: a stand-in for the tiling. */
-                        *t = (struct stf_tensor){.begin = h->data_start + b, .size = e - b};
-                        t->shape = h->shapes + di;
-                } else {
-                        di += t->rank;
-                }
-                memcpy(np, key, klen + 1);
-                t->name = np;
-                t->name_len = (uint32_t)klen;
-                np += klen + 1;
-                ti++;
-        }
-        h->ntensors = ti;
-        qsort(h->tensors, ti, sizeof(*h->tensors), cmp_begin);
+        qsort(h->tensors, h->ntensors, sizeof(*h->tensors), cmp_begin);
         ret = check_tiling(file, h, sink);
         if (!ret && sink->count != count0)
                 ret = -EINVAL;

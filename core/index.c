@@ -66,16 +66,84 @@ static int cmp_json_str(const void *a, const void *b)
                       json_string_value(*(json_t *const *)b));
 }
 
+/*
+ * Append each shard file @wm names to @names, once, in the map's order; a
+ * value that is not a plain file name is reported to @sink and left out.
+ * 0, -EINVAL when the sink stops, or -ENOMEM.
+ */
+static int collect_shards(const char *index_file, json_t *wm, json_t *names, struct stf_sink *sink)
+{
+        json_t *seen = json_object(), *val;
+        const char *key;
+        char q[QMAX], q2[QMAX];
+        int ret = 0;
+
+        if (!seen)
+                return -ENOMEM;
+        json_object_foreach(wm, key, val)
+        {
+                if (!json_is_string(val)) {
+                        if (stf_sink_report(sink, index_file, key, -1,
+                                            "%s: tensor '%s': weight_map value is not a string",
+                                            index_file,
+                                            stf_diag_quote(key, strlen(key), q, sizeof(q)))) {
+                                ret = -EINVAL;
+                                break;
+                        }
+                        continue;
+                }
+                if (!stf_index_plain_name(json_string_value(val))) {
+                        if (stf_sink_report(
+                                sink, index_file, key, -1,
+                                "%s: tensor '%s': weight_map value '%s' is not a plain file name "
+                                "in the index's directory",
+                                index_file, stf_diag_quote(key, strlen(key), q, sizeof(q)),
+                                stf_diag_quote(json_string_value(val), json_string_length(val), q2,
+                                               sizeof(q2)))) {
+                                ret = -EINVAL;
+                                break;
+                        }
+                        continue;
+                }
+                if (!json_object_get(seen, json_string_value(val)) &&
+                    (json_object_set_new(seen, json_string_value(val), json_true()) ||
+                     json_array_append(names, val))) {
+                        ret = -ENOMEM;
+                        break;
+                }
+        }
+        json_decref(seen);
+        return ret;
+}
+
+/* Sort the shard names so shard order does not depend on the map's: 0 or -ENOMEM. */
+static int sort_names(json_t *names)
+{
+        size_t n = json_array_size(names);
+        json_t **sorted = malloc((n ? n : 1) * sizeof(*sorted));
+        int ret = 0;
+
+        if (!sorted)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                sorted[i] = json_incref(json_array_get(names, i));
+        qsort(sorted, n, sizeof(*sorted), cmp_json_str);
+        json_array_clear(names);
+        for (size_t i = 0; i < n; i++)
+                if (json_array_append_new(names, sorted[i]))
+                        ret = -ENOMEM;
+        free(sorted);
+        return ret;
+}
+
 /* The index document: stf_index_parse through a sink (see stf_index_load). */
 static int index_parse(const char *index_file, const char *text, size_t len,
                        json_t **weight_map_out, json_t **shard_names_out, json_t **metadata_out,
                        struct stf_sink *sink)
 {
         json_error_t jerr;
-        json_t *root, *wm, *names = NULL, *seen = NULL, *val, **sorted = NULL;
-        const char *key;
-        char q[QMAX], q2[QMAX];
-        size_t i, n, count0 = sink->count;
+        json_t *root, *wm, *names = NULL;
+        size_t count0 = sink->count;
         int ret;
 
         ret = stf_json_load(text, len, JSON_REJECT_DUPLICATES, &root, &jerr);
@@ -94,64 +162,19 @@ static int index_parse(const char *index_file, const char *text, size_t len,
                                 "%s: index has no \"weight_map\" object", index_file);
                 goto out_root;
         }
-        seen = json_object();
         names = json_array();
-        if (!seen || !names) {
-                ret = -ENOMEM;
-                goto out_root;
-        }
-        json_object_foreach(wm, key, val)
-        {
-                if (!json_is_string(val)) {
-                        if (stf_sink_report(sink, index_file, key, -1,
-                                            "%s: tensor '%s': weight_map value is not a string",
-                                            index_file,
-                                            stf_diag_quote(key, strlen(key), q, sizeof(q))))
-                                goto out_root;
-                        continue;
-                }
-                if (!stf_index_plain_name(json_string_value(val))) {
-                        if (stf_sink_report(
-                                sink, index_file, key, -1,
-                                "%s: tensor '%s': weight_map value '%s' is not a plain file name "
-                                "in the index's directory",
-                                index_file, stf_diag_quote(key, strlen(key), q, sizeof(q)),
-                                stf_diag_quote(json_string_value(val), json_string_length(val), q2,
-                                               sizeof(q2))))
-                                goto out_root;
-                        continue;
-                }
-                if (!json_object_get(seen, json_string_value(val))) {
-                        if (json_object_set_new(seen, json_string_value(val), json_true()) ||
-                            json_array_append(names, val)) {
-                                ret = -ENOMEM;
-                                goto out_root;
-                        }
-                }
-        }
-        n = json_array_size(names);
+        ret = names ? collect_shards(index_file, wm, names, sink) : -ENOMEM;
+        if (ret)
+                goto out_names;
         if (json_object_size(wm) == 0) {
                 stf_sink_report(sink, index_file, NULL, -1, "%s: index \"weight_map\" is empty",
                                 index_file);
-                goto out_root;
+                ret = -EINVAL;
+                goto out_names;
         }
-        /* Sort the shard names so shard order does not depend on the map's. */
-        sorted = malloc((n ? n : 1) * sizeof(*sorted));
-        if (!sorted) {
-                ret = -ENOMEM;
-                goto out_root;
-        }
-        for (i = 0; i < n; i++)
-                sorted[i] = json_incref(json_array_get(names, i));
-        qsort(sorted, n, sizeof(*sorted), cmp_json_str);
-        json_array_clear(names);
-        for (i = 0; i < n; i++)
-                if (json_array_append_new(names, sorted[i]))
-                        ret = -ENOMEM;
-        free(sorted);
-        if (ret == -ENOMEM)
-                goto out_root;
-
+        ret = sort_names(names);
+        if (ret)
+                goto out_names;
         if (weight_map_out)
                 *weight_map_out = json_incref(wm);
         if (shard_names_out)
@@ -159,9 +182,9 @@ static int index_parse(const char *index_file, const char *text, size_t len,
         if (metadata_out)
                 *metadata_out = json_incref(json_object_get(root, "metadata"));
         ret = sink->count != count0 ? -EINVAL : 0;
-out_root:
-        json_decref(seen);
+out_names:
         json_decref(names);
+out_root:
         json_decref(root);
         return ret;
 }

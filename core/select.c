@@ -167,6 +167,53 @@ bool stf_glob(const char *pat, size_t plen, const char *s, size_t slen, bool cro
         return r;
 }
 
+/*
+ * Set @hit[x] for every tensor x not yet hit that @mt matches: its name,
+ * or with @is_path its tree path (written in @path, 65536 bytes).
+ */
+static void mark_hits(const struct stf_model *m, const struct stf_tree *t, struct matcher *mt,
+                      bool is_path, bool *hit, char *path)
+{
+        for (size_t x = 0; x < m->ntensors; x++) {
+                const char *s = m->tensors[x].name;
+                size_t sl = m->tensors[x].name_len;
+
+                if (hit[x])
+                        continue;
+                if (is_path) {
+                        int pl = stf_tree_path(t, stf_tree_tensor_ino(t, x), path, 65536);
+
+                        if (pl < 0)
+                                continue;
+                        s = path;
+                        sl = (size_t)pl;
+                }
+                hit[x] = run(mt, s, sl, is_path ? '/' : '.');
+        }
+}
+
+/* The tensors hit (all of them when @all), in layout order: 0, -ENOENT or -ENOMEM. */
+static int collect_hits(const struct stf_model *m, const bool *hit, bool all, uint32_t **out,
+                        size_t *n)
+{
+        uint32_t *v = malloc((m->ntensors ? m->ntensors : 1) * sizeof(*v));
+        size_t k = 0;
+
+        if (!v)
+                return -ENOMEM;
+        for (size_t x = 0; x < m->ntensors; x++)
+                if (hit[x] || all)
+                        v[k++] = (uint32_t)x;
+        if (k == 0) {
+                free(v);
+                return -ENOENT;
+        }
+        stf_model_sort_layout(m, v, k);
+        *out = v;
+        *n = k;
+        return 0;
+}
+
 int stf_select(const struct stf_model *m, const struct stf_tree *t, const char *text, size_t cap,
                uint32_t **out, size_t *n)
 {
@@ -174,8 +221,7 @@ int stf_select(const struct stf_model *m, const struct stf_tree *t, const char *
         struct matcher mt = {0};
         bool *hit = NULL;
         char *path = NULL;
-        size_t len, k = 0, npat = 0;
-        uint32_t *v = NULL;
+        size_t len, npat = 0;
         int ret = 0;
 
         len = strnlen(text, cap);
@@ -226,42 +272,11 @@ int stf_select(const struct stf_model *m, const struct stf_tree *t, const char *
                 ret = matcher_init(&mt, tok, nt, !is_path);
                 if (ret)
                         goto out;
-                for (size_t x = 0; x < m->ntensors; x++) {
-                        const char *s = m->tensors[x].name;
-                        size_t sl = m->tensors[x].name_len;
-
-                        if (hit[x])
-                                continue;
-                        if (is_path) {
-                                int pl = stf_tree_path(t, stf_tree_tensor_ino(t, x), path, 65536);
-
-                                if (pl < 0)
-                                        continue;
-                                s = path;
-                                sl = (size_t)pl;
-                        }
-                        hit[x] = run(&mt, s, sl, is_path ? '/' : '.');
-                }
+                mark_hits(m, t, &mt, is_path, hit, path);
                 i = j;
         }
-        v = malloc((m->ntensors ? m->ntensors : 1) * sizeof(*v));
-        if (!v) {
-                ret = -ENOMEM;
-                goto out;
-        }
-        for (size_t x = 0; x < m->ntensors; x++)
-                if (hit[x] || npat == 0)
-                        v[k++] = (uint32_t)x;
-        if (k == 0) {
-                ret = -ENOENT;
-                goto out;
-        }
-        stf_model_sort_layout(m, v, k);
-        *out = v;
-        *n = k;
-        v = NULL;
+        ret = collect_hits(m, hit, npat == 0, out, n);
 out:
-        free(v);
         free(tok);
         matcher_free(&mt);
         free(hit);

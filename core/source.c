@@ -278,8 +278,123 @@ static char *stem(const char *file)
 }
 
 /*
+ * Add the set of the index file @dir/@file to @out, with what it lists
+ * (its weight map, names and metadata); the names it lists go into
+ * @listed. A flaw is reported to @sink and settled there.
+ */
+static int add_index_set(const char *dir, const char *file, json_t *listed, struct stf_sets *out,
+                         struct stf_sink *sink)
+{
+        size_t count0 = sink->count;
+        json_t *names = NULL, *wm = NULL, *meta = NULL;
+        char *p = path_join(dir, file);
+        int ret;
+
+        if (!p)
+                return -ENOMEM;
+        ret = stf_index_load(p, &wm, &names, &meta, sink);
+        /* The check mode goes on with what a flawed index does name. */
+        if (ret && wm)
+                ret = 0;
+        for (size_t k = 0; !ret && k < json_array_size(names); k++)
+                if (json_object_set(listed, json_string_value(json_array_get(names, k)),
+                                    json_true()))
+                        ret = -ENOMEM;
+        if (!ret)
+                ret = setlist_add(out, p, stem(file), true);
+        else
+                free(p);
+        if (ret) {
+                json_decref(wm);
+                json_decref(names);
+                json_decref(meta);
+                return stf_sink_settle(sink, count0, ret);
+        }
+        out->v[out->n - 1].wm = wm;
+        out->v[out->n - 1].names = names;
+        out->v[out->n - 1].meta = meta;
+        return 0;
+}
+
+/* The index files of @ents[0..n) (one of each file), into @out and @listed. */
+static int add_index_sets(const char *dir, char **ents, size_t n, bool *dup, json_t *listed,
+                          struct stf_sets *out, struct stf_sink *sink)
+{
+        struct stf_setname sn;
+        int ret = mark_aliases(dir, ents, n, NULL, pick_index, NULL, dup);
+
+        for (size_t i = 0; !ret && i < n; i++)
+                if (stf_setname_parse(ents[i], &sn) && sn.is_index && !dup[i])
+                        ret = add_index_set(dir, ents[i], listed, out, sink);
+        return ret;
+}
+
+/* The .safetensors files of @ents[0..n) that no index @listed, one set each. */
+static int add_file_sets(const char *dir, char **ents, size_t n, bool *dup, json_t *listed,
+                         struct stf_sets *out)
+{
+        int ret = mark_aliases(dir, ents, n, NULL, pick_st, listed, dup);
+
+        for (size_t i = 0; !ret && i < n; i++) {
+                if (!stf_ends_with(ents[i], strlen(ents[i]), ST_SUFFIX) ||
+                    json_object_get(listed, ents[i]) || dup[i])
+                        continue;
+                ret = setlist_add(out, path_join(dir, ents[i]), stem(ents[i]), false);
+        }
+        return ret;
+}
+
+/* Name the sets @out->v[first..] of sub-directory @sub after it ("unet"), or "unet/STEM". */
+static int name_after_sub(struct stf_sets *out, size_t first, const char *sub)
+{
+        for (size_t i = first; i < out->n; i++) {
+                char *name;
+
+                if (out->n - first == 1)
+                        name = strdup(sub);
+                else if (asprintf(&name, "%s/%s", sub, out->v[i].name) < 0)
+                        name = NULL;
+                if (!name)
+                        return -ENOMEM;
+                free(out->v[i].name);
+                out->v[i].name = name;
+        }
+        return 0;
+}
+
+static int scan_dir(const char *dir, const char *sub, struct stf_sets *out, struct stf_sink *sink);
+
+/* The sub-directories of @dir among @ents[0..n): each directory once, and never @dir again. */
+static int scan_subdirs(const char *dir, char **ents, size_t n, bool *dup, struct stf_sets *out,
+                        struct stf_sink *sink)
+{
+        struct ident self = {0};
+        bool self_dir;
+        int ret;
+
+        memset(dup, 0, n * sizeof(*dup));
+        if (ident_of(dir, "", &self, &self_dir) == -ENOMEM)
+                return -ENOMEM;
+        self.pos = SIZE_MAX;
+        ret = mark_aliases(dir, ents, n, &self, pick_dir, NULL, dup);
+        for (size_t i = 0; !ret && i < n; i++) {
+                struct stat st;
+                char *p = path_join(dir, ents[i]);
+                size_t count0 = sink->count;
+
+                if (!p)
+                        return -ENOMEM;
+                if (!dup[i] && !stat(p, &st) && S_ISDIR(st.st_mode))
+                        ret = stf_sink_settle(sink, count0, scan_dir(p, ents[i], out, sink));
+                free(p);
+        }
+        return ret;
+}
+
+/*
  * The sets of one directory: its index files and the .safetensors files
- * no index lists. @sub: the sub-directory name (NULL at the top).
+ * no index lists; at the top (@sub NULL) those of its sub-directories too,
+ * named after them.
  */
 static int scan_dir(const char *dir, const char *sub, struct stf_sets *out, struct stf_sink *sink)
 {
@@ -294,113 +409,17 @@ static int scan_dir(const char *dir, const char *sub, struct stf_sets *out, stru
                 return ret;
         listed = json_object();
         dup = calloc(n ? n : 1, sizeof(*dup));
-        if (!listed || !dup) {
-                ret = -ENOMEM;
-                goto out;
-        }
-        ret = mark_aliases(dir, ents, n, NULL, pick_index, NULL, dup);
-        if (ret)
-                goto out;
-        for (size_t i = 0; i < n; i++) {
-                char *p;
-                size_t count0 = sink->count;
-                json_t *names = NULL, *wm = NULL, *meta = NULL;
-                struct stf_setname sn;
-
-                if (!stf_setname_parse(ents[i], &sn) || !sn.is_index || dup[i])
-                        continue;
-                p = path_join(dir, ents[i]);
-                if (!p) {
-                        ret = -ENOMEM;
-                        goto out;
-                }
-                ret = stf_index_load(p, &wm, &names, &meta, sink);
-                /* The check mode goes on with what a flawed index does name. */
-                if (ret && wm)
-                        ret = 0;
-                for (size_t k = 0; !ret && k < json_array_size(names); k++)
-                        if (json_object_set(listed, json_string_value(json_array_get(names, k)),
-                                            json_true()))
-                                ret = -ENOMEM;
-                if (!ret)
-                        ret = setlist_add(out, p, stem(ents[i]), true);
-                else
-                        free(p);
-                if (ret) {
-                        json_decref(wm);
-                        json_decref(names);
-                        json_decref(meta);
-                        ret = stf_sink_settle(sink, count0, ret);
-                        if (ret)
-                                goto out;
-                        continue;
-                }
-                out->v[out->n - 1].wm = wm;
-                out->v[out->n - 1].names = names;
-                out->v[out->n - 1].meta = meta;
-        }
-        ret = mark_aliases(dir, ents, n, NULL, pick_st, listed, dup);
-        if (ret)
-                goto out;
-        for (size_t i = 0; i < n; i++) {
-                if (!stf_ends_with(ents[i], strlen(ents[i]), ST_SUFFIX) ||
-                    json_object_get(listed, ents[i]) || dup[i])
-                        continue;
-                ret = setlist_add(out, path_join(dir, ents[i]), stem(ents[i]), false);
-                if (ret)
-                        goto out;
-        }
-        ret = choose_sets(out, first);
-        if (ret)
-                goto out;
-        /* Name the sets of a sub-directory after it ("unet"), or "unet/STEM". */
-        for (size_t i = first; sub && i < out->n; i++) {
-                char *name;
-
-                if (out->n - first == 1)
-                        name = strdup(sub);
-                else if (asprintf(&name, "%s/%s", sub, out->v[i].name) < 0)
-                        name = NULL;
-                if (!name) {
-                        ret = -ENOMEM;
-                        goto out;
-                }
-                free(out->v[i].name);
-                out->v[i].name = name;
-        }
-        if (sub)
-                goto out;
-        /* Sub-directories: each directory once, and never this one again. */
-        {
-                struct ident self = {0};
-                bool self_dir;
-
-                memset(dup, 0, n * sizeof(*dup));
-                if (ident_of(dir, "", &self, &self_dir) == -ENOMEM) {
-                        ret = -ENOMEM;
-                        goto out;
-                }
-                self.pos = SIZE_MAX;
-                ret = mark_aliases(dir, ents, n, &self, pick_dir, NULL, dup);
-                if (ret)
-                        goto out;
-        }
-        for (size_t i = 0; i < n; i++) {
-                struct stat st;
-                char *p = path_join(dir, ents[i]);
-                size_t count0 = sink->count;
-
-                if (!p) {
-                        ret = -ENOMEM;
-                        goto out;
-                }
-                if (!dup[i] && !stat(p, &st) && S_ISDIR(st.st_mode))
-                        ret = stf_sink_settle(sink, count0, scan_dir(p, ents[i], out, sink));
-                free(p);
-                if (ret)
-                        goto out;
-        }
-out:
+        ret = listed && dup ? 0 : -ENOMEM;
+        if (!ret)
+                ret = add_index_sets(dir, ents, n, dup, listed, out, sink);
+        if (!ret)
+                ret = add_file_sets(dir, ents, n, dup, listed, out);
+        if (!ret)
+                ret = choose_sets(out, first);
+        if (!ret && sub)
+                ret = name_after_sub(out, first, sub);
+        else if (!ret)
+                ret = scan_subdirs(dir, ents, n, dup, out, sink);
         free(dup);
         json_decref(listed);
         for (size_t i = 0; i < n; i++)

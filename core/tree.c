@@ -312,6 +312,42 @@ static size_t drop_files(struct builder *b, size_t i, size_t j, size_t *first)
         return live;
 }
 
+/* Keys @i..@j share their next component: move each past it. */
+static void advance_keys(struct builder *b, size_t i, size_t j)
+{
+        for (size_t m = i; m < j; m++) {
+                size_t e = part_end(&b->keys[m]);
+
+                b->keys[m].done = e == b->keys[m].len;
+                b->keys[m].cur = b->keys[m].done ? e : e + 1;
+        }
+}
+
+/*
+ * Note child @child, whose encoded name @enc (@len bytes) is over
+ * COMPONENT_MAX, in *@ls (*@n of *@cap), for name_long. 0 or -ENOMEM.
+ */
+static int push_longname(struct longname **ls, size_t *n, size_t *cap, size_t child,
+                         const char *enc, size_t len)
+{
+        if (*n == *cap) {
+                size_t ncap = *cap ? *cap * 2 : 8;
+                struct longname *nl = realloc(*ls, ncap * sizeof(*nl));
+
+                if (!nl)
+                        return -ENOMEM;
+                *ls = nl;
+                *cap = ncap;
+        }
+        (*ls)[*n].child = child;
+        (*ls)[*n].enc = strndup(enc, len);
+        if (!(*ls)[*n].enc)
+                return -ENOMEM;
+        (*ls)[*n].cut = cut_point((*ls)[*n].enc, len);
+        ++*n;
+        return 0;
+}
+
 static int make_children(struct builder *b, size_t lo, size_t hi)
 {
         struct longname *ls = NULL;
@@ -360,32 +396,11 @@ static int make_children(struct builder *b, size_t lo, size_t hi)
                         c.lo = i;
                         c.hi = j;
                 }
-                for (size_t m = i; m < j; m++) {
-                        size_t e = part_end(&b->keys[m]);
-
-                        b->keys[m].done = e == b->keys[m].len;
-                        b->keys[m].cur = b->keys[m].done ? e : e + 1;
-                }
+                advance_keys(b, i, j);
                 if (b->sb.len > COMPONENT_MAX) {
-                        if (nls == lscap) {
-                                size_t ncap = lscap ? lscap * 2 : 8;
-                                struct longname *nl = realloc(ls, ncap * sizeof(*nl));
-
-                                if (!nl) {
-                                        ret = -ENOMEM;
-                                        goto out;
-                                }
-                                ls = nl;
-                                lscap = ncap;
-                        }
-                        ls[nls].child = b->nkids;
-                        ls[nls].enc = strndup(b->sb.buf, b->sb.len);
-                        if (!ls[nls].enc) {
-                                ret = -ENOMEM;
+                        ret = push_longname(&ls, &nls, &lscap, b->nkids, b->sb.buf, b->sb.len);
+                        if (ret)
                                 goto out;
-                        }
-                        ls[nls].cut = cut_point(ls[nls].enc, b->sb.len);
-                        nls++;
                 } else {
                         c.name = arena_dup(b->t, b->sb.buf, b->sb.len);
                         c.name_len = (uint32_t)b->sb.len;

@@ -12,6 +12,7 @@
 
 #include "bytes.h"
 #include "strbuf.h"
+#include "text.h"
 #include "view.h"
 
 #define NPY_ALIGN 64
@@ -365,6 +366,48 @@ static int order_aligned(const struct stf_model *m, uint32_t *idx, size_t n)
         return 0;
 }
 
+/*
+ * The header of a subset file into @hdr: @meta (when not empty) as its
+ * "__metadata__", then tensors @idx[0..n) under the names at @names.buf +
+ * @pos[i], their data laid out back to back in that order; padded with
+ * spaces to 8 bytes. 0 or -ENOMEM.
+ */
+static int subset_header(const struct stf_model *m, const uint32_t *idx, size_t n,
+                         const struct stf_strbuf *names, const size_t *pos, json_t *meta,
+                         struct stf_strbuf *hdr)
+{
+        uint64_t off = 0;
+
+        stf_strbuf_append(hdr, "{", 1);
+        if (json_object_size(meta)) {
+                char *ms = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+                if (!ms)
+                        return -ENOMEM;
+                stf_strbuf_puts(hdr, "\"__metadata__\":");
+                stf_strbuf_puts(hdr, ms);
+                free(ms);
+                if (n)
+                        stf_strbuf_append(hdr, ",", 1);
+        }
+        for (size_t i = 0; i < n; i++) {
+                const struct stf_tensor *x = &m->tensors[idx[i]];
+
+                stf_strbuf_json_str(hdr, names->buf ? names->buf + pos[i] : "",
+                                    pos[i + 1] - pos[i]);
+                stf_strbuf_printf(hdr,
+                                  ":{\"dtype\":\"%s\",\"shape\":", stf_dtype_info(x->dtype)->name);
+                stf_shape_append(hdr, x->shape, x->rank, true);
+                stf_strbuf_printf(hdr, ",\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}%s", off,
+                                  off + x->size, i + 1 < n ? "," : "");
+                off += x->size;
+        }
+        stf_strbuf_append(hdr, "}", 1);
+        while (!hdr->failed && hdr->len % 8)
+                stf_strbuf_append(hdr, " ", 1);
+        return hdr->failed ? -ENOMEM : 0;
+}
+
 int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_t dir,
                     bool full_names, struct stf_view **out)
 {
@@ -372,7 +415,6 @@ int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_
         struct stf_strbuf hdr = {0}, names = {0};
         uint32_t *idx = NULL, levels = 0;
         size_t n = 0, cap = 0, hlen, *pos = NULL;
-        uint64_t off = 0;
         json_t *meta = NULL;
         struct stf_view *v;
         bool clash;
@@ -407,38 +449,9 @@ int stf_view_subset(const struct stf_model *m, const struct stf_tree *t, uint64_
         ret = metadata_union(m, idx, n, &meta);
         if (ret)
                 goto out;
-        stf_strbuf_append(&hdr, "{", 1);
-        if (json_object_size(meta)) {
-                char *ms = json_dumps(meta, JSON_COMPACT | JSON_PRESERVE_ORDER);
-
-                if (!ms) {
-                        ret = -ENOMEM;
-                        goto out;
-                }
-                stf_strbuf_puts(&hdr, "\"__metadata__\":");
-                stf_strbuf_puts(&hdr, ms);
-                free(ms);
-                if (n)
-                        stf_strbuf_append(&hdr, ",", 1);
-        }
-        for (size_t i = 0; i < n; i++) {
-                const struct stf_tensor *x = &m->tensors[idx[i]];
-
-                stf_strbuf_json_str(&hdr, names.buf ? names.buf + pos[i] : "", pos[i + 1] - pos[i]);
-                stf_strbuf_printf(&hdr,
-                                  ":{\"dtype\":\"%s\",\"shape\":", stf_dtype_info(x->dtype)->name);
-                stf_shape_append(&hdr, x->shape, x->rank, true);
-                stf_strbuf_printf(&hdr, ",\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}%s", off,
-                                  off + x->size, i + 1 < n ? "," : "");
-                off += x->size;
-        }
-        stf_strbuf_append(&hdr, "}", 1);
-        while (!hdr.failed && hdr.len % 8)
-                stf_strbuf_append(&hdr, " ", 1);
-        if (hdr.failed) {
-                ret = -ENOMEM;
+        ret = subset_header(m, idx, n, &names, pos, meta, &hdr);
+        if (ret)
                 goto out;
-        }
         hlen = hdr.len;
         ret = view_alloc(n + 2, 8 + hlen, &v);
         if (ret)

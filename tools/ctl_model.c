@@ -435,6 +435,58 @@ static int print_metadata(const struct stf_model *m)
         return 0;
 }
 
+/* The shards, one line each (up to 16; past that a pointer to --json). */
+static void print_shards(const struct stf_model *m)
+{
+        char a[64], b[64];
+
+        if (m->nshards > 1 && m->nshards <= 16) {
+                printf("\n%-44s %10s %22s\n", "shard", "tensors", "bytes");
+                for (uint32_t i = 0; i < m->nshards; i++) {
+                        const struct stf_shard *sh = &m->shards[i];
+                        uint64_t bytes = sh->size - sh->hdr->data_start;
+                        int width = 44;
+
+                        if (m->ncomps > 1) {
+                                const char *cn = m->comps[shard_comp(m, i)].name;
+
+                                stf_text_put(stdout, cn, strlen(cn));
+                                putchar('/');
+                                width -= (int)strlen(cn) + 1;
+                        }
+                        stf_text_put(stdout, sh->name, strlen(sh->name));
+                        width -= (int)strlen(sh->name);
+                        printf("%*s %10s %22s\n", width > 0 ? width : 0, "",
+                               grouped(sh->hdr->ntensors, a, sizeof(a)),
+                               grouped(bytes, b, sizeof(b)));
+                }
+        } else if (m->nshards > 16) {
+                printf("\n(%" PRIu32 " shards: --json lists them)\n", m->nshards);
+        }
+}
+
+/* The largest tensors of @s, one line each. */
+static void print_largest(const struct stf_model *m, const struct stf_summary *s)
+{
+        char a[64], b[64];
+
+        if (s->nlargest) {
+                printf("\nlargest tensors\n");
+                printf("%16s %16s  %-12s %-24s %s\n", "params", "bytes", "dtype", "shape", "name");
+                for (size_t i = 0; i < s->nlargest; i++) {
+                        const struct stf_tensor *t = &m->tensors[s->largest[i]];
+                        char shp[256];
+
+                        stf_shape_format(shp, sizeof(shp), t->shape, t->rank, false);
+                        printf("%16s %16s  %-12s %-24s ", human_params(t->nelem, a, sizeof(a)),
+                               ctl_human_bytes(t->size, b, sizeof(b)),
+                               stf_dtype_info(t->dtype)->name, shp);
+                        put_tensor_name(stdout, m, t);
+                        putchar('\n');
+                }
+        }
+}
+
 static int inspect_text(const char *source, const struct stf_model *m, const struct stf_summary *s,
                         const struct inspect_opts *o)
 {
@@ -471,29 +523,7 @@ static int inspect_text(const char *source, const struct stf_model *m, const str
                        grouped(dc->bytes, c, sizeof(c)));
         }
 
-        if (m->nshards > 1 && m->nshards <= 16) {
-                printf("\n%-44s %10s %22s\n", "shard", "tensors", "bytes");
-                for (uint32_t i = 0; i < m->nshards; i++) {
-                        const struct stf_shard *sh = &m->shards[i];
-                        uint64_t bytes = sh->size - sh->hdr->data_start;
-                        int width = 44;
-
-                        if (m->ncomps > 1) {
-                                const char *cn = m->comps[shard_comp(m, i)].name;
-
-                                stf_text_put(stdout, cn, strlen(cn));
-                                putchar('/');
-                                width -= (int)strlen(cn) + 1;
-                        }
-                        stf_text_put(stdout, sh->name, strlen(sh->name));
-                        width -= (int)strlen(sh->name);
-                        printf("%*s %10s %22s\n", width > 0 ? width : 0, "",
-                               grouped(sh->hdr->ntensors, a, sizeof(a)),
-                               grouped(bytes, b, sizeof(b)));
-                }
-        } else if (m->nshards > 16) {
-                printf("\n(%" PRIu32 " shards: --json lists them)\n", m->nshards);
-        }
+        print_shards(m);
 
         if (print_metadata(m))
                 return -ENOMEM;
@@ -504,22 +534,40 @@ static int inspect_text(const char *source, const struct stf_model *m, const str
         if (walk(&w))
                 return -ENOMEM;
 
-        if (s->nlargest) {
-                printf("\nlargest tensors\n");
-                printf("%16s %16s  %-12s %-24s %s\n", "params", "bytes", "dtype", "shape", "name");
-                for (size_t i = 0; i < s->nlargest; i++) {
-                        const struct stf_tensor *t = &m->tensors[s->largest[i]];
-                        char shp[256];
-
-                        stf_shape_format(shp, sizeof(shp), t->shape, t->rank, false);
-                        printf("%16s %16s  %-12s %-24s ", human_params(t->nelem, a, sizeof(a)),
-                               ctl_human_bytes(t->size, b, sizeof(b)),
-                               stf_dtype_info(t->dtype)->name, shp);
-                        put_tensor_name(stdout, m, t);
-                        putchar('\n');
-                }
-        }
+        print_largest(m, s);
         return 0;
+}
+
+/* The "components" and "shards" lists of inspect --json (the latter left open). */
+static void json_parts(struct stf_strbuf *sb, const struct stf_model *m)
+{
+        stf_strbuf_puts(sb, ",\n \"components\": [");
+        for (uint32_t c = 0; c < m->ncomps; c++) {
+                const struct stf_component *cp = &m->comps[c];
+
+                stf_strbuf_puts(sb, c ? ",\n  {\"name\": " : "\n  {\"name\": ");
+                json_cstr(sb, cp->name);
+                stf_strbuf_puts(sb, ", \"source\": ");
+                json_cstr(sb, cp->source);
+                stf_strbuf_printf(sb, ", \"shards\": %" PRIu32 ", \"tensors\": %" PRIu32 "}",
+                                  cp->nshards, cp->ntensors);
+        }
+        stf_strbuf_puts(sb, "\n ],\n \"shards\": [");
+        for (uint32_t i = 0; i < m->nshards; i++) {
+                const struct stf_shard *sh = &m->shards[i];
+
+                stf_strbuf_puts(sb, i ? ",\n  {\"name\": " : "\n  {\"name\": ");
+                json_cstr(sb, sh->name);
+                stf_strbuf_puts(sb, ", \"path\": ");
+                json_cstr(sb, sh->path);
+                stf_strbuf_puts(sb, ", \"component\": ");
+                json_cstr(sb, m->comps[shard_comp(m, i)].name);
+                stf_strbuf_printf(sb,
+                                  ", \"size\": %" PRIu64 ", \"header_size\": %" PRIu64
+                                  ", \"tensors\": %zu, \"bytes\": %" PRIu64 "}",
+                                  sh->size, sh->hdr->data_start - 8, sh->hdr->ntensors,
+                                  sh->size - sh->hdr->data_start);
+        }
 }
 
 static int inspect_json(const char *source, const struct stf_model *m, const struct stf_summary *s,
@@ -534,33 +582,7 @@ static int inspect_json(const char *source, const struct stf_model *m, const str
 
         stf_strbuf_puts(&sb, "{\"source\": ");
         json_cstr(&sb, source);
-        stf_strbuf_puts(&sb, ",\n \"components\": [");
-        for (uint32_t c = 0; c < m->ncomps; c++) {
-                const struct stf_component *cp = &m->comps[c];
-
-                stf_strbuf_puts(&sb, c ? ",\n  {\"name\": " : "\n  {\"name\": ");
-                json_cstr(&sb, cp->name);
-                stf_strbuf_puts(&sb, ", \"source\": ");
-                json_cstr(&sb, cp->source);
-                stf_strbuf_printf(&sb, ", \"shards\": %" PRIu32 ", \"tensors\": %" PRIu32 "}",
-                                  cp->nshards, cp->ntensors);
-        }
-        stf_strbuf_puts(&sb, "\n ],\n \"shards\": [");
-        for (uint32_t i = 0; i < m->nshards; i++) {
-                const struct stf_shard *sh = &m->shards[i];
-
-                stf_strbuf_puts(&sb, i ? ",\n  {\"name\": " : "\n  {\"name\": ");
-                json_cstr(&sb, sh->name);
-                stf_strbuf_puts(&sb, ", \"path\": ");
-                json_cstr(&sb, sh->path);
-                stf_strbuf_puts(&sb, ", \"component\": ");
-                json_cstr(&sb, m->comps[shard_comp(m, i)].name);
-                stf_strbuf_printf(&sb,
-                                  ", \"size\": %" PRIu64 ", \"header_size\": %" PRIu64
-                                  ", \"tensors\": %zu, \"bytes\": %" PRIu64 "}",
-                                  sh->size, sh->hdr->data_start - 8, sh->hdr->ntensors,
-                                  sh->size - sh->hdr->data_start);
-        }
+        json_parts(&sb, m);
         stf_strbuf_printf(&sb,
                           "\n ],\n \"tensors\": %" PRIu64 ", \"params\": %" PRIu64
                           ", \"bytes\": %" PRIu64 ",\n \"dtypes\": {",
@@ -773,6 +795,40 @@ static void on_sigbus(int sig)
 }
 
 /* Scan @m and report: 1 when a tensor has NaN or Inf values, 0 when none, or -ENOMEM. */
+/* One tensor's scan result as an element of "tensors" (the first when !@i). */
+static void scan_tensor_json(struct stf_strbuf *sb, const struct stf_model *m, size_t i,
+                             const struct stf_scan_stat *st)
+{
+        const struct stf_tensor *t = &m->tensors[i];
+
+        stf_strbuf_puts(sb, i ? ",\n  {\"name\": " : "\n  {\"name\": ");
+        json_tensor_name(sb, m, t);
+        stf_strbuf_printf(sb, ", \"dtype\": \"%s\"", stf_dtype_info(t->dtype)->name);
+        if (stf_scan_applies(t->dtype))
+                stf_strbuf_printf(sb, ", \"nan\": %" PRIu64 ", \"inf\": %" PRIu64, st->nan,
+                                  st->inf);
+        else
+                stf_strbuf_puts(sb, ", \"nan\": null, \"inf\": null");
+        stf_strbuf_printf(sb, ", \"all_zero\": %s}", st->all_zero ? "true" : "false");
+}
+
+/* One line for a tensor with NaN, Inf or only zeros; nothing for the others. */
+static void scan_tensor_text(const struct stf_model *m, const struct stf_tensor *t,
+                             const struct stf_scan_stat *st)
+{
+        if (!st->nan && !st->inf && !st->all_zero)
+                return;
+        put_tensor_name(stdout, m, t);
+        printf("  %s", stf_dtype_info(t->dtype)->name);
+        if (st->nan)
+                printf("  NaN %" PRIu64, st->nan);
+        if (st->inf)
+                printf("  Inf %" PRIu64, st->inf);
+        if (st->all_zero)
+                printf("  all zeros");
+        putchar('\n');
+}
+
 static long scan_report(const struct stf_model *m, unsigned threads, bool json,
                         struct stf_strbuf *sb)
 {
@@ -807,7 +863,6 @@ static long scan_report(const struct stf_model *m, unsigned threads, bool json,
                 stf_strbuf_puts(sb, ",\n \"scan\": {\"tensors\": [");
         for (size_t i = 0; i < m->ntensors; i++) {
                 const struct stf_tensor *t = &m->tensors[i];
-                bool applies = stf_scan_applies(t->dtype);
 
                 bytes += t->size;
                 nan += st[i].nan;
@@ -815,32 +870,11 @@ static long scan_report(const struct stf_model *m, unsigned threads, bool json,
                 nan_t += st[i].nan != 0;
                 inf_t += st[i].inf != 0;
                 zero_t += st[i].all_zero;
-                na_t += !applies;
-                if (json) {
-                        stf_strbuf_puts(sb, i ? ",\n  {\"name\": " : "\n  {\"name\": ");
-                        json_tensor_name(sb, m, t);
-                        stf_strbuf_printf(sb, ", \"dtype\": \"%s\"",
-                                          stf_dtype_info(t->dtype)->name);
-                        if (applies)
-                                stf_strbuf_printf(sb, ", \"nan\": %" PRIu64 ", \"inf\": %" PRIu64,
-                                                  st[i].nan, st[i].inf);
-                        else
-                                stf_strbuf_puts(sb, ", \"nan\": null, \"inf\": null");
-                        stf_strbuf_printf(sb, ", \"all_zero\": %s}",
-                                          st[i].all_zero ? "true" : "false");
-                        continue;
-                }
-                if (!st[i].nan && !st[i].inf && !st[i].all_zero)
-                        continue;
-                put_tensor_name(stdout, m, t);
-                printf("  %s", stf_dtype_info(t->dtype)->name);
-                if (st[i].nan)
-                        printf("  NaN %" PRIu64, st[i].nan);
-                if (st[i].inf)
-                        printf("  Inf %" PRIu64, st[i].inf);
-                if (st[i].all_zero)
-                        printf("  all zeros");
-                putchar('\n');
+                na_t += !stf_scan_applies(t->dtype);
+                if (json)
+                        scan_tensor_json(sb, m, i, &st[i]);
+                else
+                        scan_tensor_text(m, t, &st[i]);
         }
         if (json) {
                 stf_strbuf_printf(sb,
@@ -884,6 +918,22 @@ static void verify_usage(FILE *f)
                    "\n"
                    "Exit status: 0 sound, 1 problems found (or NaN/Inf values with --scan),\n"
                    "2 on a usage or system error.\n");
+}
+
+/* The end of the problem list: how many, or what a sound model holds. */
+static void verify_verdict(const struct verify_ctx *v, const struct stf_model *m)
+{
+        char a[32], b[32];
+
+        if (v->json)
+                stf_strbuf_printf(v->sb, "%s,\n \"sound\": %s", v->count ? "\n ]" : "]",
+                                  v->count ? "false" : "true");
+        else if (v->count)
+                printf("%zu problem%s found\n", v->count, v->count == 1 ? "" : "s");
+        else
+                printf("sound: %" PRIu32 " shard%s, %s tensors, %s bytes of data\n", m->nshards,
+                       m->nshards == 1 ? "" : "s", grouped(m->ntensors, a, sizeof(a)),
+                       grouped(m->total_bytes, b, sizeof(b)));
 }
 
 int ctl_verify(int argc, char **argv)
@@ -941,18 +991,7 @@ int ctl_verify(int argc, char **argv)
                 stf_strbuf_reset(&sb);
                 return CTL_EXIT_USAGE;
         }
-        if (v.json) {
-                stf_strbuf_printf(&sb, "%s,\n \"sound\": %s", v.count ? "\n ]" : "]",
-                                  v.count ? "false" : "true");
-        } else if (v.count) {
-                printf("%zu problem%s found\n", v.count, v.count == 1 ? "" : "s");
-        } else {
-                char a[32], b[32];
-
-                printf("sound: %" PRIu32 " shard%s, %s tensors, %s bytes of data\n", m->nshards,
-                       m->nshards == 1 ? "" : "s", grouped(m->ntensors, a, sizeof(a)),
-                       grouped(m->total_bytes, b, sizeof(b)));
-        }
+        verify_verdict(&v, m);
         if (m && scan)
                 found = scan_report(m, (unsigned)threads, v.json, &sb);
         else if (scan && !v.json)
