@@ -19,7 +19,9 @@
 #include "setname.h"
 
 struct loader {
-        struct stf_model *m;
+        const char *root;
+        struct stf_companion **v;
+        uint32_t *n;
         uint32_t cap;
         uint64_t total;
 };
@@ -63,10 +65,9 @@ out_buf:
         return -EIO;
 }
 
-/* Add @rel (under m->root) if it is a companion; 0 or -ENOMEM. */
+/* Add @rel (under the root) if it is a companion; 0 or -ENOMEM. */
 static int consider(struct loader *l, const char *rel)
 {
-        struct stf_model *m = l->m;
         struct stf_companion *c;
         struct stat st;
         const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
@@ -75,9 +76,9 @@ static int consider(struct loader *l, const char *rel)
         char *path;
         int ret;
 
-        if (stf_setname_parse(base, &sn) || m->ncompanions >= STF_COMPANIONS_COUNT)
+        if (stf_setname_parse(base, &sn) || *l->n >= STF_COMPANIONS_COUNT)
                 return 0;
-        if (asprintf(&path, "%s/%s", m->root, rel) < 0)
+        if (asprintf(&path, "%s/%s", l->root, rel) < 0)
                 return -ENOMEM;
         if (stat(path, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > STF_COMPANION_MAX ||
             l->total + (uint64_t)st.st_size > STF_COMPANIONS_TOTAL) {
@@ -88,18 +89,18 @@ static int consider(struct loader *l, const char *rel)
         free(path);
         if (ret)
                 return ret == -ENOMEM ? ret : 0;
-        if (m->ncompanions == l->cap) {
+        if (*l->n == l->cap) {
                 uint32_t ncap = l->cap ? 2 * l->cap : 16;
-                struct stf_companion *nv = realloc(m->companions, ncap * sizeof(*nv));
+                struct stf_companion *nv = realloc(*l->v, ncap * sizeof(*nv));
 
                 if (!nv) {
                         free(data);
                         return -ENOMEM;
                 }
-                m->companions = nv;
+                *l->v = nv;
                 l->cap = ncap;
         }
-        c = &m->companions[m->ncompanions];
+        c = &(*l->v)[*l->n];
         c->rel = strdup(rel);
         if (!c->rel) {
                 free(data);
@@ -108,7 +109,7 @@ static int consider(struct loader *l, const char *rel)
         c->data = data;
         c->len = (size_t)st.st_size;
         c->mtime = st.st_mtim;
-        m->ncompanions++;
+        ++*l->n;
         l->total += (uint64_t)st.st_size;
         return 0;
 }
@@ -120,7 +121,7 @@ static int scan(struct loader *l, const char *sub, bool descend)
         char *dir;
         int n, ret = 0;
 
-        if (asprintf(&dir, "%s%s%s", l->m->root, *sub ? "/" : "", sub) < 0)
+        if (asprintf(&dir, "%s%s%s", l->root, *sub ? "/" : "", sub) < 0)
                 return -ENOMEM;
         n = scandir(dir, &ents, not_hidden, cmp_name);
         free(dir);
@@ -141,7 +142,7 @@ static int scan(struct loader *l, const char *sub, bool descend)
                 struct stat st;
                 char *path;
 
-                if (asprintf(&path, "%s/%s", l->m->root, ents[i]->d_name) < 0) {
+                if (asprintf(&path, "%s/%s", l->root, ents[i]->d_name) < 0) {
                         ret = -ENOMEM;
                         break;
                 }
@@ -161,12 +162,12 @@ static int cmp_rel(const void *a, const void *b)
                       ((const struct stf_companion *)b)->rel);
 }
 
-int stf_companions_load(struct stf_model *m, bool root_is_dir)
+int stf_companions_load(const char *root, bool root_is_dir, struct stf_companion **v, uint32_t *n)
 {
-        struct loader l = {.m = m};
+        struct loader l = {.root = root, .v = v, .n = n, .cap = *n};
         int ret = scan(&l, "", root_is_dir);
 
-        if (m->ncompanions)
-                qsort(m->companions, m->ncompanions, sizeof(*m->companions), cmp_rel);
+        if (*n)
+                qsort(*v, *n, sizeof(**v), cmp_rel);
         return ret;
 }

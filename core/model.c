@@ -198,7 +198,7 @@ static int model_open(const char *source, const struct stf_model_opts *o, struct
         if (!ret)
                 ret = build_table(m);
         if (!ret && o->companions)
-                ret = stf_companions_load(m, is_dir);
+                ret = stf_companions_load(m->root, is_dir, &m->companions, &m->ncompanions);
         stf_sets_free(&sets);
         if (ret) {
                 if (ret == -ENOMEM)

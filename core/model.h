@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 
+#include "companion.h"
 #include "diag.h"
 #include "format.h"
 #include "report.h"
@@ -33,25 +34,6 @@ struct stf_component {
         json_t *index_meta; /* the index's "metadata" (owned ref) or NULL */
         uint32_t first_shard, nshards;
         uint32_t first_tensor, ntensors; /* range in stf_model.tensors */
-};
-
-/*
- * A companion file: a small regular file beside the weights (config.json,
- * tokenizer files, README.md, ...), read whole at open. Not a .safetensors
- * file or an index, not hidden (leading '.'), at most STF_COMPANION_MAX
- * bytes; at most STF_COMPANIONS_TOTAL bytes and STF_COMPANIONS_COUNT files
- * in all (the rest are left out, in name order). Found in SOURCE and its
- * sub-directories one level down (a file SOURCE: in its directory).
- */
-#define STF_COMPANION_MAX (64u << 20)
-#define STF_COMPANIONS_TOTAL (256u << 20)
-#define STF_COMPANIONS_COUNT 4096u
-
-struct stf_companion {
-        char *rel;     /* "config.json", "unet/config.json": relative to root */
-        uint8_t *data; /* its bytes */
-        size_t len;
-        struct timespec mtime;
 };
 
 struct stf_model {

@@ -19,6 +19,7 @@
 #include "residency.h"
 #include "select.h"
 #include "strbuf.h"
+#include "text.h"
 
 /*
  * A finished CUDA job and which tensors of its plan it still holds. Several

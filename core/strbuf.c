@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "strbuf.h"
-#include "text.h"
 
 static bool reserve(struct stf_strbuf *sb, size_t extra)
 {
@@ -63,27 +62,6 @@ void stf_strbuf_printf(struct stf_strbuf *sb, const char *fmt, ...)
         vsnprintf(sb->buf + sb->len, (size_t)n + 1, fmt, ap);
         va_end(ap);
         sb->len += (size_t)n;
-}
-
-void stf_strbuf_json_str(struct stf_strbuf *sb, const char *s, size_t len)
-{
-        size_t run = 0, n;
-
-        stf_strbuf_append(sb, "\"", 1);
-        for (size_t i = 0; i < len; i += n) {
-                if (!stf_text_unsafe(s + i, len - i, &n) && s[i] != '"' && s[i] != '\\')
-                        continue;
-                stf_strbuf_append(sb, s + run, i - run);
-                run = i + n;
-                if (s[i] == '"' || s[i] == '\\') {
-                        stf_strbuf_append(sb, "\\", 1);
-                        stf_strbuf_append(sb, s + i, 1);
-                } else {
-                        stf_text_json_escape(sb, s + i, n);
-                }
-        }
-        stf_strbuf_append(sb, s + run, len - run);
-        stf_strbuf_append(sb, "\"", 1);
 }
 
 int stf_strbuf_finish(struct stf_strbuf *sb, char **out, size_t *len)

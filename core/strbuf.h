@@ -21,13 +21,8 @@ void stf_strbuf_append(struct stf_strbuf *sb, const char *s, size_t len);
 void stf_strbuf_puts(struct stf_strbuf *sb, const char *s);
 void stf_strbuf_printf(struct stf_strbuf *sb, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/*
- * Append @len bytes of @s as a JSON string literal, always valid UTF-8:
- * '"' and '\\' escaped, the characters text.h calls unsafe for a terminal
- * (C0 and C1 controls, bidi controls) as \uXXXX, and each byte that is not
- * well-formed UTF-8 as U+FFFD (a file name can hold such bytes).
- */
-void stf_strbuf_json_str(struct stf_strbuf *sb, const char *s, size_t len);
+
+/* (A JSON string literal: stf_strbuf_json_str in text.h, with the escaping rule.) */
 
 /*
  * Hand the text over: 0 and *@out (NUL terminated, caller frees), *@len;

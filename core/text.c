@@ -192,3 +192,24 @@ bool stf_parse_u64(const char *s, uint64_t max, uint64_t *out)
         *out = v;
         return true;
 }
+
+void stf_strbuf_json_str(struct stf_strbuf *sb, const char *s, size_t len)
+{
+        size_t run = 0, n;
+
+        stf_strbuf_append(sb, "\"", 1);
+        for (size_t i = 0; i < len; i += n) {
+                if (!stf_text_unsafe(s + i, len - i, &n) && s[i] != '"' && s[i] != '\\')
+                        continue;
+                stf_strbuf_append(sb, s + run, i - run);
+                run = i + n;
+                if (s[i] == '"' || s[i] == '\\') {
+                        stf_strbuf_append(sb, "\\", 1);
+                        stf_strbuf_append(sb, s + i, 1);
+                } else {
+                        stf_text_json_escape(sb, s + i, n);
+                }
+        }
+        stf_strbuf_append(sb, s + run, len - run);
+        stf_strbuf_append(sb, "\"", 1);
+}

@@ -61,6 +61,14 @@ void stf_text_escape_buf(const char *in, char *out, size_t cap);
 void stf_text_put(FILE *f, const char *s, size_t len);
 
 /*
+ * Append @len bytes of @s as a JSON string literal, always valid UTF-8:
+ * '"' and '\\' escaped, the characters called unsafe above for a terminal
+ * (C0 and C1 controls, bidi controls) as \uXXXX, and each byte that is not
+ * well-formed UTF-8 as U+FFFD (a file name can hold such bytes).
+ */
+void stf_strbuf_json_str(struct stf_strbuf *sb, const char *s, size_t len);
+
+/*
  * For JSON (stf_strbuf_json_str, stf_text_json_inert): append the escape
  * of the unsafe character of @n bytes at @s (as stf_text_unsafe gave it):
  * \uXXXX, or \ufffd for a byte that is not UTF-8.
