@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "fstype.h"
+#include "text.h"
 #include "watch.h"
 
 #ifndef MADV_POPULATE_READ
