@@ -169,15 +169,33 @@ class SshServer:
             self.port = free_port()
             with open(self.known_hosts, "w") as f:
                 f.write("[127.0.0.1]:%d %s\n" % (self.port, host_pub))
-            cfg = self._write_config()
-            self.proc = subprocess.Popen([SSHD, "-D", "-f", cfg, "-E", self.log],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.STDOUT)
-            if self._wait_banner():
+            self._write_config()
+            if self._launch():
                 return
-            self._kill_tree()
             last = self.read_log()
         raise RuntimeError("sshd did not start; its log:\n" + last)
+
+    def _launch(self):
+        """Run sshd on the config written; True once it answers."""
+        cfg = os.path.join(self.dir, "sshd_config")
+        self.proc = subprocess.Popen([SSHD, "-D", "-f", cfg, "-E", self.log],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT)
+        if self._wait_banner():
+            return True
+        self._kill_tree()
+        return False
+
+    def down(self):
+        """The server goes away: sshd and every session killed, nothing
+        listens on the port (a client's reconnect is refused)."""
+        self._kill_tree()
+        self.stalled = []
+
+    def up(self):
+        """The server comes back, on the same port with the same keys."""
+        if not self._launch():
+            raise RuntimeError("sshd did not come back; its log:\n" + self.read_log())
 
     def _wait_banner(self):
         """True once sshd accepts a connection and says SSH-2.0."""

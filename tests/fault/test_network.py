@@ -206,6 +206,39 @@ class ReconnectTest(NetworkCase):
               % (len(errors), ", ".join(sorted(set(map(faultlib.errname, errors))))))
         self.unmount(m)
 
+    def test_server_away_then_back(self):
+        """The server stays away: reads of what stfs does not hold fail with
+        EIO, one line says the reopen failed, the status says unreachable;
+        once it is back, the next reads reopen and read right."""
+        m = self.mount(self.src)
+        self.drop_sshfs_cache()
+        self.server.down()
+        self.addCleanup(lambda: self.server.proc or self.server.up())
+        t = self.tensors[-1]
+        got, err = self.read_errno(m.p(t.path))
+        self.assertEqual(err, errno.EIO, "a read while the server is away")
+        self.read_errno(m.p(t.path))
+        st = {s["shard"]: s for s in faultlib.status_doc(m.path)["shards"]}
+        shard = os.path.basename(t.shard)
+        self.assertEqual(st.get(shard, {}).get("state"), "unreachable", st)
+        self.assertIsNotNone(st[shard]["error"])
+        self.server.up()
+        deadline = time.monotonic() + 20
+        while self.read_errno(m.p(t.path))[1] is not None:
+            self.assertLess(time.monotonic(), deadline, "never read again; stderr:\n"
+                            + m.stderr())
+            time.sleep(0.2)
+        for t in self.tensors:
+            got, err = self.read_errno(m.p(t.path))
+            self.assertIsNone(err, t.name)
+            self.assertBytes(got, t.data, t.name)
+        st = {s["shard"]: s for s in faultlib.status_doc(m.path)["shards"]}
+        self.assertEqual(st[shard]["state"], "ok", st)
+        self.assertGreater(st[shard]["reopened"], 0)
+        said = [ln for ln in self.stderr_lines(m) if "reopening the file failed too" in ln]
+        self.assertEqual(len([ln for ln in said if shard in ln]), 1, m.stderr())
+        self.unmount(m)
+
     def test_kill_then_prefetch(self):
         """A host prefetch is the first to meet the dead connection: it
         reopens the shards and completes."""
