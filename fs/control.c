@@ -126,6 +126,7 @@ static int push_range(struct stfs *fs, uint64_t ino, uint32_t shard, uint64_t be
                 return ret;
         }
         stf_residency_count(fs->res, STF_COUNT_PUSHED_BYTES, end - off);
+        stf_cache_served(fs->cache, shard, begin + off, begin + end);
         return 0;
 }
 

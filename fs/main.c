@@ -37,6 +37,7 @@ struct options {
         char *view_cache;
         char *passthrough;
         char *check_interval;
+        char *cache;
         int show_help;
         int show_version;
 };
@@ -57,6 +58,7 @@ static const struct fuse_opt opt_spec[] = {
     {"view_cache=%s", offsetof(struct options, view_cache), 0},
     {"passthrough=%s", offsetof(struct options, passthrough), 0},
     {"check_interval=%s", offsetof(struct options, check_interval), 0},
+    {"cache=%s", offsetof(struct options, cache), 0},
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
     FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -111,6 +113,9 @@ static void usage(const char *prog)
                "                           files (.stfs/shards) from the source; off: never\n"
                "    -o check_interval=S    seconds between checks of shards on network storage\n"
                "                           for changes (default 5; 0: none; see README)\n"
+               "    -o cache=MODE          single (default): once bytes are in the mount's\n"
+               "                           page cache the daemon drops the source's copy;\n"
+               "                           double: keep both (see README, Memory)\n"
                "    -o rw                  mount read-write (files stay read-only; the default\n"
                "                           is ro)\n"
                "    -h, --help             this help\n"
@@ -209,6 +214,7 @@ static void start_free(struct start *st)
         free(st->o.view_cache);
         free(st->o.passthrough);
         free(st->o.check_interval);
+        free(st->o.cache);
         fuse_opt_free_args(&st->args);
 }
 
@@ -346,6 +352,22 @@ static int load_passthrough(struct stfs *fs, const struct start *st)
         return 0;
 }
 
+/* -o cache=MODE: the single-copy policy. 0 or -1 (said on stderr). */
+static int load_cache(struct stfs *fs, const struct start *st)
+{
+        enum stf_cache_mode mode = STF_CACHE_SINGLE;
+
+        if (st->o.cache && stf_cache_mode_parse(st->o.cache, &mode)) {
+                fprintf(stderr, "stfs: -o cache=%s: not a mode (single, double)\n", st->o.cache);
+                return -1;
+        }
+        if (stf_cache_new(fs->model, mode, NULL, NULL, &fs->cache)) {
+                fprintf(stderr, "stfs: out of memory\n");
+                return -1;
+        }
+        return 0;
+}
+
 /* Everything of the mount but the session: model, tree, namespace, live
  * documents, control plane. 0 or -1 (said on stderr); unload either way. */
 static int load(struct stfs *fs, const struct start *st)
@@ -387,6 +409,8 @@ static int load(struct stfs *fs, const struct start *st)
                 fprintf(stderr, "stfs: out of memory\n");
                 return -1;
         }
+        if (load_cache(fs, st))
+                return -1;
         if (st->o.view_cache) {
                 size_t budget;
 
@@ -403,6 +427,7 @@ static int load(struct stfs *fs, const struct start *st)
 static void unload(struct stfs *fs)
 {
         stfs_control_destroy(fs);
+        stf_cache_free(fs->cache);
         stfs_docs_free(fs->docs);
         stf_ns_free(fs->ns);
         stf_tree_free(fs->tree);

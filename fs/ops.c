@@ -328,6 +328,8 @@ static void read_view(fuse_req_t req, struct stfs *fs, const struct stf_view *v,
                 /* the reader got EIO from the kernel: mend for the next one */
                 if (ret == -EFAULT)
                         stf_watch_mend(fs->watch, v, (uint64_t)off, want, since, EFAULT);
+                else if (!ret) /* in the mount's page cache now */
+                        stf_cache_served_view(fs->cache, v, (uint64_t)off, want);
                 return;
         }
         /*
@@ -345,8 +347,8 @@ static void read_view(fuse_req_t req, struct stfs *fs, const struct stf_view *v,
                 ret = stf_view_pread(v, fs->model, (uint64_t)off, want, buf); /* once */
         if (ret) {
                 fuse_reply_err(req, -ret);
-        } else {
-                fuse_reply_buf(req, buf, want);
+        } else if (!fuse_reply_buf(req, buf, want)) {
+                stf_cache_served_view(fs->cache, v, (uint64_t)off, want);
         }
         free(buf);
 }

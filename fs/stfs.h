@@ -17,6 +17,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include "cache.h"
 #include "log.h"
 #include "model.h"
 #include "ns.h"
@@ -30,6 +31,7 @@ struct stfs {
         struct stf_tree *tree;
         struct stf_ns *ns;       /* every inode: what it is, lookups, listings */
         struct stf_watch *watch; /* shard sizes now: reads of lost bytes get EIO */
+        struct stf_cache *cache; /* drops the source's copy of served pages */
         uid_t uid;
         gid_t gid;
         double timeout; /* entry/attr timeout, seconds */
