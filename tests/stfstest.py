@@ -4,6 +4,7 @@ Import after putting tests/ on sys.path:
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 """
 
+import mmap
 import os
 import re
 import shutil
@@ -69,3 +70,56 @@ def run_tests(rest, missing=None, files=()):
             return 1
     prog = unittest.main(module="__main__", argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
     return 0 if prog.result.wasSuccessful() else 1
+
+
+def resident_pages(path):
+    """(resident, total) pages of @path's page cache: mincore of a mapping.
+    Of a mount file this is the mount's cache; nothing is read."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = os.path.getsize(path)
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    if not size:
+        return 0, 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "mmap " + path)
+        vec = ctypes.create_string_buffer(pages)
+        try:
+            if libc.mincore(addr, size, vec):
+                raise OSError(ctypes.get_errno(), "mincore " + path)
+        finally:
+            libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+    return sum(b & 1 for b in vec.raw), pages
+
+
+def evict(path):
+    """Ask the kernel to drop @path's page cache (of a mount file: the
+    mount's pages, not the source's)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def mapped_rss(pid, path):
+    """Resident bytes of process @pid's mappings of file @path (smaps Rss)."""
+    want, rss, inside = os.path.realpath(path), 0, False
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            head = line.split()
+            if head and re.match(r"^[0-9a-f]+-[0-9a-f]+$", head[0]):
+                inside = len(head) >= 6 and line.rstrip("\n").endswith(want)
+            elif inside and head[0] == "Rss:":
+                rss += int(head[1]) * 1024
+    return rss

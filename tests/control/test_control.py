@@ -21,6 +21,7 @@ import ctypes
 import errno
 import fcntl
 import json
+import mmap
 import os
 import re
 import shutil
@@ -36,7 +37,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import stfstest  # noqa: E402
-from stfstest import fusermount, mounted  # noqa: E402,F401
+from stfstest import evict, fusermount, mapped_rss, mounted, resident_pages  # noqa: E402,F401
 
 
 def run_gen(preset, outdir, *args):
@@ -353,6 +354,33 @@ class ControlTest(unittest.TestCase):
         self.assertIn("counters", m.status())
 
     # -------------------------------------------------- host prefetch
+
+    def test_host_prefetch_lets_go_of_the_source(self):
+        """-o cache=single (the default): what a host prefetch pushed into
+        the mount's page cache leaves the source's (and the daemon's
+        mapping); the bytes read right after; double keeps the source's."""
+        shards = [os.path.join(self.wide, f) for f in sorted(os.listdir(self.wide))
+                  if f.endswith(".safetensors")]
+        data = sum(len(v) for v in self.wide_ref.values())
+        for mode in ("single", "double"):
+            with self.subTest(cache=mode):
+                for s in shards:
+                    evict(s)
+                m = Mount(self, self.wide, "-o", "cache=" + mode)
+                c = m.control()
+                self.assertEqual(c.wait(c.prefetch(""))["state"], "done")
+                cached = sum(resident_pages(s)[0] for s in shards) * mmap.PAGESIZE
+                rss = sum(mapped_rss(m.proc.pid, s) for s in shards)
+                if mode == "single":
+                    self.assertLess(cached, data // 10, "source page cache after the push")
+                    self.assertLess(rss, data // 10, "daemon's mapped source bytes")
+                else:
+                    self.assertGreater(cached, data * 9 // 10, "source page cache")
+                for n in sorted(self.wide_ref)[::7]:
+                    with open(m.tensor(n), "rb") as f:
+                        self.assertEqual(f.read(), self.wide_ref[n], n)
+                c.close()
+                m.close()
 
     def test_host_prefetch_then_reads_hit_the_cache(self):
         m = Mount(self, self.llama)

@@ -193,6 +193,32 @@ class TruncatedSourceTest(FaultCase):
             self.assertIsNone(m.proc.poll(), "stfs died; stderr:\n" + m.stderr())
             self.unmount(m)
 
+    def test_truncated_after_reads_both_cache_modes(self):
+        """-o cache=single and double: tensors read before a truncation
+        (single mode let go of their source pages), then the mount's pages
+        evicted: they are read again right, the lost ones still get EIO."""
+        for mode in ("single", "double"):
+            with self.subTest(cache=mode):
+                model, tensors, shards = self.fresh_model()
+                shard = shards[0]
+                mine = [t for t in tensors if t.shard == shard and t.data]
+                cut = mine[len(mine) // 2].begin
+                lost = [t for t in mine if t.end > cut]
+                intact = [t for t in tensors if t not in lost]
+                m = self.mount(model, "cache=" + mode)
+                self.check_intact(m, intact)
+                os.truncate(shard, cut)
+                time.sleep(WATCH_DELAY)
+                for t in intact:
+                    fd = os.open(m.p(t.path), os.O_RDONLY)
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    os.close(fd)
+                self.check_intact(m, intact)
+                self.check_eio(m, [t.path for t in lost])
+                self.assertIsNone(m.proc.poll(), "stfs died; stderr:\n" + m.stderr())
+                self.unmount(m)
+                self.check_one_log_line(m, shard, [s for s in shards if s != shard])
+
     def test_truncated_to_zero_view_across_shards(self):
         """A shard cut to nothing: views spanning it and an intact shard
         fail; the log names the cut shard only (not the intact one that the

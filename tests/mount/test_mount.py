@@ -36,7 +36,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import stfstest  # noqa: E402
-from stfstest import fusermount, mounted  # noqa: E402,F401
+from stfstest import evict, fusermount, mapped_rss, mounted, resident_pages  # noqa: E402,F401
 
 
 def run_gen(preset, outdir, *args):
@@ -1068,6 +1068,101 @@ class LargeTest(MountCase):
         for th in threads:
             th.join()
         self.assertEqual(errors, [])
+
+
+class CacheModeTest(MountCase):
+    """-o cache=single (default) and double: the bytes stay right whatever
+    page cache was dropped; single lets go of the source's copy of what the
+    mount has cached, double keeps it."""
+    PRESET = "llama"
+    GEN_ARGS = ("--shards", 2, "--layers", 2, "--hidden", 512)
+
+    @classmethod
+    def prepare(cls):
+        cls.shards = sorted(os.path.join(cls.model, f) for f in os.listdir(cls.model)
+                            if f.endswith(".safetensors"))
+        cls.tensors, cls.meta = cls.reference(cls.shards)
+        cls.paths, cls.dirs = expected_tree((t.comp, t.name) for t in cls.tensors)
+
+    def path(self, m, t):
+        return m.p(self.paths[(t.comp, t.name)])
+
+    def read_all(self, m, how="read"):
+        bad = []
+        for t in self.tensors:
+            p = self.path(m, t)
+            if how == "mmap" and t.data:
+                with open(p, "rb") as f:
+                    mm = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+                    got = mm[:]
+                    mm.close()
+            else:
+                with open(p, "rb") as f:
+                    got = f.read()
+            if got != t.data:
+                bad.append(t.name)
+        self.assertEqual(bad, [], "tensors read (%s) unlike the source" % how)
+
+    def big(self):
+        return [t for t in self.tensors if len(t.data) >= 64 << 10]
+
+    def check_modes(self, body):
+        for mode in ("single", "double"):
+            with self.subTest(cache=mode):
+                m = self.mount(self.model, "cache=" + mode)
+                body(m, mode)
+                self.unmount(m)
+
+    def test_bytes_after_mount_pages_evicted(self):
+        def body(m, mode):
+            self.read_all(m)
+            for t in self.big():
+                evict(self.path(m, t))
+                res, pages = resident_pages(self.path(m, t))
+                self.assertLess(res, pages, "%s: the mount's pages were not evicted" % t.name)
+            self.read_all(m)
+            for t in self.tensors:
+                evict(self.path(m, t))
+            self.read_all(m, "mmap")
+        self.check_modes(body)
+
+    def test_bytes_after_source_pages_dropped(self):
+        def body(m, mode):
+            self.read_all(m, "mmap")
+            for s in self.shards:
+                evict(s)
+            for t in self.tensors:
+                evict(self.path(m, t))
+            self.read_all(m)
+        self.check_modes(body)
+
+    def test_single_lets_go_of_the_source(self):
+        """Reading every tensor: in single mode the daemon's mapping of the
+        shards and their page cache fall to a few pages each (the header's,
+        pages shared with bytes no tensor file holds); in double mode they
+        hold every byte read. A host prefetch lets go the same way."""
+        data = sum(len(t.data) for t in self.tensors)
+        for mode in ("single", "double"):
+            with self.subTest(cache=mode):
+                for s in self.shards:
+                    evict(s)
+                m = self.mount(self.model, "cache=" + mode)
+                self.read_all(m)
+                rss = sum(mapped_rss(m.proc.pid, s) for s in self.shards)
+                cached = sum(resident_pages(s)[0] for s in self.shards) * mmap.PAGESIZE
+                if mode == "single":
+                    self.assertLess(rss, data // 10, "daemon's mapped source bytes")
+                    self.assertLess(cached, data // 10, "source page cache")
+                else:
+                    self.assertGreater(rss, data * 9 // 10, "daemon's mapped source bytes")
+                    self.assertGreater(cached, data * 9 // 10, "source page cache")
+                self.unmount(m)
+
+    def test_bad_mode(self):
+        m = self.start(self.model, "cache=triple")
+        self.assertEqual(m.proc.wait(timeout=EXIT_TIMEOUT), 1)
+        self.assertIn("cache=triple", m.stderr())
+        self.assertFalse(mounted(m.path))
 
 
 class DtypesTest(MountCase):
