@@ -11,6 +11,10 @@ tensors in source order on both sides). Ratio = stfs throughput / baseline.
   1b  source in the page cache, mount cold (fresh mount);
       baseline = the source read warm                      target >= 0.60
   1c  mount warm (second read of the mount) vs source warm target >= 0.95
+  1d  read again after the mount's pages were evicted (posix_fadvise
+      DONTNEED of every tensor file, then drop_caches): with -o cache=single
+      (the default) the daemon let go of the source's copy, so this reads
+      the disk; baseline = the source read cold (1a's)
 """
 
 import os
@@ -58,6 +62,16 @@ def read_source(tensors, buf):
     return total
 
 
+def evict_mount(tensors):
+    """Drop the mount's page cache of every tensor file (not the source's)."""
+    for t in tensors:
+        fd = os.open(t["path"], os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def main(argv=None):
     ap = C.parser(__doc__)
     C.common_args(ap)
@@ -75,8 +89,9 @@ def main(argv=None):
             "model: %d tensors, %s; mount read_ahead_kb=%s; read size %s; median of %d"
             % (len(tensors), C.fmt_bytes(size), ra, C.fmt_bytes(args.chunk), n)]
         cold = C.is_root()
-        t = {k: [] for k in ("src_cold", "mnt_cold", "src_warm_b", "mnt_b", "src_warm_c", "mnt_warm")}
-        disk = {"src_cold": [], "mnt_cold": []}  # bytes read from the device
+        t = {k: [] for k in ("src_cold", "mnt_cold", "src_warm_b", "mnt_b", "src_warm_c", "mnt_warm",
+                             "mnt_evicted")}
+        disk = {"src_cold": [], "mnt_cold": [], "mnt_evicted": []}  # bytes read from the device
 
         def disk_timed(key, fn, *a):
             d0 = C.disk_read_bytes(model)
@@ -120,6 +135,10 @@ def main(argv=None):
                 dt, got = C.timed(read_mount, mt, buf)
                 check(got)
                 t["mnt_b"].append(dt)
+                if cold:
+                    evict_mount(mt)
+                    C.drop_caches()
+                    disk_timed("mnt_evicted", read_mount, mt, buf)
 
         res = C.Results(args, "Row 1: sequential read of all tensors (%s)" % C.fmt_bytes(size), env)
 
@@ -133,6 +152,11 @@ def main(argv=None):
         add("1a", "seq read, both cold", "mnt_cold", "src_cold", ">= 0.90", 0.90, note)
         add("1b", "seq read, source cached, mount cold", "mnt_b", "src_warm_b", ">= 0.60", 0.60)
         add("1c", "seq read, mount warm", "mnt_warm", "src_warm_c", ">= 0.95", 0.95)
+        note = ""
+        if disk["mnt_evicted"]:
+            note = "read from the disk (median): stfs %s, baseline %s" % (
+                C.fmt_bytes(C.median(disk["mnt_evicted"])), C.fmt_bytes(C.median(disk["src_cold"])))
+        add("1d", "seq read again, mount pages evicted", "mnt_evicted", "src_cold", "", 0, note)
         res.print()
     return 0
 
