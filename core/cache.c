@@ -9,10 +9,11 @@
  * piece in the middle of a page with nothing served on either side is not
  * remembered (that page stays: memory, never bytes).
  *
- * A drop covers the run of served pages around what a call served, out to
- * the 2 MiB boundaries: the kernel drops a large folio of the source only
- * when the range asked covers all of it, and a 2 MiB folio is served over
- * several 1 MiB replies.
+ * A drop covers the pages a call served whole, and the whole 2 MiB block
+ * at either end once every page of it is served (a count per block): the
+ * kernel drops a large folio of the source only when the range asked
+ * covers all of it, and a 2 MiB folio is served over several 1 MiB
+ * replies.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,9 +40,11 @@ struct stf_cache {
         stf_cache_drop_fn drop;
         void *ctx;
         uint64_t page;
-        _Atomic uint64_t **bits; /* per shard, a bit per page: all served */
-        pthread_mutex_t lock;    /* the partial table */
-        struct partial *tab;     /* open addressing, 2 * STF_CACHE_PARTIAL */
+        _Atomic uint64_t **bits;   /* per shard, a bit per page: all served */
+        _Atomic uint16_t **blocks; /* per shard, served pages per FOLIO_MAX block */
+        uint64_t span;             /* pages per block */
+        pthread_mutex_t lock;      /* the partial table */
+        struct partial *tab;       /* open addressing, 2 * STF_CACHE_PARTIAL */
         size_t used;
 };
 
@@ -86,18 +89,21 @@ int stf_cache_new(const struct stf_model *m, enum stf_cache_mode mode, stf_cache
         c->drop = drop ? drop : stf_cache_drop_pages;
         c->ctx = drop ? ctx : (void *)m;
         c->page = (uint64_t)sysconf(_SC_PAGESIZE);
+        c->span = FOLIO_MAX > c->page ? FOLIO_MAX / c->page : 1;
         pthread_mutex_init(&c->lock, NULL);
         if (mode == STF_CACHE_DOUBLE)
                 goto done;
         c->bits = calloc(m->nshards ? m->nshards : 1, sizeof(*c->bits));
+        c->blocks = calloc(m->nshards ? m->nshards : 1, sizeof(*c->blocks));
         c->tab = calloc(TAB_CAP, sizeof(*c->tab));
-        if (!c->bits || !c->tab)
+        if (!c->bits || !c->blocks || !c->tab)
                 goto out_free;
         for (uint32_t s = 0; s < m->nshards; s++) {
                 uint64_t pages = (m->shards[s].size + c->page - 1) / c->page;
 
                 c->bits[s] = calloc(pages / 64 + 1, sizeof(uint64_t));
-                if (!c->bits[s])
+                c->blocks[s] = calloc(pages / c->span + 1, sizeof(uint16_t));
+                if (!c->bits[s] || !c->blocks[s])
                         goto out_free;
         }
 done:
@@ -114,20 +120,30 @@ void stf_cache_free(struct stf_cache *c)
                 return;
         for (uint32_t s = 0; c->bits && s < c->m->nshards; s++)
                 free((void *)c->bits[s]);
+        for (uint32_t s = 0; c->blocks && s < c->m->nshards; s++)
+                free((void *)c->blocks[s]);
         free((void *)c->bits);
+        free((void *)c->blocks);
         free(c->tab);
         pthread_mutex_destroy(&c->lock);
         free(c);
 }
 
-static bool test_bit(const struct stf_cache *c, uint32_t s, uint64_t p)
-{
-        return atomic_load_explicit(&c->bits[s][p / 64], memory_order_relaxed) >> (p % 64) & 1;
-}
-
+/* Mark page @p of shard @s served whole; count it in its block once. */
 static void set_bit(struct stf_cache *c, uint32_t s, uint64_t p)
 {
-        atomic_fetch_or_explicit(&c->bits[s][p / 64], 1ull << (p % 64), memory_order_relaxed);
+        uint64_t bit = 1ull << (p % 64);
+
+        if (!(atomic_fetch_or_explicit(&c->bits[s][p / 64], bit, memory_order_relaxed) & bit))
+                atomic_fetch_add_explicit(&c->blocks[s][p / c->span], 1, memory_order_relaxed);
+}
+
+/* Whether every page of the block starting at page @b (of @pages) is served. */
+static bool block_full(const struct stf_cache *c, uint32_t s, uint64_t b, uint64_t pages)
+{
+        uint64_t n = pages - b < c->span ? pages - b : c->span;
+
+        return atomic_load_explicit(&c->blocks[s][b / c->span], memory_order_relaxed) == n;
 }
 
 static size_t slot_of(uint64_t key)
@@ -191,40 +207,45 @@ static bool merge_piece(struct stf_cache *c, uint32_t shard, uint64_t p, uint32_
         return full;
 }
 
-/* Drop every run of served pages that meets pages [@first, @last] of
- * @shard, each run extended over served neighbours to FOLIO_MAX bounds. */
-static void drop_runs(struct stf_cache *c, uint32_t shard, uint64_t first, uint64_t last,
-                      uint64_t pages)
+/* Drop the block starting at page @b if every page of it is served. */
+static void drop_block_if_full(struct stf_cache *c, uint32_t shard, uint64_t b, uint64_t pages)
 {
-        uint64_t span = FOLIO_MAX > c->page ? FOLIO_MAX / c->page : 1;
+        uint64_t e = b + c->span < pages ? b + c->span : pages;
 
-        for (uint64_t p = first; p <= last;) {
-                uint64_t lo, hi, bound;
+        if (block_full(c, shard, b, pages))
+                c->drop(c->ctx, shard, b * c->page, e * c->page);
+}
 
-                if (!test_bit(c, shard, p)) {
-                        p++;
-                        continue;
-                }
-                lo = p;
-                while (p <= last && test_bit(c, shard, p))
-                        p++;
-                hi = p;
-                bound = lo - lo % span;
-                if (lo == first)
-                        while (lo > bound && test_bit(c, shard, lo - 1))
-                                lo--;
-                bound = (hi + span - 1) / span * span;
-                if (hi == last + 1)
-                        while (hi < bound && hi < pages && test_bit(c, shard, hi))
-                                hi++;
-                p = hi;
-                c->drop(c->ctx, shard, lo * c->page, hi * c->page);
+/*
+ * Pages [@lo, @hi) of @shard were served whole by this call. At least
+ * STF_CACHE_MIN_DROP of them go at once, out to the whole block at either
+ * end when that block is now served whole (a large folio of the source
+ * lies inside one block and goes only when dropped whole). Fewer wait for
+ * their block to be served whole: a drop is two system calls and the
+ * kernel's LRU drains, too much per 4 KiB prefetch chunk.
+ */
+static void drop_range(struct stf_cache *c, uint32_t shard, uint64_t lo, uint64_t hi,
+                       uint64_t pages)
+{
+        uint64_t b0 = lo - lo % c->span, b1 = (hi - 1) - (hi - 1) % c->span;
+        uint64_t e1 = b1 + c->span < pages ? b1 + c->span : pages;
+
+        if ((hi - lo) * c->page < STF_CACHE_MIN_DROP) {
+                drop_block_if_full(c, shard, b0, pages);
+                if (b1 != b0)
+                        drop_block_if_full(c, shard, b1, pages);
+                return;
         }
+        if (b0 < lo && block_full(c, shard, b0, pages))
+                lo = b0;
+        if (e1 > hi && block_full(c, shard, b1, pages))
+                hi = e1;
+        c->drop(c->ctx, shard, lo * c->page, hi * c->page);
 }
 
 void stf_cache_served(struct stf_cache *c, uint32_t shard, uint64_t begin, uint64_t end)
 {
-        uint64_t size, pages, first, last;
+        uint64_t size, pages, first, last, lo = 0, hi = 0;
 
         if (!c || c->mode != STF_CACHE_SINGLE || shard >= c->m->nshards)
                 return;
@@ -239,15 +260,21 @@ void stf_cache_served(struct stf_cache *c, uint32_t shard, uint64_t begin, uint6
                 end = pages * c->page;
         first = begin / c->page;
         last = (end - 1) / c->page;
+        /* the pages this call serves whole are one run: only its two ends
+         * can be pieces */
         for (uint64_t p = first; p <= last; p++) {
                 uint64_t ps = p * c->page;
                 uint32_t s = (uint32_t)((begin > ps ? begin : ps) - ps);
                 uint32_t e = (uint32_t)((end < ps + c->page ? end : ps + c->page) - ps);
 
-                if ((s == 0 && e == c->page) || merge_piece(c, shard, p, s, e))
+                if ((s == 0 && e == c->page) || merge_piece(c, shard, p, s, e)) {
                         set_bit(c, shard, p);
+                        lo = lo < hi ? lo : p;
+                        hi = p + 1;
+                }
         }
-        drop_runs(c, shard, first, last, pages);
+        if (lo < hi)
+                drop_range(c, shard, lo, hi, pages);
 }
 
 void stf_cache_served_view(struct stf_cache *c, const struct stf_view *v, uint64_t off,

@@ -21,8 +21,9 @@
  * boundary) is remembered as a served prefix and suffix until the pieces
  * meet; at most STF_CACHE_PARTIAL such pages are remembered at once (more
  * stay cached, which costs memory, never bytes). The source's large folios
- * (up to 2 MiB) are dropped once every page of them is served: a drop
- * extends over neighbouring served pages up to 2 MiB boundaries. So a
+ * (up to 2 MiB) are dropped once every page of them is served: a call
+ * drops the pages it served whole, and the whole 2 MiB block at either end
+ * of them once every page of that block is served. So a
  * folio holding bytes nobody read through the mount stays whole, and so
  * does the one holding a shard's header (the daemon maps it).
  *
@@ -43,6 +44,14 @@ enum stf_cache_mode {
         STF_CACHE_SINGLE, /* the default: drop the source's copy once served */
         STF_CACHE_DOUBLE, /* keep both copies */
 };
+
+/*
+ * A call that serves fewer whole pages than this many bytes drops nothing
+ * at once: its pages go when their 2 MiB block is served whole (a prefetch
+ * of 4 KiB chunks would otherwise cost two system calls per chunk). Bytes
+ * read in small pieces here and there stay in both caches.
+ */
+#define STF_CACHE_MIN_DROP (256u << 10)
 
 /* Pages served in pieces that are remembered at once (see above). */
 #define STF_CACHE_PARTIAL 65536

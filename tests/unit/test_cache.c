@@ -107,11 +107,14 @@ START_TEST(test_whole_pages_only)
         struct drops r;
         struct stf_cache *c = policy(m, STF_CACHE_SINGLE, &r);
 
-        stf_cache_served(c, 1, 100, 3 * PG + 50);
+        stf_cache_served(c, 1, 100, 100 * PG + 50);
         ck_assert_uint_eq(r.n, 1);
-        assert_drop(&r, 0, 1, PG, 3 * PG);
+        assert_drop(&r, 0, 1, PG, 100 * PG);
         /* a range inside one page drops nothing */
         stf_cache_served(c, 0, 10, 20);
+        ck_assert_uint_eq(r.n, 1);
+        /* nor, at once, a few whole pages (less than STF_CACHE_MIN_DROP) */
+        stf_cache_served(c, 0, 200 * PG, 202 * PG);
         ck_assert_uint_eq(r.n, 1);
         stf_cache_free(c);
         fake_free(m);
@@ -120,7 +123,8 @@ END_TEST
 
 /*
  * A page shared by two tensors stays until both parts are served, then
- * goes with the served pages around it; the other shard is untouched.
+ * goes; the other shard is untouched; a 2 MiB block served whole goes
+ * whole (page 0, served last and alone, with it).
  */
 START_TEST(test_neighbour_page_kept_until_served)
 {
@@ -128,20 +132,22 @@ START_TEST(test_neighbour_page_kept_until_served)
         struct drops r;
         struct stf_cache *c = policy(m, STF_CACHE_SINGLE, &r);
 
-        stf_cache_served(c, 0, 100, 3 * PG + 50); /* tensor A ends inside page 3 */
-        assert_drop(&r, 0, 0, PG, 3 * PG);
-        stf_cache_served(c, 0, 3 * PG + 50, 3 * PG + 60); /* a tiny tensor after it */
+        stf_cache_served(c, 0, 100, 100 * PG + 50); /* tensor A ends inside page 100 */
+        assert_drop(&r, 0, 0, PG, 100 * PG);
+        stf_cache_served(c, 0, 100 * PG + 50, 100 * PG + 60); /* a tiny tensor after it */
         ck_assert_uint_eq(r.n, 1);
-        stf_cache_served(c, 1, 3 * PG + 60, 5 * PG); /* same offsets, other shard */
+        stf_cache_served(c, 1, 100 * PG + 60, 200 * PG); /* same offsets, other shard */
         ck_assert_uint_eq(r.n, 2);
-        assert_drop(&r, 1, 1, 4 * PG, 5 * PG);
-        stf_cache_served(c, 0, 3 * PG + 60, 5 * PG); /* tensor B: page 3 is whole */
+        assert_drop(&r, 1, 1, 101 * PG, 200 * PG);
+        stf_cache_served(c, 0, 100 * PG + 60, 200 * PG); /* tensor B: page 100 is whole */
         ck_assert_uint_eq(r.n, 3);
-        assert_drop(&r, 2, 0, PG, 5 * PG);
-        /* page 0 was served from byte 100: its prefix now completes it */
+        assert_drop(&r, 2, 0, 100 * PG, 200 * PG);
+        /* page 0 was served from byte 100: its prefix completes it, alone */
         stf_cache_served(c, 0, 0, 100);
+        ck_assert_uint_eq(r.n, 3);
+        stf_cache_served(c, 0, 200 * PG, 512 * PG);
         ck_assert_uint_eq(r.n, 4);
-        assert_drop(&r, 3, 0, 0, 5 * PG);
+        assert_drop(&r, 3, 0, 0, 2 * MIB);
         stf_cache_free(c);
         fake_free(m);
 }
@@ -160,12 +166,15 @@ START_TEST(test_sequential_replies)
         ck_assert_uint_eq(r.n, 8);
         /* the first reply: its whole pages */
         assert_drop(&r, 0, 0, PG, MIB);
-        /* the second completes the page split between them, and a drop runs
-         * back over served pages to the 2 MiB boundary (a large folio) */
-        assert_drop(&r, 1, 0, PG, 2 * MIB);
+        /* the second completes the page split between them */
+        assert_drop(&r, 1, 0, MIB, 2 * MIB);
         assert_drop(&r, 2, 0, 2 * MIB, 3 * MIB);
+        /* the 2 MiB block [2, 4) MiB is served whole: it goes whole (a
+         * large folio of the source); block [0, 2) lacks page 0's head */
         assert_drop(&r, 3, 0, 2 * MIB, 4 * MIB);
         assert_drop(&r, 7, 0, 6 * MIB, 8 * MIB);
+        stf_cache_served(c, 0, 0, base);
+        assert_drop(&r, 8, 0, 0, 2 * MIB);
         stf_cache_free(c);
         fake_free(m);
 }
@@ -179,10 +188,11 @@ START_TEST(test_last_page)
         struct stf_cache *c = policy(m, STF_CACHE_SINGLE, &r);
 
         stf_cache_served(c, 0, 9000, 10000);
-        ck_assert_uint_eq(r.n, 0); /* page 2 starts at 8192: not whole */
-        stf_cache_served(c, 0, 2 * PG, 9000);
-        ck_assert_uint_eq(r.n, 1);
-        assert_drop(&r, 0, 0, 2 * PG, 3 * PG);
+        stf_cache_served(c, 0, 2 * PG, 9000); /* page 2 is whole */
+        ck_assert_uint_eq(r.n, 0);            /* one page: its block waits */
+        stf_cache_served(c, 0, 0, 2 * PG);
+        ck_assert_uint_eq(r.n, 1); /* the block (the whole shard) is served */
+        assert_drop(&r, 0, 0, 0, 3 * PG);
         /* past the end and past the shards: nothing */
         stf_cache_served(c, 0, 20000, 30000);
         stf_cache_served(c, 1, 0, PG);
@@ -207,19 +217,20 @@ START_TEST(test_double_drops_nothing)
 END_TEST
 
 /*
- * Many pages split at random points, pieces served in random order: every
- * page is dropped exactly when its second piece comes (the partial table,
- * its collisions and removals).
+ * Pages split at random points, pieces served in random order (the partial
+ * table, its collisions and removals): each page is whole when its second
+ * piece comes, and each 2 MiB block goes whole in the call that serves its
+ * last page, never before.
  */
 START_TEST(test_split_pages_random_order)
 {
-        enum { NP = 3000 };
+        enum { NP = 3 * 512 };
         struct stf_model *m = fake_model(1, (uint64_t)NP * PG);
         static struct drops r;
         struct stf_cache *c = policy(m, STF_CACHE_SINGLE, &r);
         static uint32_t order[2 * NP], cut[NP];
         static unsigned char seen[NP];
-        unsigned seed = 7;
+        unsigned whole[3] = {0}, seed = 7;
 
         for (uint32_t i = 0; i < NP; i++)
                 cut[i] = 1 + (uint32_t)(rand_r(&seed) % (PG - 1));
@@ -232,7 +243,7 @@ START_TEST(test_split_pages_random_order)
                 order[j] = t;
         }
         for (uint32_t i = 0; i < 2 * NP; i++) {
-                uint32_t p = order[i] / 2;
+                uint32_t p = order[i] / 2, b = p / 512;
                 uint64_t ps = (uint64_t)p * PG;
                 size_t before = r.n;
 
@@ -240,15 +251,13 @@ START_TEST(test_split_pages_random_order)
                         stf_cache_served(c, 0, ps + cut[p], ps + PG);
                 else
                         stf_cache_served(c, 0, ps, ps + cut[p]);
-                ck_assert_uint_le(r.n, before + 1);
-                if (r.n > before) {
-                        ck_assert_uint_eq(seen[p], 1); /* its other piece came first */
-                        ck_assert_uint_le(r.d[before].begin, ps);
-                        ck_assert_uint_ge(r.d[before].end, ps + PG);
-                }
-                seen[p]++;
+                whole[b] += seen[p]++ == 1;
+                ck_assert_uint_eq(r.n, before + (whole[b] == 512 && seen[p] == 2));
+                if (r.n > before)
+                        assert_drop(&r, before, 0, (uint64_t)b * 2 * MIB,
+                                    (uint64_t)(b + 1) * 2 * MIB);
         }
-        ck_assert_uint_eq(r.n, NP);
+        ck_assert_uint_eq(r.n, 3);
         stf_cache_free(c);
         fake_free(m);
 }
@@ -262,10 +271,10 @@ START_TEST(test_view_extents)
         uint8_t hdr[64] = {0};
         struct stf_extent ext[3] = {
             {.off = 0, .len = sizeof(hdr), .ptr = hdr, .shard = -1},
-            {.off = 64, .len = 3 * PG, .ptr = fake_map[1] + 8, .shard = 1},
-            {.off = 64 + 3 * PG, .len = 2 * PG, .ptr = fake_map[0], .shard = 0},
+            {.off = 64, .len = 100 * PG, .ptr = fake_map[1] + 8, .shard = 1},
+            {.off = 64 + 100 * PG, .len = 100 * PG, .ptr = fake_map[0], .shard = 0},
         };
-        struct stf_view v = {.size = 64 + 5 * PG, .n = 3, .ext = ext};
+        struct stf_view v = {.size = 64 + 200 * PG, .n = 3, .ext = ext};
         struct drops r;
         struct stf_cache *c;
 
@@ -274,8 +283,8 @@ START_TEST(test_view_extents)
         c = policy(m, STF_CACHE_SINGLE, &r);
         stf_cache_served_view(c, &v, 0, v.size);
         ck_assert_uint_eq(r.n, 2);
-        assert_drop(&r, 0, 1, PG, 3 * PG); /* shard 1 bytes [8, 8 + 3 pages) */
-        assert_drop(&r, 1, 0, 0, 2 * PG);
+        assert_drop(&r, 0, 1, PG, 100 * PG); /* shard 1 bytes [8, 8 + 100 pages) */
+        assert_drop(&r, 1, 0, 0, 100 * PG);
         stf_cache_served_view(NULL, &v, 0, v.size);
         stf_cache_free(c);
         fake_free(m);
