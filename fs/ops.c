@@ -93,7 +93,14 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
         if (conn->capable & FUSE_CAP_READDIRPLUS)
                 conn->want |= FUSE_CAP_READDIRPLUS;
         conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
+        /*
+         * Immutable content: the kernel never drops the page cache on its
+         * own (a size or mtime change, which cannot happen); only our
+         * notifications do (a shard overwritten, an evict).
+         */
         conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+        if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA)
+                conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
         /*
          * No OPENDIR/RELEASEDIR round trips (listings are cached anyway), and
          * the kernel caches the ACL answers ("none") instead of asking on
@@ -202,8 +209,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
                 fuse_reply_err(req, EROFS);
                 return;
         }
-        /* Immutable content: keep the page cache across opens. */
+        /* Immutable content: keep the page cache across opens; nothing to
+         * write back at close. */
         fi->keep_cache = 1;
+        fi->noflush = 1;
         shard = stf_ns_whole_shard(fs->ns, ino);
         if (shard >= 0) /* a whole source file: the kernel may serve it */
                 stfs_pt_reply_open(fs->pt, req, fi, (uint32_t)shard, fs->model->shards[shard].fd,
