@@ -10,7 +10,7 @@
  * remembered (that page stays: memory, never bytes).
  *
  * A drop covers the pages a call served whole, and the whole 2 MiB block
- * at either end once every page of it is served (a count per block): the
+ * at either end when the call served its last page (a count per block): the
  * kernel drops a large folio of the source only when the range asked
  * covers all of it, and a 2 MiB folio is served over several 1 MiB
  * replies.
@@ -129,21 +129,23 @@ void stf_cache_free(struct stf_cache *c)
         free(c);
 }
 
-/* Mark page @p of shard @s served whole; count it in its block once. */
-static void set_bit(struct stf_cache *c, uint32_t s, uint64_t p)
+/*
+ * Mark page @p (of @pages) of shard @s served whole, counted in its block
+ * once. Returns true when this served the last page of its block: the one
+ * call that then drops the block whole (a block served whole before and
+ * being read again is not dropped whole: pages of it may be on their way
+ * to another reply).
+ */
+static bool set_bit(struct stf_cache *c, uint32_t s, uint64_t p, uint64_t pages)
 {
-        uint64_t bit = 1ull << (p % 64);
-
-        if (!(atomic_fetch_or_explicit(&c->bits[s][p / 64], bit, memory_order_relaxed) & bit))
-                atomic_fetch_add_explicit(&c->blocks[s][p / c->span], 1, memory_order_relaxed);
-}
-
-/* Whether every page of the block starting at page @b (of @pages) is served. */
-static bool block_full(const struct stf_cache *c, uint32_t s, uint64_t b, uint64_t pages)
-{
+        uint64_t bit = 1ull << (p % 64), b = p - p % c->span;
         uint64_t n = pages - b < c->span ? pages - b : c->span;
+        uint16_t before;
 
-        return atomic_load_explicit(&c->blocks[s][b / c->span], memory_order_relaxed) == n;
+        if (atomic_fetch_or_explicit(&c->bits[s][p / 64], bit, memory_order_relaxed) & bit)
+                return false;
+        before = atomic_fetch_add_explicit(&c->blocks[s][b / c->span], 1, memory_order_relaxed);
+        return before + 1u == n;
 }
 
 static size_t slot_of(uint64_t key)
@@ -207,45 +209,37 @@ static bool merge_piece(struct stf_cache *c, uint32_t shard, uint64_t p, uint32_
         return full;
 }
 
-/* Drop the block starting at page @b if every page of it is served. */
-static void drop_block_if_full(struct stf_cache *c, uint32_t shard, uint64_t b, uint64_t pages)
-{
-        uint64_t e = b + c->span < pages ? b + c->span : pages;
-
-        if (block_full(c, shard, b, pages))
-                c->drop(c->ctx, shard, b * c->page, e * c->page);
-}
-
 /*
- * Pages [@lo, @hi) of @shard were served whole by this call. At least
- * STF_CACHE_MIN_DROP of them go at once, out to the whole block at either
- * end when that block is now served whole (a large folio of the source
- * lies inside one block and goes only when dropped whole). Fewer wait for
- * their block to be served whole: a drop is two system calls and the
- * kernel's LRU drains, too much per 4 KiB prefetch chunk.
+ * Pages [@lo, @hi) of @shard were served whole by this call, and it served
+ * the last page of the blocks starting at pages @done[0] and @done[1] (or
+ * of none: UINT64_MAX). At least STF_CACHE_MIN_DROP of pages go at once,
+ * out to the whole block at either end that this call completed (a large
+ * folio of the source lies inside one block and goes only when dropped
+ * whole). Fewer go only with a block they complete: a drop is two system
+ * calls and the kernel's LRU drains, too much per 4 KiB prefetch chunk.
  */
 static void drop_range(struct stf_cache *c, uint32_t shard, uint64_t lo, uint64_t hi,
-                       uint64_t pages)
+                       uint64_t pages, const uint64_t done[2])
 {
         uint64_t b0 = lo - lo % c->span, b1 = (hi - 1) - (hi - 1) % c->span;
+        uint64_t e0 = b0 + c->span < pages ? b0 + c->span : pages;
         uint64_t e1 = b1 + c->span < pages ? b1 + c->span : pages;
+        bool f0 = b0 == done[0] || b0 == done[1], f1 = b1 == done[0] || b1 == done[1];
 
         if ((hi - lo) * c->page < STF_CACHE_MIN_DROP) {
-                drop_block_if_full(c, shard, b0, pages);
-                if (b1 != b0)
-                        drop_block_if_full(c, shard, b1, pages);
+                if (f0)
+                        c->drop(c->ctx, shard, b0 * c->page, e0 * c->page);
+                if (f1 && b1 != b0)
+                        c->drop(c->ctx, shard, b1 * c->page, e1 * c->page);
                 return;
         }
-        if (b0 < lo && block_full(c, shard, b0, pages))
-                lo = b0;
-        if (e1 > hi && block_full(c, shard, b1, pages))
-                hi = e1;
-        c->drop(c->ctx, shard, lo * c->page, hi * c->page);
+        c->drop(c->ctx, shard, (f0 ? b0 : lo) * c->page, (f1 ? e1 : hi) * c->page);
 }
 
 void stf_cache_served(struct stf_cache *c, uint32_t shard, uint64_t begin, uint64_t end)
 {
         uint64_t size, pages, first, last, lo = 0, hi = 0;
+        uint64_t done[2] = {UINT64_MAX, UINT64_MAX}; /* blocks this call completed */
 
         if (!c || c->mode != STF_CACHE_SINGLE || shard >= c->m->nshards)
                 return;
@@ -268,13 +262,14 @@ void stf_cache_served(struct stf_cache *c, uint32_t shard, uint64_t begin, uint6
                 uint32_t e = (uint32_t)((end < ps + c->page ? end : ps + c->page) - ps);
 
                 if ((s == 0 && e == c->page) || merge_piece(c, shard, p, s, e)) {
-                        set_bit(c, shard, p);
+                        if (set_bit(c, shard, p, pages))
+                                done[done[0] != UINT64_MAX] = p - p % c->span;
                         lo = lo < hi ? lo : p;
                         hi = p + 1;
                 }
         }
         if (lo < hi)
-                drop_range(c, shard, lo, hi, pages);
+                drop_range(c, shard, lo, hi, pages, done);
 }
 
 void stf_cache_served_view(struct stf_cache *c, const struct stf_view *v, uint64_t off,

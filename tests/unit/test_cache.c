@@ -175,6 +175,12 @@ START_TEST(test_sequential_replies)
         assert_drop(&r, 7, 0, 6 * MIB, 8 * MIB);
         stf_cache_served(c, 0, 0, base);
         assert_drop(&r, 8, 0, 0, 2 * MIB);
+        /* read again (the mount's pages were evicted): a block served whole
+         * before goes no further than what this call served, the rest of it
+         * may be on its way to the next reply */
+        stf_cache_served(c, 0, MIB / 2, MIB / 2 + MIB);
+        ck_assert_uint_eq(r.n, 10);
+        assert_drop(&r, 9, 0, MIB / 2, MIB / 2 + MIB);
         stf_cache_free(c);
         fake_free(m);
 }
