@@ -54,6 +54,23 @@ def fuse_skip_reason():
     return None
 
 
+
+class Mount:
+    """A daemon (@proc) serving the mount at @path, its output in the file @log."""
+
+    def __init__(self, path, proc, log):
+        self.path = path
+        self.proc = proc
+        self.log = log
+        self.done = False
+
+    def p(self, *rel):
+        return os.path.join(self.path, *rel)
+
+    def stderr(self):
+        with open(self.log, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
 def run_tests(rest, missing=None, files=()):
     """Run the unittest cases of the calling script (module __main__) with
     the command-line arguments @rest; the exit status: 77 (SKIP) where real

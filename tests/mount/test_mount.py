@@ -226,19 +226,7 @@ def header_entries(doc):
 # ---------------------------------------------------------------- base class
 
 
-class Mount:
-    def __init__(self, path, proc, log):
-        self.path = path
-        self.proc = proc
-        self.log = log
-        self.done = False
-
-    def p(self, *rel):
-        return os.path.join(self.path, *rel)
-
-    def stderr(self):
-        with open(self.log, "rb") as f:
-            return f.read().decode("utf-8", "replace")
+Mount = stfstest.Mount
 
 
 class MountCase(unittest.TestCase):

@@ -72,7 +72,7 @@ START_TEST(test_state_names)
 }
 END_TEST
 
-int main(void)
+static Suite *target_suite(void)
 {
         Suite *s = suite_create("target");
         TCase *tc = tcase_create("names");
@@ -82,5 +82,10 @@ int main(void)
         tcase_add_test(tc, test_format);
         tcase_add_test(tc, test_state_names);
         suite_add_tcase(s, tc);
-        return ut_run(s);
+        return s;
+}
+
+int main(void)
+{
+        return ut_run(target_suite());
 }

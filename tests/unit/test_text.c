@@ -196,7 +196,7 @@ START_TEST(parse_u64)
 }
 END_TEST
 
-int main(void)
+static Suite *text_suite(void)
 {
         Suite *s = suite_create("text");
         TCase *tc = tcase_create("text");
@@ -209,5 +209,10 @@ int main(void)
         tcase_add_test(tc, json_inert);
         tcase_add_test(tc, parse_u64);
         suite_add_tcase(s, tc);
-        return ut_run(s);
+        return s;
+}
+
+int main(void)
+{
+        return ut_run(text_suite());
 }

@@ -228,19 +228,9 @@ class Source:
         return list(zip(names, ts)), meta
 
 
-class Mount:
-    def __init__(self, path, proc, log):
-        self.path = path
-        self.proc = proc
-        self.log = log
-        self.done = False
-
+class Mount(stfstest.Mount):
     def p(self, *rel):
         return os.path.join(self.path, *[r for r in rel if r])
-
-    def stderr(self):
-        with open(self.log, "rb") as f:
-            return f.read().decode("utf-8", "replace")
 
 
 def has_odirect(path):
