@@ -203,14 +203,15 @@ void stfs_control_drop_host(void *arg, uint32_t t)
  * session's /dev/fuse descriptor is replaced with /dev/null (the number
  * stays valid for libfuse's unmount and close), the kernel aborts the
  * connection, every pending request fails with ENOTCONN and the jobs end.
+ * A job waiting on a stalled source is not waited for beyond @wait_ms.
  */
-void stfs_control_stop(struct stfs *fs)
+bool stfs_control_stop(struct stfs *fs, unsigned wait_ms)
 {
         uint64_t t0 = stf_now_ns();
         bool cut = false;
 
         if (!fs->res)
-                return;
+                return true;
         while (stf_residency_cancel_all(fs->res)) {
                 if (!cut && fs->se && stf_now_ns() - t0 > 500000000ull) {
                         int null = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -222,8 +223,12 @@ void stfs_control_stop(struct stfs *fs)
                                 close(null);
                         }
                 }
+                /* a job reading a stalled source comes back when it answers */
+                if (stf_now_ns() - t0 > wait_ms * 1000000ull)
+                        return false;
                 usleep(2000);
         }
+        return true;
 }
 
 void stfs_control_destroy(struct stfs *fs)

@@ -19,8 +19,10 @@
 int stfs_control_init(struct stfs *fs);
 
 /* Cancel every job and wait until none runs, while the session can still
- * take their pushes (after a grace period the connection is cut). */
-void stfs_control_stop(struct stfs *fs);
+ * take their pushes (after a grace period the connection is cut). False
+ * when a job still runs after @wait_ms (stuck on a stalled source): then
+ * the jobs and what they read must stay allocated. */
+bool stfs_control_stop(struct stfs *fs, unsigned wait_ms);
 
 /* Free every job (cancelled, waited for) and fs->res; sets it NULL, so
  * a second call does nothing. */

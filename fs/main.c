@@ -24,6 +24,7 @@
 #include "log.h"
 #include "ops.h"
 #include "passthrough.h"
+#include "reads.h"
 #include "stfs.h"
 
 struct options {
@@ -38,6 +39,9 @@ struct options {
         char *passthrough;
         char *check_interval;
         char *cache;
+        char *read_timeout;
+        char *async_reads;
+        unsigned data_threads;
         int show_help;
         int show_version;
 };
@@ -59,6 +63,9 @@ static const struct fuse_opt opt_spec[] = {
     {"passthrough=%s", offsetof(struct options, passthrough), 0},
     {"check_interval=%s", offsetof(struct options, check_interval), 0},
     {"cache=%s", offsetof(struct options, cache), 0},
+    {"read_timeout=%s", offsetof(struct options, read_timeout), 0},
+    {"async_reads=%s", offsetof(struct options, async_reads), 0},
+    {"data_threads=%u", offsetof(struct options, data_threads), 0},
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
     FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -116,6 +123,12 @@ static void usage(const char *prog)
                "    -o cache=MODE          single (default): once bytes are in the mount's\n"
                "                           page cache the daemon drops the source's copy;\n"
                "                           double: keep both (see README, Memory)\n"
+               "    -o async_reads=MODE    auto (default): data reads on their own threads when\n"
+               "                           the source is on a network filesystem (FUSE, NFS,\n"
+               "                           SMB, ...), zero-copy replies otherwise; on; off\n"
+               "    -o data_threads=N      threads of async reads (default 16)\n"
+               "    -o read_timeout=S      an async read waiting longer than S seconds on the\n"
+               "                           source fails with EIO (default 30; 0: wait for ever)\n"
                "    -o rw                  mount read-write (files stay read-only; the default\n"
                "                           is ro)\n"
                "    -h, --help             this help\n"
@@ -127,17 +140,14 @@ static void usage(const char *prog)
         fuse_lowlevel_help();
 }
 
-/* As root, raise the mount's bdi readahead: 128 KiB halves first reads. */
-static void raise_readahead(const char *mountpoint, unsigned kb)
+/* The device number of the mount at @mountpoint (the last in mountinfo). */
+static bool mount_dev(const char *mountpoint, unsigned *maj, unsigned *min)
 {
-        char line[4096], path[128], want[PATH_MAX * 4 + 1];
-        unsigned maj = 0, min = 0;
+        char line[4096], want[PATH_MAX * 4 + 1];
         bool found = false;
         size_t o = 0;
         FILE *f;
 
-        if (kb == 0 || geteuid() != 0)
-                return;
         /* mountinfo escapes space, tab, newline and backslash as \ooo. */
         for (const char *p = mountpoint; *p && o + 5 < sizeof(want); p++) {
                 if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\\')
@@ -149,20 +159,29 @@ static void raise_readahead(const char *mountpoint, unsigned kb)
         want[o] = '\0';
         f = fopen("/proc/self/mountinfo", "r");
         if (!f)
-                return;
+                return false;
         while (fgets(line, sizeof(line), f)) {
                 unsigned a, b;
                 char mp[4096];
 
                 if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &a, &b, mp) == 3 &&
                     !strcmp(mp, want)) {
-                        maj = a;
-                        min = b;
+                        *maj = a;
+                        *min = b;
                         found = true;
                 }
         }
         fclose(f);
-        if (!found)
+        return found;
+}
+
+/* As root, raise the mount's bdi readahead: 128 KiB halves first reads. */
+static void raise_readahead(unsigned maj, unsigned min, unsigned kb)
+{
+        char path[128];
+        FILE *f;
+
+        if (kb == 0 || geteuid() != 0)
                 return;
         snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
         f = fopen(path, "w");
@@ -202,6 +221,8 @@ struct start {
         char *source;     /* absolute */
         char *mountpoint; /* real path */
         struct stf_watch_opts watch;
+        struct stfs_reads_opts reads;
+        unsigned conn; /* the FUSE connection's id (fusectl), 0: unknown */
 };
 
 static void start_free(struct start *st)
@@ -215,7 +236,65 @@ static void start_free(struct start *st)
         free(st->o.passthrough);
         free(st->o.check_interval);
         free(st->o.cache);
+        free(st->o.read_timeout);
+        free(st->o.async_reads);
         fuse_opt_free_args(&st->args);
+}
+
+/*
+ * Abort FUSE connection @conn through fusectl, where it is mounted: every
+ * request of the mount that is not being copied ends at once
+ * (ECONNABORTED), whatever threads of ours still hold the device.
+ */
+static void abort_connection(unsigned conn)
+{
+        char path[96];
+        FILE *f;
+
+        if (!conn)
+                return;
+        snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", conn);
+        f = fopen(path, "w");
+        if (!f)
+                return;
+        fputs("1\n", f);
+        fclose(f);
+}
+
+/* -o async_reads, data_threads, read_timeout into st->reads; false (said on
+ * stderr) when one is malformed. */
+static bool parse_reads(struct start *st)
+{
+        struct stfs_reads_opts *r = &st->reads;
+        double secs = STFS_READ_TIMEOUT_DEFAULT_S;
+        char *end;
+
+        r->mode = STFS_READS_AUTO;
+        if (st->o.async_reads && !stfs_reads_parse_mode(st->o.async_reads, &r->mode)) {
+                fprintf(stderr, "stfs: -o async_reads=%s: auto, on or off\n", st->o.async_reads);
+                return false;
+        }
+        r->threads = st->o.data_threads ? st->o.data_threads : STFS_READS_THREADS_DEFAULT;
+        if (r->threads > STFS_READS_THREADS_MAX) {
+                fprintf(stderr, "stfs: -o data_threads=%u: at most %u\n", r->threads,
+                        STFS_READS_THREADS_MAX);
+                return false;
+        }
+        if (st->o.read_timeout) {
+                errno = 0;
+                secs = strtod(st->o.read_timeout, &end);
+                /* up to a week: the milliseconds fit an unsigned */
+                if (end == st->o.read_timeout || *end || errno || !(secs >= 0) ||
+                    secs > 7 * 86400.0) {
+                        fprintf(stderr, "stfs: -o read_timeout=%s: seconds, 0 to 604800\n",
+                                st->o.read_timeout);
+                        return false;
+                }
+        }
+        r->timeout_ms = (unsigned)(secs * 1000.0 + 0.5);
+        if (secs > 0 && r->timeout_ms == 0)
+                r->timeout_ms = 1;
+        return true;
 }
 
 /* "SIZE" with an optional K, M or G suffix (powers of 1024). */
@@ -300,6 +379,8 @@ static int parse(struct start *st, int argc, char **argv)
                 printf("stfs %s (libfuse %s)\n", STF_VERSION, fuse_pkgversion());
                 return 1;
         }
+        if (!parse_reads(st))
+                return -1;
         /* Read-only by default; a later -o rw from the user wins. */
         if (fuse_opt_insert_arg(&st->args, 1, "-oro,default_permissions,subtype=stfs"))
                 return -1;
@@ -458,12 +539,53 @@ static int serve(struct fuse_session *se, const struct fuse_cmdline_opts *cmd)
         return ret < 0 ? 1 : 0;
 }
 
+/* How long exit waits for threads reading a stalled source. */
+#define EXIT_WAIT_MS 2000
+
+/* Async reads where wanted (after daemonizing: threads do not survive the
+ * fork). Failing to start them leaves the zero-copy replies. */
+static void start_reads(struct stfs *fs, const struct start *st)
+{
+        const char *why = NULL;
+        int ret;
+
+        if (!stfs_reads_wanted(fs, &st->reads, &why))
+                return;
+        ret = stfs_reads_new(fs, &st->reads, &fs->reads);
+        if (ret) {
+                stfs_log(LOG_ERR,
+                         "cannot start the data threads (%s): reads stay on the FUSE "
+                         "workers",
+                         strerror(-ret));
+                return;
+        }
+        stfs_log(LOG_INFO, "%s: data reads on %u threads, read_timeout %.3g s", why,
+                 st->reads.threads, st->reads.timeout_ms / 1000.0);
+}
+
+/*
+ * Threads still wait on a stalled source at exit: they use the model and
+ * the mount's objects, so nothing is freed. Cut the connection (every
+ * reader of the mount gets an answer), unmount, and leave; the process is
+ * gone once the source answers or its waits are killed.
+ */
+static void leave_stuck(struct fuse_session *se, const struct start *st, unsigned stuck, int ret)
+{
+        stfs_log(LOG_WARNING,
+                 "%u threads still wait on the source at exit: unmounting without them", stuck);
+        abort_connection(st->conn);
+        fuse_session_unmount(se);
+        fuse_remove_signal_handlers(se);
+        _exit(ret);
+}
+
 int main(int argc, char **argv)
 {
         struct start st = {0};
         struct fuse_session *se;
         struct stfs fs = {.timeout = 86400.0 * 365};
         int ret = parse(&st, argc, argv);
+        unsigned maj, min, stuck;
 
         if (ret) {
                 start_free(&st);
@@ -482,7 +604,10 @@ int main(int argc, char **argv)
         if (fuse_session_mount(se, st.mountpoint))
                 goto out_signals;
         stfs_pt_attach(fs.pt, se); /* before the kernel's INIT is read */
-        raise_readahead(st.mountpoint, st.o.readahead_kb);
+        if (mount_dev(st.mountpoint, &maj, &min)) {
+                raise_readahead(maj, min, st.o.readahead_kb);
+                st.conn = min;
+        }
         if (!st.cmd.foreground)
                 stfs_log_to_syslog();
         if (fuse_daemonize(st.cmd.foreground))
@@ -490,9 +615,17 @@ int main(int argc, char **argv)
         /* its thread after the fork of fuse_daemonize: a fork keeps no thread */
         if (stf_watch_new(fs.model, &st.watch, stfs_shard_event, &fs, &fs.watch))
                 goto out_unmount;
+        start_reads(&fs, &st);
         ret = serve(se, &st.cmd);
-        /* stop prefetch jobs while the session can still take their pushes */
-        stfs_control_stop(&fs);
+        /* answer reads in flight and stop prefetch jobs while the session
+         * can still take replies and pushes */
+        stuck = stfs_reads_stop(fs.reads, EXIT_WAIT_MS);
+        if (!stfs_control_stop(&fs, EXIT_WAIT_MS))
+                stuck++;
+        if (stuck)
+                leave_stuck(se, &st, stuck, ret);
+        stfs_reads_free(fs.reads);
+        fs.reads = NULL;
 
 out_unmount:
         fuse_session_unmount(se);

@@ -19,6 +19,7 @@
 #include "docs.h"
 #include "ops.h"
 #include "passthrough.h"
+#include "reads.h"
 #include "stfs.h"
 
 static struct stfs *fs_of(fuse_req_t req)
@@ -287,20 +288,28 @@ void stfs_shard_event(void *ctx, const struct stf_shard *s, enum stf_watch_event
                 drop_cached(fs, (uint32_t)(s - fs->model->shards));
 }
 
-/*
- * Bring in what a reply will copy from a remote source (stf_watch_fetch),
- * mending and retrying once on failure: a source that fails during the
- * kernel's copy of the reply gives the reader EIO with no retry possible.
- * 0 or -EIO.
- */
-static int fetch(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len,
-                 uint64_t since)
+int stfs_read_fetch(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len,
+                    uint64_t since)
 {
         int ret = stf_watch_fetch(fs->watch, v, off, len);
 
         if (ret && !stf_watch_mend(fs->watch, v, off, len, since, -ret))
                 ret = stf_watch_fetch(fs->watch, v, off, len);
         return ret ? -EIO : 0;
+}
+
+int stfs_read_span(struct stfs *fs, const struct stf_view *v, size_t size, off_t off, size_t *want)
+{
+        *want = 0;
+        if (off < 0 || (uint64_t)off >= v->size)
+                return 0;
+        *want = v->size - (uint64_t)off < size ? (size_t)(v->size - (uint64_t)off) : size;
+        stf_residency_count(fs->res, STF_COUNT_READ_BYTES, *want);
+        if (!stf_watch_intact(fs->watch, v, (uint64_t)off, *want)) {
+                stf_watch_fault(fs->watch, v, (uint64_t)off, *want);
+                return -EIO;
+        }
+        return 0;
 }
 
 /* Reply to a read of [@off, @off + @size) of view @v. */
@@ -311,24 +320,20 @@ static void read_view(fuse_req_t req, struct stfs *fs, const struct stf_view *v,
         uint64_t since = stf_watch_epoch(fs->watch);
         size_t n, got, want;
         char *buf;
-        int ret;
+        int ret = stfs_read_span(fs, v, size, off, &want);
 
-        if (off < 0 || (uint64_t)off >= v->size) {
-                fuse_reply_buf(req, NULL, 0);
-                return;
-        }
-        want = v->size - (uint64_t)off < size ? (size_t)(v->size - (uint64_t)off) : size;
-        stf_residency_count(fs->res, STF_COUNT_READ_BYTES, want);
-        if (!stf_watch_intact(fs->watch, v, (uint64_t)off, want)) {
-                stf_watch_fault(fs->watch, v, (uint64_t)off, want);
-                fuse_reply_err(req, EIO);
+        if (ret || !want) {
+                if (ret)
+                        fuse_reply_err(req, -ret);
+                else
+                        fuse_reply_buf(req, NULL, 0);
                 return;
         }
         /* Pointers into the mappings and headers: the kernel copies once. */
         n = stf_view_iov(v, (uint64_t)off, want, iov, READ_IOVS, &got);
         if (got == want) {
                 prefault(iov, n);
-                ret = fetch(fs, v, (uint64_t)off, want, since);
+                ret = stfs_read_fetch(fs, v, (uint64_t)off, want, since);
                 if (ret) {
                         fuse_reply_err(req, -ret);
                         return;
@@ -372,6 +377,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
         if (doc_of(fi)) {
                 read_doc(req, doc_of(fi), size, off);
+                return;
+        }
+        if (fs->reads) { /* a source that may stall: off the FUSE worker */
+                stf_residency_count(fs->res, STF_COUNT_READ_REQUESTS, 1);
+                stfs_reads_submit(fs, req, ino, size, off);
                 return;
         }
         ret = stf_ns_view(fs->ns, ino, &tmp, &v);

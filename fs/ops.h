@@ -13,6 +13,7 @@
 
 #include "model.h"
 #include "watch.h"
+#include "view.h"
 
 extern const struct fuse_lowlevel_ops stfs_ops;
 
@@ -23,5 +24,24 @@ extern const struct fuse_lowlevel_ops stfs_ops;
  * of it gets EIO.
  */
 void stfs_shard_event(void *ctx, const struct stf_shard *s, enum stf_watch_event ev, int err);
+
+struct stfs;
+/*
+ * The part of a read of [@off, @off + @size) of view @v that exists:
+ * *@want bytes from @off (0 at or past the end). Counts them, and refuses
+ * a range whose shard lost bytes (the watcher). Returns 0 or -EIO.
+ */
+int stfs_read_span(struct stfs *fs, const struct stf_view *v, size_t size, off_t off, size_t *want);
+
+/*
+ * Bring in what a reply of [@off, @off + @len) of @v will copy from a
+ * remote source (stf_watch_fetch: MADV_POPULATE_READ of the mappings),
+ * mending and retrying once on failure, so that a failing source shows
+ * here and not in the kernel's copy of the reply, where the reader gets
+ * EIO with no retry possible. @since: stf_watch_epoch before the attempt.
+ * Blocks while the source stalls. 0 or -EIO.
+ */
+int stfs_read_fetch(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len,
+                    uint64_t since);
 
 #endif

@@ -39,8 +39,10 @@ struct stfs {
         bool no_opendir;       /* kernel needs no OPENDIR (set in init) */
         unsigned readahead_kb; /* 0: kernel default */
 
-        struct stfs_docs *docs; /* open live documents of /.stfs (docs.c) */
-        struct stfs_pt *pt;     /* passthrough of whole files (passthrough.c) */
+        struct stfs_docs *docs;   /* open live documents of /.stfs (docs.c) */
+        struct stfs_pt *pt;       /* passthrough of whole files (passthrough.c) */
+        struct stfs_reads *reads; /* data reads off the FUSE workers (reads.c);
+                                     NULL: zero-copy replies on the worker */
 
         /* control plane (control.c) */
         struct fuse_session *se;

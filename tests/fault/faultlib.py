@@ -429,6 +429,15 @@ class FaultCase(unittest.TestCase):
                   "(got %r, want %r)" % (what, len(got), len(want), first,
                                           bytes(got[first:first + 8]), bytes(want[first:first + 8])))
 
+    def assertTensors(self, m, tensors):
+        """Every tensor of @tensors reads whole and right through Mount @m."""
+        bad = []
+        for t in tensors:
+            got, err = self.read_errno(m.p(t.path))
+            if err is not None or got != t.data:
+                bad.append("%s: %s" % (t.name, errname(err) if err else "content differs"))
+        self.assertEqual(bad, [])
+
     def read_errno(self, path, off=0, size=-1):
         """(bytes, None) of a read of @path, or (None, errno)."""
         try:

@@ -49,12 +49,7 @@ class SmallModel(FaultCase):
         cls.big = max(cls.tensors, key=lambda t: len(t.data))
 
     def check_all(self, m):
-        bad = []
-        for t in self.tensors:
-            got, err = self.read_errno(m.p(t.path))
-            if err is not None or got != t.data:
-                bad.append("%s: %s" % (t.name, errname(err) if err else "content differs"))
-        self.assertEqual(bad, [])
+        self.assertTensors(m, self.tensors)
 
 
 class KillTest(SmallModel):

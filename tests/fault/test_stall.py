@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Fault suite: a source that stalls (issue 15, "a sick source never holds
+the whole daemon").
+
+    python3 tests/fault/test_stall.py --stfs build/fs/stfs --gen tools/gen_model.py
+
+The stalling source is itself a FUSE filesystem: a lower stfs serves the
+model, and the stfs under test mounts the lower mount's whole-model file
+(LOWER/model.safetensors). SIGSTOP of the lower daemon stalls every read of
+a byte the lower mount's page cache does not hold, exactly as a network
+filesystem whose server stops answering; SIGCONT ends the stall. The upper
+stfs sees a source on FUSE, so its default (-o async_reads=auto) serves
+data reads on its own threads.
+
+- More concurrent uncached readers than FUSE worker threads during a
+  stall: stat of a name never looked up, a listing never made, getxattr
+  and .stfs/status answer within a few seconds; the reads fail with EIO
+  after -o read_timeout; after SIGCONT every byte is right.
+- A stall shorter than read_timeout fails nothing.
+- SIGTERM during a stall unmounts within a bound; the readers get an error,
+  not a hang; the daemon exits 0.
+- The same path forced on a local source (-o async_reads=on) serves every
+  byte, and the options are checked.
+
+Exits 77 (SKIP) without /dev/fuse or fusermount3.
+"""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import faultlib  # noqa: E402
+from faultlib import FaultCase, errname, mounted, read_model, run_gen, status_doc  # noqa: E402
+
+READERS = 16          # concurrent readers, against ...
+WORKERS = 4           # ... this many FUSE worker threads (-o max_threads)
+ANSWER_WITHIN = 3.0   # seconds a metadata request may take during a stall
+TIMEOUT = 2           # -o read_timeout of the upper mount, seconds
+UNMOUNT_WITHIN = 6.0  # after SIGTERM during a stall
+
+
+def timed(fn, *args, within):
+    """(result, None, seconds) of fn(*args) run on a thread, or (None,
+    "hung", within) when it has not returned within @within seconds (the
+    thread is left; it ends when the stall does), or (None, errno name,
+    seconds)."""
+    out = []
+
+    def run():
+        try:
+            out.append((fn(*args), None))
+        except OSError as e:
+            out.append((None, errname(e.errno)))
+    t0 = time.monotonic()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(within)
+    if not out:
+        return None, "hung", within
+    return out[0][0], out[0][1], time.monotonic() - t0
+
+
+class Reader(threading.Thread):
+    """Read @path from start to end in 1 MiB preads; .err the errno name
+    of the first failure (None when every byte came), .took seconds."""
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.path = path
+        self.err = None
+        self.data = None
+        self.took = None
+
+    def run(self):
+        t0 = time.monotonic()
+        out = bytearray()
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                while True:
+                    b = os.pread(fd, 1 << 20, len(out))
+                    if not b:
+                        break
+                    out += b
+            finally:
+                os.close(fd)
+            self.data = bytes(out)
+        except OSError as e:
+            self.err = errname(e.errno)
+        self.took = time.monotonic() - t0
+
+
+class StallCase(FaultCase):
+    @classmethod
+    def prepare(cls):
+        cls.model = os.path.join(cls.tmp, "model")
+        # one shard of ~30 MB: 16+ tensors far from the header, so none is in
+        # the lower mount's page cache after the upper one opened the file
+        run_gen("llama", cls.model, "--shards", 1, "--layers", 6, "--hidden", 512)
+        cls.tensors, _ = read_model(cls.model)
+        cls.big = sorted((t for t in cls.tensors if t.begin > (4 << 20)),
+                         key=lambda t: -len(t.data))
+
+    def stack(self, *opts):
+        """(lower, upper): the model served by a lower stfs, and an upper
+        stfs over the lower's whole-model file with @opts."""
+        lower = self.mount(self.model, "listviews", "readahead_kb=0")
+        upper = self.mount(lower.p("model.safetensors"), *opts)
+        self.addCleanup(self.resume, lower)    # runs first: never unmount a stopped daemon
+        return lower, upper
+
+    @staticmethod
+    def stop(lower):
+        lower.proc.send_signal(signal.SIGSTOP)
+
+    @staticmethod
+    def resume(lower):
+        if lower.proc.poll() is None:
+            lower.proc.send_signal(signal.SIGCONT)
+
+    def start_readers(self, upper, tensors):
+        readers = [Reader(upper.p(t.path)) for t in tensors]
+        for r in readers:
+            r.start()
+        return readers
+
+
+
+class StallTest(StallCase):
+    def test_metadata_answers_while_reads_wait(self):
+        """16 uncached readers, 4 FUSE workers, the source stopped: every
+        metadata request answers, every read fails with EIO after the
+        timeout, and after SIGCONT every byte is right. Before the async
+        reads every worker sat in the kernel's copy and all four checks
+        hung."""
+        self.assertGreaterEqual(len(self.big), READERS)
+        lower, upper = self.stack("max_threads=%d" % WORKERS, "read_timeout=%d" % TIMEOUT)
+        fresh = self.big[-1]                   # never looked up before the stall
+        listed = os.path.dirname(upper.p(self.big[-2].path))
+        self.stop(lower)
+        t0 = time.monotonic()
+        readers = self.start_readers(upper, self.big[:READERS])
+        time.sleep(0.5)                        # every worker would be taken by now
+        checks = {
+            "stat": (os.stat, upper.p(fresh.path)),
+            "listdir": (os.listdir, listed),
+            "getxattr": (os.getxattr, upper.p(self.big[0].path), "user.safetensors.dtype"),
+            "status": (status_doc, upper.path),
+        }
+        slow = {}
+        for what, (fn, *args) in checks.items():
+            res, err, took = timed(fn, *args, within=ANSWER_WITHIN)
+            if err is not None:
+                slow[what] = "%s after %.1f s" % (err, took)
+        self.assertEqual(slow, {}, "metadata during a stall")
+        bound = 2 * TIMEOUT + 4.0    # the kernel retries a failed readahead once
+        for r in readers:
+            r.join(max(0.1, t0 + bound - time.monotonic()))
+        waiting = [r.path for r in readers if r.is_alive()]
+        self.assertEqual(waiting, [], "readers still waiting %.0f s into the stall" % bound)
+        self.assertEqual({r.err for r in readers}, {"EIO"})
+        self.assertIn("a read waited %d s for the source: EIO" % TIMEOUT, upper.stderr())
+        self.resume(lower)
+        self.assertTensors(upper, self.tensors)
+        self.unmount(upper)
+
+    def test_short_stall_fails_nothing(self):
+        lower, upper = self.stack("read_timeout=30")
+        self.stop(lower)
+        readers = self.start_readers(upper, self.big[:8])
+        time.sleep(1.0)
+        self.assertTrue(all(r.is_alive() for r in readers), "reads waited for the source")
+        self.resume(lower)
+        for r in readers:
+            r.join(30)
+        got = {r.path: (r.err, r.data) for r in readers}
+        want = {upper.p(t.path): (None, t.data) for t in self.big[:8]}
+        self.assertTrue(got == want, "a read failed or differs after a 1 s stall")
+        self.unmount(upper)
+
+    def test_sigterm_during_stall(self):
+        """SIGTERM with readers waiting on a stopped source: unmounted within
+        a bound (it waited for the source before), every reader answered
+        (EIO for a read in flight, then ECONNABORTED / ENOTCONN once the
+        connection is cut), exit status 0."""
+        lower, upper = self.stack("read_timeout=60")
+        self.stop(lower)
+        readers = self.start_readers(upper, self.big[:8])
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        upper.proc.send_signal(signal.SIGTERM)
+        while mounted(upper.path) and time.monotonic() - t0 < UNMOUNT_WITHIN:
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        self.assertFalse(mounted(upper.path), "still mounted %.0f s after SIGTERM" % took)
+        for r in readers:
+            r.join(max(0.1, t0 + UNMOUNT_WITHIN - time.monotonic()))
+        self.assertEqual([r.path for r in readers if r.is_alive()], [],
+                         "readers still waiting after the unmount")
+        self.assertLessEqual({r.err for r in readers}, {"EIO", "ECONNABORTED", "ENOTCONN"})
+        self.resume(lower)
+        rc = self.wait_exit(upper, "SIGTERM")
+        upper.done = True
+        self.assertEqual(rc, 0, upper.stderr())
+
+
+class LocalTest(StallCase):
+    def test_forced_async_on_local_source(self):
+        """-o async_reads=on over a local file: every byte of every tensor
+        and of ranges that start and end inside tensors and cross them."""
+        m = self.mount(self.model, "async_reads=on", "data_threads=2")
+        self.assertIn("data reads on 2 threads", m.stderr())
+        self.assertTensors(m, self.tensors)
+        # a view of many extents (header + every tensor, reordered): the same
+        # bytes as the zero-copy replies of a second mount
+        ref = self.mount(self.model, "async_reads=off")
+        for view in ((".stfs", "model.safetensors"), ("model", "layers", "1.part.safetensors")):
+            got, err = self.read_errno(m.p(*view))
+            want, werr = self.read_errno(ref.p(*view))
+            self.assertEqual((err, werr), (None, None))
+            self.assertBytes(got, want, "/".join(view))
+        self.unmount(ref)
+        t = self.big[0]
+        got, err = self.read_errno(m.p(t.path), 12345, 3 << 20)
+        self.assertIsNone(err)
+        self.assertBytes(got, t.data[12345:12345 + (3 << 20)], "a range of " + t.name)
+        self.unmount(m)
+
+    def test_auto_local_stays_zero_copy(self):
+        m = self.mount(self.model)
+        self.assertTensors(m, self.tensors)
+        self.assertNotIn("data reads on", m.stderr())
+        self.unmount(m)
+
+    def test_bad_options_refused(self):
+        for opt in ("async_reads=sometimes", "read_timeout=-1", "read_timeout=x",
+                    "data_threads=100000"):
+            r = subprocess.run([faultlib.STFS, "-f", "-o", opt, self.model, self.tmp],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+            self.assertEqual(r.returncode, 1, "%s: %s" % (opt, r.stdout.decode()))
+            self.assertIn(opt.split("=")[0], r.stdout.decode())
+            self.assertFalse(mounted(self.tmp))
+
+
+if __name__ == "__main__":
+    sys.exit(faultlib.main())
