@@ -771,11 +771,14 @@ char *stf_residency_status_json(struct stf_residency *r, const char *more, size_
         stf_strbuf_printf(&sb,
                           "\n ],\n \"counters\": {\"read_requests\": %" PRIu64
                           ", \"read_bytes\": %" PRIu64 ", \"pushed_bytes\": %" PRIu64
-                          ", \"pushed_chunks\": %" PRIu64 "}",
+                          ", \"pushed_chunks\": %" PRIu64 ", \"async_reads\": %" PRIu64
+                          ", \"read_timeouts\": %" PRIu64 "}",
                           __atomic_load_n(&r->counters[STF_COUNT_READ_REQUESTS], __ATOMIC_RELAXED),
                           __atomic_load_n(&r->counters[STF_COUNT_READ_BYTES], __ATOMIC_RELAXED),
                           __atomic_load_n(&r->counters[STF_COUNT_PUSHED_BYTES], __ATOMIC_RELAXED),
-                          __atomic_load_n(&r->counters[STF_COUNT_PUSHED_CHUNKS], __ATOMIC_RELAXED));
+                          __atomic_load_n(&r->counters[STF_COUNT_PUSHED_CHUNKS], __ATOMIC_RELAXED),
+                          __atomic_load_n(&r->counters[STF_COUNT_ASYNC_READS], __ATOMIC_RELAXED),
+                          __atomic_load_n(&r->counters[STF_COUNT_READ_TIMEOUTS], __ATOMIC_RELAXED));
         if (more) {
                 stf_strbuf_puts(&sb, ",\n ");
                 stf_strbuf_puts(&sb, more);

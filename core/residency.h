@@ -149,6 +149,8 @@ enum stf_counter {
         STF_COUNT_READ_BYTES,
         STF_COUNT_PUSHED_BYTES, /* bytes the host target pushed to the page cache */
         STF_COUNT_PUSHED_CHUNKS,
+        STF_COUNT_ASYNC_READS,   /* READs handed to the data threads (fs/reads.c) */
+        STF_COUNT_READ_TIMEOUTS, /* of those, answered EIO at -o read_timeout */
         STF_COUNT_N,
 };
 

@@ -552,15 +552,11 @@ static void start_reads(struct stfs *fs, const struct start *st)
         if (!stfs_reads_wanted(fs, &st->reads, &why))
                 return;
         ret = stfs_reads_new(fs, &st->reads, &fs->reads);
-        if (ret) {
+        if (ret)
                 stfs_log(LOG_ERR,
-                         "cannot start the data threads (%s): reads stay on the FUSE "
-                         "workers",
-                         strerror(-ret));
-                return;
-        }
-        stfs_log(LOG_INFO, "%s: data reads on %u threads, read_timeout %.3g s", why,
-                 st->reads.threads, st->reads.timeout_ms / 1000.0);
+                         "source on %s: cannot start the data threads (%s): reads stay on "
+                         "the FUSE workers",
+                         why, strerror(-ret));
 }
 
 /*

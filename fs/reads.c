@@ -77,7 +77,7 @@ bool stfs_reads_wanted(const struct stfs *fs, const struct stfs_reads_opts *o, c
         const char *name = NULL;
 
         if (why)
-                *why = o->mode == STFS_READS_ON ? "-o async_reads=on" : NULL;
+                *why = o->mode == STFS_READS_ON ? "any filesystem (-o async_reads=on)" : NULL;
         if (o->mode != STFS_READS_AUTO)
                 return o->mode == STFS_READS_ON;
         for (size_t i = 0; i < fs->model->nshards; i++) {
@@ -175,8 +175,10 @@ static void job_reply(void *ctx, struct stf_dpool_item *it, int result)
                         stf_cache_served_view(fs->cache, j->v, j->off, j->want);
                 return;
         }
-        if (result == -ETIMEDOUT)
+        if (result == -ETIMEDOUT) {
+                stf_residency_count(j->r->fs->res, STF_COUNT_READ_TIMEOUTS, 1);
                 log_timeout(j);
+        }
         /* timed out, or the daemon stops: the reader gets EIO */
         fuse_reply_err(j->req, result == -ETIMEDOUT || result == -ESHUTDOWN ? EIO : -result);
 }
@@ -236,9 +238,11 @@ void stfs_reads_submit(struct stfs *fs, fuse_req_t req, fuse_ino_t ino, size_t s
                 j->req = req;
                 j->off = (uint64_t)off;
                 ret = stf_dpool_submit(fs->reads->pool, &j->item);
-                if (!ret)
+                if (!ret) {
+                        stf_residency_count(fs->res, STF_COUNT_ASYNC_READS, 1);
                         return; /* answered by the pool */
-                ret = -EIO;     /* queue full or stopping */
+                }
+                ret = -EIO; /* queue full or stopping */
         }
         if (ret)
                 fuse_reply_err(req, -ret);

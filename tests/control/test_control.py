@@ -697,7 +697,8 @@ with open(os.path.join(mnt, ".stfs", "status")) as f:
         self.assertEqual(doc["shards"], [])     # all as mounted
         self.assertEqual(doc["check_interval_ms"], 5000)
         self.assertEqual(sorted(doc["counters"]),
-                         ["pushed_bytes", "pushed_chunks", "read_bytes", "read_requests"])
+                         ["async_reads", "pushed_bytes", "pushed_chunks", "read_bytes",
+                          "read_requests", "read_timeouts"])
         for v in doc["counters"].values():
             self.assertIsInstance(v, int)
         self.assert_reads(m, ["model.norm.weight"])
