@@ -267,17 +267,20 @@ class SshfsMount:
 
     Default options: reconnect, keep-alives every second (a dead or frozen
     server is noticed within ~3 s), batch mode, this server's key and
-    known_hosts only. @opts: more -o options (e.g. "ServerAliveCountMax=10")."""
+    known_hosts only. @opts: more -o options, ahead of those (e.g.
+    "ServerAliveCountMax=10" replaces the 3)."""
 
     def __init__(self, server, remote, mnt, *opts):
         self.server = server
         self.remote = remote
         self.mnt = mnt
-        self.opts = ["reconnect", "ServerAliveInterval=1", "ServerAliveCountMax=3",
-                     "ConnectTimeout=5", "BatchMode=yes", "IdentitiesOnly=yes",
-                     "StrictHostKeyChecking=yes", "port=%d" % server.port,
-                     "IdentityFile=%s" % server.user_key,
-                     "UserKnownHostsFile=%s" % server.known_hosts] + list(opts)
+        # @opts first: ssh keeps the first value it is given for an option
+        self.opts = list(opts) + [
+            "reconnect", "ServerAliveInterval=1", "ServerAliveCountMax=3",
+            "ConnectTimeout=5", "BatchMode=yes", "IdentitiesOnly=yes",
+            "StrictHostKeyChecking=yes", "port=%d" % server.port,
+            "IdentityFile=%s" % server.user_key,
+            "UserKnownHostsFile=%s" % server.known_hosts]
         self.proc = None
         self.log = mnt.rstrip("/") + ".sshfs.log"
         atexit.register(self.unmount)

@@ -5,13 +5,14 @@ the whole daemon").
 
     python3 tests/fault/test_stall.py --stfs build/fs/stfs --gen tools/gen_model.py
 
-The stalling source is itself a FUSE filesystem: a lower stfs serves the
-model, and the stfs under test mounts the lower mount's whole-model file
-(LOWER/model.safetensors). SIGSTOP of the lower daemon stalls every read of
-a byte the lower mount's page cache does not hold, exactly as a network
-filesystem whose server stops answering; SIGCONT ends the stall. The upper
-stfs sees a source on FUSE, so its default (-o async_reads=auto) serves
-data reads on its own threads.
+Two stalling sources, the same cases on each: (1) a FUSE filesystem that
+is always there: a lower stfs serves the model, and the stfs under test
+mounts the lower mount's whole-model file (LOWER/model.safetensors);
+SIGSTOP of the lower daemon stalls every read of a byte the lower mount's
+page cache does not hold. (2) sshfs to a private sshd on 127.0.0.1
+(sshfslib), the server's session stopped with SIGSTOP; skipped where sshd
+or sshfs is missing. Either way stfs sees a source on FUSE, so its default
+(-o async_reads=auto) serves data reads on its own threads.
 
 - More concurrent uncached readers than FUSE worker threads during a
   stall: stat of a name never looked up, a listing never made, getxattr
@@ -23,7 +24,8 @@ data reads on its own threads.
 - The same path forced on a local source (-o async_reads=on) serves every
   byte, and the options are checked.
 
-Exits 77 (SKIP) without /dev/fuse or fusermount3.
+Exits 77 (SKIP) without /dev/fuse or fusermount3; the sshfs cases skip without
+sshd or sshfs.
 """
 
 import errno
@@ -37,6 +39,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faultlib  # noqa: E402
+import sshfslib  # noqa: E402
 from faultlib import FaultCase, errname, mounted, read_model, run_gen, status_doc  # noqa: E402
 
 READERS = 16          # concurrent readers, against ...
@@ -97,33 +100,20 @@ class Reader(threading.Thread):
         self.took = time.monotonic() - t0
 
 
-class StallCase(FaultCase):
-    @classmethod
-    def prepare(cls):
-        cls.model = os.path.join(cls.tmp, "model")
-        # one shard of ~30 MB: 16+ tensors far from the header, so none is in
-        # the lower mount's page cache after the upper one opened the file
-        run_gen("llama", cls.model, "--shards", 1, "--layers", 6, "--hidden", 512)
-        cls.tensors, _ = read_model(cls.model)
-        cls.big = sorted((t for t in cls.tensors if t.begin > (4 << 20)),
-                         key=lambda t: -len(t.data))
+def gen_model(path):
+    """One shard of ~30 MB: 16+ tensors far from the header, none of them in
+    a page cache after stfs read the header."""
+    run_gen("llama", path, "--shards", 1, "--layers", 6, "--hidden", 512)
+    tensors, _ = read_model(path)
+    big = sorted((t for t in tensors if t.begin > (4 << 20)), key=lambda t: -len(t.data))
+    return tensors, big
 
-    def stack(self, *opts):
-        """(lower, upper): the model served by a lower stfs, and an upper
-        stfs over the lower's whole-model file with @opts."""
-        lower = self.mount(self.model, "listviews", "readahead_kb=0")
-        upper = self.mount(lower.p("model.safetensors"), *opts)
-        self.addCleanup(self.resume, lower)    # runs first: never unmount a stopped daemon
-        return lower, upper
 
-    @staticmethod
-    def stop(lower):
-        lower.proc.send_signal(signal.SIGSTOP)
-
-    @staticmethod
-    def resume(lower):
-        if lower.proc.poll() is None:
-            lower.proc.send_signal(signal.SIGCONT)
+class Scenarios:
+    """The stall cases, for a FaultCase with .tensors, .big (tensors far
+    from the header, largest first) and three methods: source() the path of
+    the shard on the stallable filesystem, fresh for each test; stall();
+    resume() (also registered as a cleanup by stall)."""
 
     def start_readers(self, upper, tensors):
         readers = [Reader(upper.p(t.path)) for t in tensors]
@@ -131,20 +121,18 @@ class StallCase(FaultCase):
             r.start()
         return readers
 
-
-
-class StallTest(StallCase):
     def test_metadata_answers_while_reads_wait(self):
-        """16 uncached readers, 4 FUSE workers, the source stopped: every
+        """16 uncached readers, 4 FUSE workers, the source stalled: every
         metadata request answers, every read fails with EIO after the
-        timeout, and after SIGCONT every byte is right. Before the async
+        timeout, and after the stall every byte is right. Before the async
         reads every worker sat in the kernel's copy and all four checks
         hung."""
         self.assertGreaterEqual(len(self.big), READERS)
-        lower, upper = self.stack("max_threads=%d" % WORKERS, "read_timeout=%d" % TIMEOUT)
+        upper = self.mount(self.source(), "max_threads=%d" % WORKERS,
+                           "read_timeout=%d" % TIMEOUT)
         fresh = self.big[-1]                   # never looked up before the stall
         listed = os.path.dirname(upper.p(self.big[-2].path))
-        self.stop(lower)
+        self.stall()
         t0 = time.monotonic()
         readers = self.start_readers(upper, self.big[:READERS])
         time.sleep(0.5)                        # every worker would be taken by now
@@ -168,17 +156,17 @@ class StallTest(StallCase):
         self.assertEqual({r.err for r in readers}, {"EIO"})
         self.assertIn("a read waited %d s for the source: EIO" % TIMEOUT, upper.stderr())
         self.assertGreaterEqual(status_doc(upper.path)["counters"]["read_timeouts"], READERS)
-        self.resume(lower)
+        self.resume()
         self.assertTensors(upper, self.tensors)
         self.unmount(upper)
 
     def test_short_stall_fails_nothing(self):
-        lower, upper = self.stack("read_timeout=30")
-        self.stop(lower)
+        upper = self.mount(self.source(), "read_timeout=30")
+        self.stall()
         readers = self.start_readers(upper, self.big[:8])
         time.sleep(1.0)
         self.assertTrue(all(r.is_alive() for r in readers), "reads waited for the source")
-        self.resume(lower)
+        self.resume()
         for r in readers:
             r.join(30)
         got = {r.path: (r.err, r.data) for r in readers}
@@ -187,14 +175,15 @@ class StallTest(StallCase):
         self.unmount(upper)
 
     def test_sigterm_during_stall(self):
-        """SIGTERM with readers waiting on a stopped source: unmounted within
+        """SIGTERM with readers waiting on a stalled source: unmounted within
         a bound (it waited for the source before), every reader answered
         (EIO for a read in flight, then ECONNABORTED / ENOTCONN once the
         connection is cut), exit status 0."""
-        lower, upper = self.stack("read_timeout=60")
-        self.stop(lower)
+        upper = self.mount(self.source(), "read_timeout=60")
+        self.stall()
         readers = self.start_readers(upper, self.big[:8])
         time.sleep(1.0)
+        self.assertTrue(all(r.is_alive() for r in readers), "reads waited for the source")
         t0 = time.monotonic()
         upper.proc.send_signal(signal.SIGTERM)
         while mounted(upper.path) and time.monotonic() - t0 < UNMOUNT_WITHIN:
@@ -206,13 +195,63 @@ class StallTest(StallCase):
         self.assertEqual([r.path for r in readers if r.is_alive()], [],
                          "readers still waiting after the unmount")
         self.assertLessEqual({r.err for r in readers}, {"EIO", "ECONNABORTED", "ENOTCONN"})
-        self.resume(lower)
+        self.resume()
         rc = self.wait_exit(upper, "SIGTERM")
         upper.done = True
         self.assertEqual(rc, 0, upper.stderr())
 
 
-class LocalTest(StallCase):
+class StallTest(Scenarios, FaultCase):
+    """The source: a lower stfs's whole-model file; the stall: SIGSTOP of
+    the lower daemon."""
+
+    @classmethod
+    def prepare(cls):
+        cls.model = os.path.join(cls.tmp, "model")
+        cls.tensors, cls.big = gen_model(cls.model)
+
+    def source(self):
+        self.lower = self.mount(self.model, "listviews", "readahead_kb=0")
+        return self.lower.p("model.safetensors")
+
+    def stall(self):
+        self.lower.proc.send_signal(signal.SIGSTOP)
+        self.addCleanup(self.resume)    # runs first: never unmount a stopped daemon
+
+    def resume(self):
+        if self.lower.proc.poll() is None:
+            self.lower.proc.send_signal(signal.SIGCONT)
+
+
+class SshfsStallTest(Scenarios, sshfslib.SshfsCase):
+    """The source: the shard on sshfs to a private sshd on 127.0.0.1; the
+    stall: SIGSTOP of the server's session. Keep-alives that would drop a
+    frozen connection after 3 s (and reconnect) are turned off here."""
+
+    sshfs_opts = ("ServerAliveCountMax=100000",)
+
+    @classmethod
+    def prepare_export(cls):
+        cls.model = os.path.join(cls.export, "model")
+        cls.tensors, cls.big = gen_model(cls.model)
+
+    def source(self):
+        return os.path.join(self.remote, "model", "model.safetensors")
+
+    def stall(self):
+        self.assertGreater(self.server.stall(), 0, "no ssh session to stall")
+        self.addCleanup(self.server.resume)
+
+    def resume(self):
+        self.server.resume()
+
+
+class LocalTest(FaultCase):
+    @classmethod
+    def prepare(cls):
+        cls.model = os.path.join(cls.tmp, "model")
+        cls.tensors, cls.big = gen_model(cls.model)
+
     def test_forced_async_on_local_source(self):
         """-o async_reads=on over a local file: every byte of every tensor
         and of ranges that start and end inside tensors and cross them."""
