@@ -40,7 +40,8 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faultlib  # noqa: E402
 import sshfslib  # noqa: E402
-from faultlib import FaultCase, errname, mounted, read_model, run_gen, status_doc  # noqa: E402
+from faultlib import (RUNNING, FaultCase, errname, mounted, read_model, run_gen,  # noqa: E402
+                      status_doc)
 
 READERS = 16          # concurrent readers, against ...
 WORKERS = 4           # ... this many FUSE worker threads (-o max_threads)
@@ -195,6 +196,33 @@ class Scenarios:
         self.assertEqual([r.path for r in readers if r.is_alive()], [],
                          "readers still waiting after the unmount")
         self.assertLessEqual({r.err for r in readers}, {"EIO", "ECONNABORTED", "ENOTCONN"})
+        self.resume()
+        rc = self.wait_exit(upper, "SIGTERM")
+        upper.done = True
+        self.assertEqual(rc, 0, upper.stderr())
+
+
+    def test_prefetch_during_stall(self):
+        """A host prefetch whose chunks wait on a stalled source: cancel and
+        .stfs/status answer at once, and SIGTERM unmounts within the bound
+        (a chunk copied by the kernel from the stalled mapping held the
+        unmount until the source answered)."""
+        upper = self.mount(self.source(), "read_timeout=60")
+        c = self.control(upper)
+        self.stall()
+        job = c.prefetch("", threads=2)
+        time.sleep(1.0)
+        self.assertEqual(c.status(job)["state"], RUNNING, "the job waits on the source")
+        _, err, took = timed(c.cancel, job, within=ANSWER_WITHIN)
+        self.assertIsNone(err, "cancel during a stall: %s after %.1f s" % (err, took))
+        _, err, took = timed(status_doc, upper.path, within=ANSWER_WITHIN)
+        self.assertIsNone(err, ".stfs/status during a stall: %s after %.1f s" % (err, took))
+        t0 = time.monotonic()
+        upper.proc.send_signal(signal.SIGTERM)
+        while mounted(upper.path) and time.monotonic() - t0 < UNMOUNT_WITHIN:
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        self.assertFalse(mounted(upper.path), "still mounted %.0f s after SIGTERM" % took)
         self.resume()
         rc = self.wait_exit(upper, "SIGTERM")
         upper.done = True
