@@ -239,7 +239,8 @@ class StallTest(Scenarios, FaultCase):
         cls.tensors, cls.big = gen_model(cls.model)
 
     def source(self):
-        self.lower = self.mount(self.model, "listviews", "readahead_kb=0")
+        # passthrough=off: the lower daemon itself serves every byte
+        self.lower = self.mount(self.model, "listviews", "readahead_kb=0", "passthrough=off")
         return self.lower.p("model.safetensors")
 
     def stall(self):
