@@ -261,13 +261,35 @@ static void abort_connection(unsigned conn)
         fclose(f);
 }
 
+/*
+ * "S", seconds (decimals allowed, 0 to @max) into milliseconds in *@ms (a
+ * positive value stays at least 1); @s NULL: @def_ms. False when @s is not
+ * such a number.
+ */
+static bool parse_seconds(const char *s, double max, unsigned def_ms, unsigned *ms)
+{
+        char *end;
+        double v;
+
+        if (!s) {
+                *ms = def_ms;
+                return true;
+        }
+        errno = 0;
+        v = strtod(s, &end);
+        if (end == s || *end || errno || !(v >= 0 && v <= max))
+                return false;
+        *ms = (unsigned)(v * 1000 + 0.5);
+        if (v > 0 && *ms == 0)
+                *ms = 1;
+        return true;
+}
+
 /* -o async_reads, data_threads, read_timeout into st->reads; false (said on
  * stderr) when one is malformed. */
 static bool parse_reads(struct start *st)
 {
         struct stfs_reads_opts *r = &st->reads;
-        double secs = STFS_READ_TIMEOUT_DEFAULT_S;
-        char *end;
 
         r->mode = STFS_READS_AUTO;
         if (st->o.async_reads && !stfs_reads_parse_mode(st->o.async_reads, &r->mode)) {
@@ -280,20 +302,13 @@ static bool parse_reads(struct start *st)
                         STFS_READS_THREADS_MAX);
                 return false;
         }
-        if (st->o.read_timeout) {
-                errno = 0;
-                secs = strtod(st->o.read_timeout, &end);
-                /* up to a week: the milliseconds fit an unsigned */
-                if (end == st->o.read_timeout || *end || errno || !(secs >= 0) ||
-                    secs > 7 * 86400.0) {
-                        fprintf(stderr, "stfs: -o read_timeout=%s: seconds, 0 to 604800\n",
-                                st->o.read_timeout);
-                        return false;
-                }
+        /* up to a week: the milliseconds fit an unsigned */
+        if (!parse_seconds(st->o.read_timeout, 7 * 86400.0, STFS_READ_TIMEOUT_DEFAULT_S * 1000u,
+                           &r->timeout_ms)) {
+                fprintf(stderr, "stfs: -o read_timeout=%s: seconds, 0 to 604800\n",
+                        st->o.read_timeout);
+                return false;
         }
-        r->timeout_ms = (unsigned)(secs * 1000.0 + 0.5);
-        if (secs > 0 && r->timeout_ms == 0)
-                r->timeout_ms = 1;
         return true;
 }
 
@@ -318,29 +333,6 @@ static bool parse_size(const char *s, size_t *out)
         if (v > (SIZE_MAX >> shift))
                 return false;
         *out = (size_t)v << shift;
-        return true;
-}
-
-/*
- * -o check_interval=S (seconds, decimals allowed, at most a day) in ms;
- * default 5 s. False when it is not such a number.
- */
-static bool parse_interval(const char *s, unsigned *ms)
-{
-        char *end;
-        double v;
-
-        if (!s) {
-                *ms = 5000;
-                return true;
-        }
-        errno = 0;
-        v = strtod(s, &end);
-        if (end == s || *end || errno || !(v >= 0 && v <= 86400))
-                return false;
-        *ms = (unsigned)(v * 1000 + 0.5);
-        if (v > 0 && *ms == 0)
-                *ms = 1;
         return true;
 }
 
@@ -408,7 +400,8 @@ static int parse(struct start *st, int argc, char **argv)
                         st->cmd.mountpoint);
                 return -1;
         }
-        if (!parse_interval(st->o.check_interval, &st->watch.check_ms)) {
+        /* -o check_interval: at most a day, default 5 s */
+        if (!parse_seconds(st->o.check_interval, 86400, 5000, &st->watch.check_ms)) {
                 fprintf(stderr,
                         "stfs: -o check_interval=%s: not a number of seconds (0 to 86400)\n",
                         st->o.check_interval);
