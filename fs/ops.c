@@ -230,7 +230,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
  * sized by the source disk's readahead (MiBs per 4 KiB read, measured);
  * with it a cold random read costs what a pread of the source does.
  */
-static void prefault(const struct iovec *iov, size_t n)
+void stfs_read_prefault(const struct iovec *iov, size_t n)
 {
         const uintptr_t page = 4096;
 
@@ -332,7 +332,7 @@ static void read_view(fuse_req_t req, struct stfs *fs, const struct stf_view *v,
         /* Pointers into the mappings and headers: the kernel copies once. */
         n = stf_view_iov(v, (uint64_t)off, want, iov, READ_IOVS, &got);
         if (got == want) {
-                prefault(iov, n);
+                stfs_read_prefault(iov, n);
                 ret = stfs_read_fetch(fs, v, (uint64_t)off, want, since);
                 if (ret) {
                         fuse_reply_err(req, -ret);

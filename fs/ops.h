@@ -41,6 +41,13 @@ int stfs_read_span(struct stfs *fs, const struct stf_view *v, size_t size, off_t
  * EIO with no retry possible. @since: stf_watch_epoch before the attempt.
  * Blocks while the source stalls. 0 or -EIO.
  */
+/*
+ * Ask for the pages a reply of @iov (@n entries, into the mappings) is
+ * about to copy (MADV_WILLNEED): without it the kernel's copy faults them
+ * in one by one, a cold random read costing MiBs of read-around.
+ */
+void stfs_read_prefault(const struct iovec *iov, size_t n);
+
 int stfs_read_fetch(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len,
                     uint64_t since);
 
