@@ -40,8 +40,8 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faultlib  # noqa: E402
 import sshfslib  # noqa: E402
-from faultlib import (RUNNING, FaultCase, errname, mounted, read_model, run_gen,  # noqa: E402
-                      status_doc)
+from faultlib import (RUNNING, FaultCase, errname, fusermount, mounted, read_model,  # noqa: E402
+                      run_gen, status_doc)
 
 READERS = 16          # concurrent readers, against ...
 WORKERS = 4           # ... this many FUSE worker threads (-o max_threads)
@@ -201,6 +201,37 @@ class Scenarios:
         upper.done = True
         self.assertEqual(rc, 0, upper.stderr())
 
+
+    def test_fusermount_u_during_stall(self):
+        """fusermount3 -u with readers waiting on a stalled source answers
+        at once (EBUSY while they hold their files: nothing is lost), -u -z
+        detaches the mount at once, the readers get EIO at read_timeout, and
+        the daemon exits 0 once the source answers. Before the async reads a
+        -u waited in D state until the source answered."""
+        upper = self.mount(self.source(), "read_timeout=%d" % TIMEOUT)
+        self.stall()
+        readers = self.start_readers(upper, self.big[:8])
+        time.sleep(1.0)
+        self.assertTrue(all(r.is_alive() for r in readers), "reads waited for the source")
+        for args in (("-u",), ("-u", "-z")):
+            r, err, took = timed(fusermount, *args, upper.path, within=ANSWER_WITHIN)
+            self.assertIsNone(err, "fusermount3 %s during a stall: %s after %.1f s"
+                              % (" ".join(args), err, took))
+            if not mounted(upper.path):
+                break
+            self.assertIn("busy", r.stdout.decode(), "fusermount3 %s" % " ".join(args))
+        self.assertFalse(mounted(upper.path), "still mounted after fusermount3 -u -z")
+        t0 = time.monotonic()
+        bound = 2 * TIMEOUT + 4.0    # the kernel retries a failed readahead once
+        for r in readers:
+            r.join(max(0.1, t0 + bound - time.monotonic()))
+        self.assertEqual([r.path for r in readers if r.is_alive()], [],
+                         "readers still waiting %.0f s after the unmount" % bound)
+        self.assertLessEqual({r.err for r in readers}, {"EIO", "ECONNABORTED", "ENOTCONN"})
+        self.resume()
+        rc = self.wait_exit(upper, "fusermount3 -u -z")
+        upper.done = True
+        self.assertEqual(rc, 0, upper.stderr())
 
     def test_prefetch_during_stall(self):
         """A host prefetch whose chunks wait on a stalled source: cancel and
