@@ -298,6 +298,25 @@ int stfs_read_fetch(struct stfs *fs, const struct stf_view *v, uint64_t off, siz
         return ret ? -EIO : 0;
 }
 
+int stfs_read_gather(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len,
+                     uint64_t since, char *buf)
+{
+        int ret = stf_view_pread(v, fs->model, off, len, buf);
+
+        if (ret && !stf_watch_mend(fs->watch, v, off, len, since, -ret))
+                ret = stf_view_pread(v, fs->model, off, len, buf); /* once */
+        return ret;
+}
+
+void stfs_read_replied(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len,
+                       uint64_t since, int ret)
+{
+        if (ret == -EFAULT)
+                stf_watch_mend(fs->watch, v, off, len, since, EFAULT);
+        else if (!ret)
+                stf_cache_served_view(fs->cache, v, off, len);
+}
+
 int stfs_read_span(struct stfs *fs, const struct stf_view *v, size_t size, off_t off, size_t *want)
 {
         *want = 0;
@@ -339,11 +358,7 @@ static void read_view(fuse_req_t req, struct stfs *fs, const struct stf_view *v,
                         return;
                 }
                 ret = fuse_reply_iov(req, iov, (int)n);
-                /* the reader got EIO from the kernel: mend for the next one */
-                if (ret == -EFAULT)
-                        stf_watch_mend(fs->watch, v, (uint64_t)off, want, since, EFAULT);
-                else if (!ret) /* in the mount's page cache now */
-                        stf_cache_served_view(fs->cache, v, (uint64_t)off, want);
+                stfs_read_replied(fs, v, (uint64_t)off, want, since, ret);
                 return;
         }
         /*
@@ -356,14 +371,12 @@ static void read_view(fuse_req_t req, struct stfs *fs, const struct stf_view *v,
                 fuse_reply_err(req, ENOMEM);
                 return;
         }
-        ret = stf_view_pread(v, fs->model, (uint64_t)off, want, buf);
-        if (ret && !stf_watch_mend(fs->watch, v, (uint64_t)off, want, since, -ret))
-                ret = stf_view_pread(v, fs->model, (uint64_t)off, want, buf); /* once */
-        if (ret) {
+        ret = stfs_read_gather(fs, v, (uint64_t)off, want, since, buf);
+        if (ret)
                 fuse_reply_err(req, -ret);
-        } else if (!fuse_reply_buf(req, buf, want)) {
-                stf_cache_served_view(fs->cache, v, (uint64_t)off, want);
-        }
+        else
+                stfs_read_replied(fs, v, (uint64_t)off, want, since,
+                                  fuse_reply_buf(req, buf, want));
         free(buf);
 }
 

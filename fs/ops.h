@@ -34,6 +34,13 @@ struct stfs;
 int stfs_read_span(struct stfs *fs, const struct stf_view *v, size_t size, off_t off, size_t *want);
 
 /*
+ * Ask for the pages a reply of @iov (@n entries, into the mappings) is
+ * about to copy (MADV_WILLNEED): without it the kernel's copy faults them
+ * in one by one, a cold random read costing MiBs of read-around.
+ */
+void stfs_read_prefault(const struct iovec *iov, size_t n);
+
+/*
  * Bring in what a reply of [@off, @off + @len) of @v will copy from a
  * remote source (stf_watch_fetch: MADV_POPULATE_READ of the mappings),
  * mending and retrying once on failure, so that a failing source shows
@@ -41,14 +48,24 @@ int stfs_read_span(struct stfs *fs, const struct stf_view *v, size_t size, off_t
  * EIO with no retry possible. @since: stf_watch_epoch before the attempt.
  * Blocks while the source stalls. 0 or -EIO.
  */
-/*
- * Ask for the pages a reply of @iov (@n entries, into the mappings) is
- * about to copy (MADV_WILLNEED): without it the kernel's copy faults them
- * in one by one, a cold random read costing MiBs of read-around.
- */
-void stfs_read_prefault(const struct iovec *iov, size_t n);
-
 int stfs_read_fetch(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len,
                     uint64_t since);
+
+/*
+ * Copy [@off, @off + @len) of @v into @buf (a range of more extents than
+ * one reply takes), mending the shard and retrying once on failure.
+ * @since as above. 0 or -errno.
+ */
+int stfs_read_gather(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len,
+                     uint64_t since, char *buf);
+
+/*
+ * After the reply to a read of [@off, @off + @len) of @v returned @ret:
+ * -EFAULT (the kernel's copy from a mapping failed, the reader got EIO)
+ * mends the shard for the next read; 0 (the bytes are in the mount's page
+ * cache now) lets the cache policy drop the source's copy.
+ */
+void stfs_read_replied(struct stfs *fs, const struct stf_view *v, uint64_t off, size_t len,
+                       uint64_t since, int ret);
 
 #endif

@@ -98,7 +98,6 @@ static struct job *job_of(struct stf_dpool_item *it)
 /* A range of more extents than one reply takes: into the thread's buffer. */
 static int read_copy(struct stfs_reads *r, unsigned worker, struct job *j)
 {
-        struct stfs *fs = r->fs;
         int ret;
 
         if (r->cap[worker] < j->want) {
@@ -109,9 +108,7 @@ static int read_copy(struct stfs_reads *r, unsigned worker, struct job *j)
                 r->buf[worker] = nb;
                 r->cap[worker] = j->want;
         }
-        ret = stf_view_pread(j->v, fs->model, j->off, j->want, r->buf[worker]);
-        if (ret && !stf_watch_mend(fs->watch, j->v, j->off, j->want, j->since, -ret))
-                ret = stf_view_pread(j->v, fs->model, j->off, j->want, r->buf[worker]);
+        ret = stfs_read_gather(r->fs, j->v, j->off, j->want, j->since, r->buf[worker]);
         j->data = r->buf[worker];
         return ret;
 }
@@ -163,17 +160,11 @@ static void job_reply(void *ctx, struct stf_dpool_item *it, int result)
 {
         struct stfs_reads *r = ctx;
         struct job *j = job_of(it);
-        struct stfs *fs = r->fs;
 
         if (result == 0) {
-                int ret = j->iov ? fuse_reply_iov(j->req, j->iov, (int)j->niov)
-                                 : fuse_reply_buf(j->req, j->data, j->want);
-
-                /* the reader got EIO from the kernel: mend for the next one */
-                if (ret == -EFAULT)
-                        stf_watch_mend(fs->watch, j->v, j->off, j->want, j->since, EFAULT);
-                else if (!ret) /* in the mount's page cache now */
-                        stf_cache_served_view(fs->cache, j->v, j->off, j->want);
+                stfs_read_replied(r->fs, j->v, j->off, j->want, j->since,
+                                  j->iov ? fuse_reply_iov(j->req, j->iov, (int)j->niov)
+                                         : fuse_reply_buf(j->req, j->data, j->want));
                 return;
         }
         if (result == -ETIMEDOUT) {
