@@ -202,6 +202,13 @@ def resident_bytes(paths):
     return total
 
 
+def proc_cpu(pid):
+    """CPU seconds (user + system) process @pid has used, all its threads."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def ps_rss(pid):
     """RSS in bytes as ps -o rss reports it."""
     out = subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True)
@@ -272,6 +279,7 @@ class Mount:
     """stfs -f [OPTS] SOURCE MP on a fresh mkdtemp() mount point.
 
     .mp, .pid, .seconds (from exec to os.path.ismount), .daemon (Popen).
+    SOURCE None: DAEMON -f [OPTS] MP (nullfs, which has no source).
     """
 
     def __init__(self, stfs, source, opts=(), timeout=120.0):
@@ -284,8 +292,8 @@ class Mount:
         self.err = tempfile.TemporaryFile()
         try:
             t0 = time.perf_counter()
-            self.daemon = subprocess.Popen([self.stfs, "-f"] + self.opts + [self.source, self.mp],
-                                           stdout=subprocess.DEVNULL, stderr=self.err)
+            argv = [self.stfs, "-f"] + self.opts + ([self.source] if self.source else []) + [self.mp]
+            self.daemon = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.err)
             while not os.path.ismount(self.mp):
                 if self.daemon.poll() is not None:
                     self.err.seek(0)
@@ -302,13 +310,25 @@ class Mount:
         self.pid = self.daemon.pid
         return self
 
-    def bdi_read_ahead_kb(self):
+    def bdi_path(self):
         st = os.stat(self.mp)
+        return "/sys/class/bdi/%d:%d/read_ahead_kb" % (os.major(st.st_dev), os.minor(st.st_dev))
+
+    def bdi_read_ahead_kb(self):
         try:
-            with open("/sys/class/bdi/%d:%d/read_ahead_kb" % (os.major(st.st_dev), os.minor(st.st_dev))) as f:
+            with open(self.bdi_path()) as f:
                 return int(f.read())
         except OSError:
             return None
+
+    def set_bdi_read_ahead_kb(self, kb):
+        """Set the mount's readahead (root); False where it cannot."""
+        try:
+            with open(self.bdi_path(), "w") as f:
+                f.write("%d\n" % kb)
+            return True
+        except OSError:
+            return False
 
     def __exit__(self, *exc):
         if self.mp is None:

@@ -4,7 +4,8 @@
 # Run every stfs benchmark row and print a Markdown summary.
 #
 # usage: tools/bench/run.sh [--quick] [--keep] [--workdir DIR] [--stfs PATH]
-#                           [--rows 1,2,3,4,5,6,7,8,9] [--fakecuda DIR]
+#                           [--nullfs PATH] [--rows 1,2,3,4,5,6,7,8,9]
+#                           [--fakecuda DIR]
 #
 #   --quick     tiny models, one run each: a smoke test for CI (no figure
 #               means anything; nothing is asserted)
@@ -13,6 +14,8 @@
 #               /var/tmp, removed at the end unless --keep). It must be on
 #               a real disk, or the cold rows are not cold.
 #   --stfs      the daemon (default: $STFS or build/fs/stfs)
+#   --nullfs    row 1e's ceiling daemon (default: $NULLFS or
+#               tools/bench/nullfs of the daemon's build directory)
 #   --rows      which rows to run (default all: 1,2,3,4,5,6,7,8,9; row 8
 #               prints "no GPU on this machine (skipped)" where there is none)
 #   --fakecuda  run row 8 against tests/gpu's fake driver: DIR holds its
@@ -40,9 +43,10 @@ while [ $# -gt 0 ]; do
 	--keep) keep=1 ;;
 	--workdir) workdir=$2; shift ;;
 	--stfs) stfs=$2; shift ;;
+	--nullfs) NULLFS=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); export NULLFS; shift ;;
 	--rows) rows=$2; shift ;;
 	--fakecuda) fakecuda=$(cd "$2" && pwd); shift ;;
-	-h | --help) sed -n '4,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '4,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 	shift
