@@ -21,12 +21,25 @@
  * from the mapping (the page cache): no CPU copy. AUTO does that only for
  * shards whose range is all resident (mincore), as after a host prefetch
  * or a read. A shard the driver will not register stays on the ring.
+ *
+ * A source whose reads fail (a network client that reconnected: EIO,
+ * ESTALE, ENOTCONN, a short read) is mended as for host prefetch, when the
+ * options name the model's watch (core/watch): a failed pread of the ring,
+ * or a failed fetch of a remote shard's pages before a direct copy, reopens
+ * the shard (stf_watch_retry_shard) and is tried once more. A job that
+ * still cannot read fails with a message that names the shard and the
+ * error. A shard found truncated or changed (stf_watch_lost) fails the
+ * job, also after its last copy for a registered (direct) shard: the
+ * registration keeps the pages it pinned, so the device may hold bytes of
+ * the file as it was, or a mix; the job fails rather than say they are the
+ * source's.
  */
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "prefetch.h"
+#include "watch.h"
 
 /*
  * Pinned staging buffers per worker of a ring job. A plan's chunk spans at
@@ -44,7 +57,8 @@ enum stf_staging {
 
 /* Options of one job: the backend's ctx (NULL: all defaults). */
 struct stf_cuda_opts {
-        uint32_t staging; /* enum stf_staging; RING by default */
+        uint32_t staging;        /* enum stf_staging; RING by default */
+        struct stf_watch *watch; /* of the job's model (borrowed), or NULL */
 };
 
 /* Backend for stf_job_start; ctx: a struct stf_cuda_opts or NULL. */

@@ -122,7 +122,8 @@ struct region {
 };
 
 struct cuda_job {
-        uint32_t nshards; /* of the job's model, for direct_end */
+        uint32_t nshards;        /* of the job's model, for direct_end */
+        struct stf_watch *watch; /* mends failed reads; NULL: none */
         CUdevice dev;
         CUcontext ctx;
         CUdeviceptr base;
@@ -238,6 +239,7 @@ static int cuda_begin(void *ctx, const struct stf_job_info *job, void **state, c
                 return -ENOMEM;
         *state = cj;
         cj->nshards = job->model->nshards;
+        cj->watch = opts ? opts->watch : NULL;
         r = cu.DeviceGet(&cj->dev, job->device);
         if (r == CUDA_SUCCESS)
                 r = cu.PrimaryCtxRetain(&cj->ctx, cj->dev);
@@ -267,25 +269,72 @@ static int cuda_worker_begin(void *state, const struct stf_job_info *job, unsign
         return r == CUDA_SUCCESS ? 0 : fail(r, "stream setup", job, msg, cap);
 }
 
-static int read_full(int fd, void *buf, size_t len, uint64_t off, const struct stf_job_info *job,
-                     char *msg, size_t cap)
+/* One pread of a span into a staging buffer: an attempt of stf_watch_retry_shard. */
+struct span_read {
+        int fd; /* the shard's: a reopen puts the new file under the same number */
+        void *buf;
+        size_t len;
+        uint64_t off;
+        uint64_t at; /* where the last attempt stopped */
+};
+
+/* 0, -errno of pread, or -EIO for a short read (the file ends early). */
+static int read_span(void *arg)
 {
+        struct span_read *sr = arg;
         size_t got = 0;
 
-        while (got < len) {
-                ssize_t n = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
+        while (got < sr->len) {
+                ssize_t n =
+                    pread(sr->fd, (char *)sr->buf + got, sr->len - got, (off_t)(sr->off + got));
 
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n <= 0) {
-                        snprintf(msg, cap, "cuda:%d: reading the source at byte %" PRIu64 ": %s",
-                                 job->device, off + got,
-                                 n < 0 ? strerror(errno) : "file truncated");
-                        return -EIO;
+                        sr->at = sr->off + got;
+                        return n < 0 ? -errno : -EIO;
                 }
                 got += (size_t)n;
         }
         return 0;
+}
+
+/* Read @len bytes of shard @shard at @off into @buf, mended once. */
+static int read_shard(struct cuda_job *cj, const struct stf_job_info *job, uint32_t shard,
+                      void *buf, size_t len, uint64_t off, char *msg, size_t cap)
+{
+        const struct stf_shard *sh = &job->model->shards[shard];
+        struct span_read sr = {sh->fd, buf, len, off, off};
+        int ret = stf_watch_retry_shard(cj->watch, shard, read_span, &sr);
+
+        if (ret)
+                snprintf(msg, cap, "cuda:%d: reading %s at byte %" PRIu64 " failed: %s",
+                         job->device, sh->name, sr.at, strerror(-ret));
+        return ret;
+}
+
+/*
+ * Before a direct copy of @len bytes at @p of shard @shard: refuse a shard
+ * found truncated or changed, and bring a remote shard's pages in (mended
+ * once), so that a dead mapping shows here, naming the shard, and not in
+ * the copy.
+ */
+static int direct_ready(struct cuda_job *cj, const struct stf_job_info *job, uint32_t shard,
+                        const uint8_t *p, size_t len, char *msg, size_t cap)
+{
+        const struct stf_shard *sh = &job->model->shards[shard];
+        const char *lost = stf_watch_lost(cj->watch, shard, (uint64_t)(p + len - sh->map));
+        int ret;
+
+        if (lost) {
+                snprintf(msg, cap, "cuda:%d: %s was %s while mounted", job->device, sh->name, lost);
+                return -EIO;
+        }
+        ret = stf_watch_fetch_mended(cj->watch, shard, p, len);
+        if (ret)
+                snprintf(msg, cap, "cuda:%d: reading %s at byte %" PRIu64 " failed: %s",
+                         job->device, sh->name, (uint64_t)(p - sh->map), strerror(-ret));
+        return ret;
 }
 
 /* Queue the copy of chunk @c from @src (its first row) to the job's memory. */
@@ -340,6 +389,9 @@ static int cuda_chunk(void *state, const struct stf_job_info *job, unsigned wi,
         int ret;
 
         if (cj->direct && cj->direct[c->shard].p) {
+                ret = direct_ready(cj, job, c->shard, sh->map + c->src, span, msg, cap);
+                if (ret)
+                        return ret;
                 r = queue_copy(cj, w, c, sh->map + c->src);
                 return r == CUDA_SUCCESS ? 0 : fail(r, "async copy", job, msg, cap);
         }
@@ -355,7 +407,7 @@ static int cuda_chunk(void *state, const struct stf_job_info *job, unsigned wi,
                 if (r != CUDA_SUCCESS)
                         return fail(r, "cuMemHostAlloc", job, msg, cap);
         }
-        ret = read_full(sh->fd, w->buf[s], span, c->src, job, msg, cap);
+        ret = read_shard(cj, job, c->shard, w->buf[s], span, c->src, msg, cap);
         if (ret)
                 return ret;
         r = queue_copy(cj, w, c, w->buf[s]);
@@ -402,19 +454,50 @@ static void free_device(struct cuda_job *cj)
         cj->have_ctx = false;
 }
 
+/*
+ * After the last copy of a job that moved every chunk: a registered shard
+ * found truncated or changed meanwhile may have given the device old or
+ * mixed bytes (its pinned pages): -EIO naming it.
+ */
+static int direct_check(struct cuda_job *cj, const struct stf_job_info *job, char *msg, size_t cap)
+{
+        for (uint32_t s = 0; s < cj->nshards; s++) {
+                const struct region *g = &cj->direct[s];
+                const struct stf_shard *sh = &job->model->shards[s];
+                uint64_t end;
+                const char *lost;
+
+                if (!g->p)
+                        continue;
+                end = (uint64_t)(g->p + g->len - sh->map); /* whole pages: past the end */
+                lost = stf_watch_lost(cj->watch, s, end < sh->size ? end : sh->size);
+                if (lost) {
+                        snprintf(msg, cap, "cuda:%d: %s was %s during the copies", job->device,
+                                 sh->name, lost);
+                        return -EIO;
+                }
+        }
+        return 0;
+}
+
 /* The registrations end with the copies; a failed or cancelled job keeps
  * nothing on the device. */
 static int cuda_end(void *state, const struct stf_job_info *job, int status, char *msg, size_t cap)
 {
         struct cuda_job *cj = state;
+        int ret = 0;
 
-        if (cj && cj->direct) {
+        if (!cj)
+                return 0;
+        if (cj->direct) {
+                if (!status)
+                        ret = direct_check(cj, job, msg, cap);
                 cu.CtxSetCurrent(cj->ctx);
                 direct_end(cj, cj->nshards);
         }
-        if (status && cj)
+        if (status || ret)
                 free_device(cj);
-        return 0;
+        return ret;
 }
 
 static void cuda_release(void *state)

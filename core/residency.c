@@ -68,6 +68,8 @@ struct stf_residency {
                 char msg[STF_JOB_MESSAGE_MAX];
         } refusals[STF_REFUSALS_MAX]; /* under lock */
         uint64_t refusal_seq;
+        /* the CUDA backend's options for each staging (its ctx, read at begin) */
+        struct stf_cuda_opts cuda_opts[STF_STAGING_AUTO + 1];
 };
 
 int stf_residency_new(const struct stf_model *model, const struct stf_tree *tree,
@@ -82,6 +84,8 @@ int stf_residency_new(const struct stf_model *model, const struct stf_tree *tree
         r->tree = tree;
         r->host = host;
         r->host_ctx = host_ctx;
+        for (uint32_t i = 0; i <= STF_STAGING_AUTO; i++)
+                r->cuda_opts[i].staging = i;
         pthread_mutex_init(&r->lock, NULL);
         r->on_host = calloc(model->ntensors + 1, sizeof(*r->on_host));
         if (!r->on_host) {
@@ -90,6 +94,14 @@ int stf_residency_new(const struct stf_model *model, const struct stf_tree *tree
         }
         *out = r;
         return 0;
+}
+
+void stf_residency_set_watch(struct stf_residency *r, struct stf_watch *w)
+{
+        pthread_mutex_lock(&r->lock);
+        for (uint32_t i = 0; i <= STF_STAGING_AUTO; i++)
+                r->cuda_opts[i].watch = w;
+        pthread_mutex_unlock(&r->lock);
 }
 
 void stf_residency_free(struct stf_residency *r)
@@ -273,13 +285,6 @@ static int select_request(struct stf_residency *r, const struct stf_prefetch_arg
         return 0;
 }
 
-/* The CUDA backend's options for each staging (its ctx, read at begin). */
-static const struct stf_cuda_opts staging_opts[] = {
-    [STF_STAGING_RING] = {STF_STAGING_RING},
-    [STF_STAGING_DIRECT] = {STF_STAGING_DIRECT},
-    [STF_STAGING_AUTO] = {STF_STAGING_AUTO},
-};
-
 /* Does a holder keep @job (its device memory)? Under lock. */
 static bool held(const struct stf_residency *r, const struct stf_job *job)
 {
@@ -414,7 +419,7 @@ static int start(struct stf_residency *r, const struct stf_prefetch_args *a, str
         params.id = r->last_id + 1;
         ret =
             stf_job_start(r->model, plan, host ? r->host : &stf_cuda_backend,
-                          host ? r->host_ctx : (void *)&staging_opts[a->staging], &params, &e->job);
+                          host ? r->host_ctx : (void *)&r->cuda_opts[a->staging], &params, &e->job);
         if (ret) {
                 pthread_mutex_unlock(&r->lock);
                 free(e);

@@ -56,6 +56,14 @@ struct stf_residency;
 int stf_residency_new(const struct stf_model *model, const struct stf_tree *tree,
                       const struct stf_backend *host, void *host_ctx, struct stf_residency **out);
 
+/*
+ * Let CUDA jobs started from now on mend failed reads through @w (the
+ * model's watch, borrowed: it must outlive every job; NULL: none). Host
+ * jobs are the @host backend's to mend.
+ */
+struct stf_watch;
+void stf_residency_set_watch(struct stf_residency *r, struct stf_watch *w);
+
 /* Cancel every job, wait for them, free their memory and the residency.
  * Accepts NULL. */
 void stf_residency_free(struct stf_residency *r);

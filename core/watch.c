@@ -391,6 +391,14 @@ bool stf_watch_fault(struct stf_watch *w, const struct stf_view *v, uint64_t off
         return bad;
 }
 
+const char *stf_watch_lost(struct stf_watch *w, uint32_t shard, uint64_t end)
+{
+        if (stf_watch_covers(w, shard, end))
+                return NULL;
+        stf_watch_report(w, shard);
+        return stf_watch_state(w, shard);
+}
+
 bool stf_watch_remote(const struct stf_watch *w, uint32_t shard)
 {
         return w && w->st[shard].remote;
@@ -481,6 +489,37 @@ int stf_watch_mend_shard(struct stf_watch *w, uint32_t shard, uint64_t since, in
                 ret = reopen_locked(w, shard, err);
         pthread_mutex_unlock(&st->lock);
         return ret;
+}
+
+int stf_watch_retry_shard(struct stf_watch *w, uint32_t shard, int (*attempt)(void *arg), void *arg)
+{
+        uint64_t since = stf_watch_epoch(w);
+        int ret = attempt(arg);
+
+        if (ret && !stf_watch_mend_shard(w, shard, since, -ret))
+                ret = attempt(arg);
+        return ret;
+}
+
+struct fetch_arg {
+        const struct stf_watch *w;
+        uint32_t shard;
+        const void *p;
+        size_t len;
+};
+
+static int fetch_attempt(void *arg)
+{
+        const struct fetch_arg *fa = arg;
+
+        return stf_watch_fetch_shard(fa->w, fa->shard, fa->p, fa->len);
+}
+
+int stf_watch_fetch_mended(struct stf_watch *w, uint32_t shard, const void *p, size_t len)
+{
+        struct fetch_arg fa = {w, shard, p, len};
+
+        return stf_watch_retry_shard(w, shard, fetch_attempt, &fa);
 }
 
 int stf_watch_mend(struct stf_watch *w, const struct stf_view *v, uint64_t off, size_t len,

@@ -113,6 +113,13 @@ bool stf_watch_intact(const struct stf_watch *w, const struct stf_view *v, uint6
  */
 bool stf_watch_fault(struct stf_watch *w, const struct stf_view *v, uint64_t off, size_t len);
 
+/*
+ * Does shard @shard no longer hold its bytes below @end (truncated or
+ * lost)? NULL when it does; else it is reported (stf_watch_report) and its
+ * state is returned (stf_watch_state), for a message.
+ */
+const char *stf_watch_lost(struct stf_watch *w, uint32_t shard, uint64_t end);
+
 /* Report @shard as short (once; later calls do nothing). */
 void stf_watch_report(struct stf_watch *w, uint32_t shard);
 
@@ -158,6 +165,21 @@ int stf_watch_fetch_shard(const struct stf_watch *w, uint32_t shard, const void 
 int stf_watch_mend(struct stf_watch *w, const struct stf_view *v, uint64_t off, size_t len,
                    uint64_t since, int err);
 int stf_watch_mend_shard(struct stf_watch *w, uint32_t shard, uint64_t since, int err);
+
+/*
+ * Read from shard @shard with @attempt(@arg) (0 or -errno), and if that
+ * fails, mend the shard (stf_watch_mend_shard, with the epoch taken before
+ * the attempt) and, once mended, call @attempt once more: the one
+ * reopen-check-retry step of every reader of a shard that is not a FUSE
+ * reply (host and CUDA prefetch). Returns the last attempt's result. NULL
+ * @w: one attempt.
+ */
+int stf_watch_retry_shard(struct stf_watch *w, uint32_t shard, int (*attempt)(void *arg),
+                          void *arg);
+
+/* stf_watch_fetch_shard of @len bytes at @p, retried so (a mapping that
+ * a reconnect left dead is replaced, then fetched again). 0 or -errno. */
+int stf_watch_fetch_mended(struct stf_watch *w, uint32_t shard, const void *p, size_t len);
 
 /*
  * Check every remote (or, with check_all, every) shard now, as the thread

@@ -92,19 +92,15 @@ static int push_range(struct stfs *fs, uint64_t ino, uint32_t shard, uint64_t be
 {
         struct fuse_bufvec bv = FUSE_BUFVEC_INIT(end - off);
         const char *name = fs->model->shards[shard].name;
-        uint64_t since = stf_watch_epoch(fs->watch);
+        const char *lost = stf_watch_lost(fs->watch, shard, begin + end);
         int ret;
 
-        if (!stf_watch_covers(fs->watch, shard, begin + end)) {
-                stf_watch_report(fs->watch, shard);
-                snprintf(msg, cap, "host: %s was %s while mounted", name,
-                         stf_watch_state(fs->watch, shard));
+        if (lost) {
+                snprintf(msg, cap, "host: %s was %s while mounted", name, lost);
                 return -EIO;
         }
         /* a remote source's bytes are read here, where a failure can be mended */
-        ret = stf_watch_fetch_shard(fs->watch, shard, data + off, end - off);
-        if (ret && !stf_watch_mend_shard(fs->watch, shard, since, -ret))
-                ret = stf_watch_fetch_shard(fs->watch, shard, data + off, end - off);
+        ret = stf_watch_fetch_mended(fs->watch, shard, data + off, end - off);
         if (ret) {
                 snprintf(msg, cap, "host: reading %s failed: %s", name, strerror(-ret));
                 return -EIO;

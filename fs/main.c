@@ -604,6 +604,7 @@ int main(int argc, char **argv)
         /* its thread after the fork of fuse_daemonize: a fork keeps no thread */
         if (stf_watch_new(fs.model, &st.watch, stfs_shard_event, &fs, &fs.watch))
                 goto out_unmount;
+        stf_residency_set_watch(fs.res, fs.watch);
         start_reads(&fs, &st);
         ret = serve(se, &st.cmd);
         /* answer reads in flight and stop prefetch jobs while the session

@@ -4,6 +4,7 @@ Import after putting tests/ on sys.path:
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 """
 
+import contextlib
 import mmap
 import os
 import re
@@ -87,6 +88,22 @@ def run_tests(rest, missing=None, files=()):
             return 1
     prog = unittest.main(module="__main__", argv=[sys.argv[0]] + rest, exit=False, verbosity=2)
     return 0 if prog.result.wasSuccessful() else 1
+
+
+@contextlib.contextmanager
+def environ(**add):
+    """Set the variables @add in os.environ for the block (a daemon started
+    in it inherits them), then put back what was there."""
+    saved = {k: os.environ.get(k) for k in add}
+    os.environ.update(add)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def resident_pages(path):

@@ -94,8 +94,9 @@ class Control:
             close_fd(self.fd, self.mount)
             self.fd = -1
 
-    def prefetch(self, selection="", threads=0, chunk=0):
-        buf = bytearray(struct.pack(PF, 1, 0, 0, threads, chunk, -1, 0, 0, 0, 0,
+    def prefetch(self, selection="", threads=0, chunk=0, target=0, device=0, staging=0):
+        """Start a job: host (target 0) or cuda:@device (1) with STFS_STAGING_* @staging."""
+        buf = bytearray(struct.pack(PF, 1, target, device, threads, chunk, -1, 0, 0, staging, 0,
                                     selection.encode()))
         fcntl.ioctl(self.fd, IOC_PREFETCH, buf, True)
         return struct.unpack(PF, buf)[9]

@@ -12,6 +12,10 @@ SOURCE is on sshfs, to a private sshd on 127.0.0.1 (tests/fault/sshfslib.py):
   of the file here) finds in the server's own copy; a host prefetch of
   everything completes; stfsctl verify --scan of the sshfs source and of the
   mount's whole-model file finds what it finds in the server's copy.
+- CUDA prefetch (against tests/gpu's fakecuda, where the CUDA target is
+  built: --fakecuda DIR --ipc-read EXE) of tensors never read, after the
+  connection died: the ring and the direct staging both reopen the shards
+  and put the server's bytes on the device.
 
 Exits 77 (SKIP) without /dev/fuse, fusermount3, sshd or sshfs.
 """
@@ -28,6 +32,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faultlib  # noqa: E402
 import sshfslib  # noqa: E402
 from faultlib import DONE, read_model, run_gen  # noqa: E402
+
+FAKECUDA = None   # the directory of tests/gpu's fake libcuda.so.1
+IPC_READ = None   # tests/gpu/ipc_read
+CUDA = 1          # STFS_TARGET_CUDA
+RING, DIRECT = 0, 1  # STFS_STAGING_*
+
 
 def stfsctl(*args, timeout=60):
     return subprocess.run([faultlib.STFSCTL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -48,6 +58,13 @@ class NetworkCase(sshfslib.SshfsCase):
         super().prepare()
         cls.src = os.path.join(cls.remote, "model")
 
+    def drop_sshfs_cache(self):
+        """Make stfs's next reads of the shards go to the server: an open on
+        sshfs (no kernel_cache) drops the file's page cache, mapped pages
+        too."""
+        for s in self.shards:
+            with open(os.path.join(self.src, os.path.basename(s)), "rb"):
+                pass
 
 
 class HarnessTest(NetworkCase):
@@ -137,14 +154,6 @@ class ReconnectTest(NetworkCase):
     reconnects: stfs reopens the shards it reads and serves every tensor
     not read before, without a remount (issue 15: before, every byte stfs
     did not hold already gave EIO until a remount)."""
-
-    def drop_sshfs_cache(self):
-        """Make stfs's next reads of the shards go to the server: an open on
-        sshfs (no kernel_cache) drops the file's page cache, mapped pages
-        too."""
-        for s in self.shards:
-            with open(os.path.join(self.src, os.path.basename(s)), "rb"):
-                pass
 
     def test_kill_mid_read_then_unread_tensors(self):
         import threading
@@ -259,6 +268,55 @@ class ReconnectTest(NetworkCase):
         self.unmount(m)
 
 
+class CudaReconnectTest(NetworkCase):
+    """A CUDA prefetch is the first to meet the dead connection (issue 15:
+    the ring's pread failed the job, naming no shard; the direct staging's
+    copies read the dead mapping): it reopens the shards, and the device
+    holds the server's bytes."""
+
+    def setUp(self):
+        if FAKECUDA is None:
+            self.skipTest("the CUDA target is not built")
+        self.stats = os.path.join(self.tmp, "fakecuda-%s.json" % self._testMethodName)
+
+    def mount_fake(self):
+        with faultlib.stfstest.environ(LD_LIBRARY_PATH=FAKECUDA, FAKECUDA_STATS=self.stats):
+            return self.mount(self.src)
+
+    def device_bytes(self, m, t):
+        """Tensor @t as another process reads it on the fake device."""
+        kv = dict(x.split("=", 1) for x in
+                  os.getxattr(m.p(t.path), "user.stfs.cuda").decode().split())
+        r = subprocess.run([IPC_READ, kv["device"], kv["handle"], kv["offset"], kv["size"]],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=dict(os.environ, LD_LIBRARY_PATH=FAKECUDA), timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        return r.stdout
+
+    def kill_then_cuda(self, staging):
+        m = self.mount_fake()
+        self.drop_sshfs_cache()
+        self.assertGreater(self.server.kill_sessions(), 0)
+        c = self.control(m)
+        st = self.wait_job(c, c.prefetch("", threads=2, target=CUDA, staging=staging))
+        self.assertEqual(st["state"], DONE, "cuda prefetch after the reconnect: %r; stderr:\n%s"
+                         % (st, m.stderr()))
+        self.assertEqual(st["tensors"], len(self.tensors))
+        for t in self.tensors:
+            self.assertBytes(self.device_bytes(m, t), t.data, t.name)
+        self.assertTrue(any(s["reopened"] for s in faultlib.status_doc(m.path)["shards"]))
+        for ln in self.stderr_lines(m):
+            self.assertIn("reopened the file", ln)
+        c.close()
+        self.unmount(m)
+
+    def test_kill_then_cuda_ring(self):
+        self.kill_then_cuda(RING)
+
+    def test_kill_then_cuda_direct(self):
+        self.kill_then_cuda(DIRECT)
+
+
 class ChangeTest(NetworkCase):
     """A shard changed on the server (same size, written in the export, so
     no inotify event reaches the mount): stfs refuses it as a whole, says
@@ -360,5 +418,18 @@ class ChangeTest(NetworkCase):
         self.unmount(m)
 
 
+def main():
+    global FAKECUDA, IPC_READ
+    import argparse
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--fakecuda")
+    ap.add_argument("--ipc-read")
+    args, rest = ap.parse_known_args()
+    if args.fakecuda and args.ipc_read:
+        FAKECUDA, IPC_READ = os.path.abspath(args.fakecuda), os.path.abspath(args.ipc_read)
+    sys.argv[1:] = rest
+    return sshfslib.main()
+
+
 if __name__ == "__main__":
-    sys.exit(sshfslib.main())
+    sys.exit(main())

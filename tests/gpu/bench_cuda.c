@@ -160,7 +160,7 @@ static int check_ipc(const struct stf_model *m, struct stf_job *job, int device)
 static double prefetch(struct stf_model *m, struct stf_tree *t, int device, unsigned threads,
                        uint32_t staging, bool verify, uint64_t *bytes)
 {
-        struct stf_cuda_opts opts = {staging};
+        struct stf_cuda_opts opts = {staging, NULL};
         struct stf_job_progress st;
         struct stf_plan *plan;
         struct stf_job *job;

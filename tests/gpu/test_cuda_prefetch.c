@@ -277,7 +277,7 @@ static bool drop_cache(struct stf_model *m)
 static void check_auto(struct stf_model *m, struct stf_tree *t)
 {
         struct stf_slice whole = {-1, 0, 0};
-        struct run hot = {0, 4096, {STF_STAGING_AUTO}, 1}, cold = hot;
+        struct run hot = {0, 4096, {STF_STAGING_AUTO, NULL}, 1}, cold = hot;
         FILE *f = fopen(m->shards[0].path, "rb");
         char buf[65536];
 
@@ -332,7 +332,8 @@ int main(void)
         for (int dev = 0; dev < (ndevices > 1 ? 2 : 1); dev++)
                 for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++)
                         for (uint32_t s = STF_STAGING_RING; s <= STF_STAGING_DIRECT; s++)
-                                check_slices(m, t, &(struct run){dev, chunks[c], {s}, (int)s});
+                                check_slices(m, t,
+                                             &(struct run){dev, chunks[c], {s, NULL}, (int)s});
         check_auto(m, t);
         printf("%s\n", fails ? "FAILED" : "cuda prefetch: every byte of every slice matches");
         stf_tree_free(t);

@@ -15,7 +15,6 @@ Exits 77 where FUSE is unavailable.
 """
 
 import argparse
-import contextlib
 import errno
 import json
 import os
@@ -49,18 +48,10 @@ class FakeMount(tc.Mount):
     def __init__(self, test, source, *opts, env=None):
         self.stats_path = os.path.join(tempfile.mkdtemp(prefix="stfs-fakecuda-"), "stats.json")
         test.addCleanup(shutil.rmtree, os.path.dirname(self.stats_path), True)
-        add = dict(LD_LIBRARY_PATH=FAKECUDA, FAKECUDA_STATS=self.stats_path, **(env or {}))
-        saved = {k: os.environ.get(k) for k in add}
-        os.environ.update(add)
         self.source = source
-        try:
+        with stfstest.environ(LD_LIBRARY_PATH=FAKECUDA, FAKECUDA_STATS=self.stats_path,
+                              **(env or {})):
             super().__init__(test, source, *opts)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
     def fake(self):
         """The fake driver's counters in the daemon now ({} before its first CUDA call)."""

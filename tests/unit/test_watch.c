@@ -449,6 +449,56 @@ START_TEST(test_mend_unreachable)
 }
 END_TEST
 
+/* An attempt that fails @fails times with @err, counting its calls. */
+struct attempt {
+        int fails, err, calls;
+};
+
+static int try_once(void *arg)
+{
+        struct attempt *a = arg;
+
+        return a->calls++ < a->fails ? -a->err : 0;
+}
+
+/*
+ * The retry step of prefetch: a failed attempt reopens the shard and is
+ * tried once more; a second failure is the result; a shard that cannot be
+ * mended is not tried again; no watch, one attempt. stf_watch_lost names a
+ * changed shard's state.
+ */
+START_TEST(test_retry_shard)
+{
+        struct timespec gap = {0, 150000000};
+        struct attempt once = {1, ENOTCONN, 0}, twice = {2, ESTALE, 0}, none = {5, EIO, 0};
+        struct fixture f;
+        uint32_t a;
+
+        setup(&f);
+        a = shard_of(f.m, "a.safetensors");
+        ck_assert_ptr_null(stf_watch_lost(f.w, a, f.m->shards[a].size));
+        same_copy(f.a);
+        ck_assert_int_eq(stf_watch_retry_shard(f.w, a, try_once, &once), 0);
+        ck_assert_int_eq(once.calls, 2);
+        ck_assert_uint_eq(f.events[STF_WATCH_REOPENED], 1);
+        ck_assert_int_eq(f.last_err, ENOTCONN);
+        nanosleep(&gap, NULL);
+        ck_assert_int_eq(stf_watch_retry_shard(f.w, a, try_once, &twice), -ESTALE);
+        ck_assert_int_eq(twice.calls, 2);
+        ck_assert_uint_eq(f.events[STF_WATCH_REOPENED], 2);
+        ck_assert_int_eq(stf_watch_retry_shard(NULL, a, try_once, &none), -EIO);
+        ck_assert_int_eq(none.calls, 1);
+        nanosleep(&gap, NULL);
+        touch_mtime(f.a, 5000);
+        none.calls = 0;
+        ck_assert_int_eq(stf_watch_retry_shard(f.w, a, try_once, &none), -EIO);
+        ck_assert_int_eq(none.calls, 1); /* another file: not tried again */
+        ck_assert_str_eq(stf_watch_lost(f.w, a, 1), "changed");
+        ck_assert_ptr_null(stf_watch_lost(NULL, a, 1));
+        teardown(&f);
+}
+END_TEST
+
 /* The periodic check (every shard, 20 ms) sees a new mtime without inotify's help. */
 START_TEST(test_check_sees_change)
 {
@@ -491,6 +541,7 @@ static Suite *watch_suite(void)
         tcase_add_test(tc, test_mend_reopens_once);
         tcase_add_test(tc, test_mend_finds_change);
         tcase_add_test(tc, test_mend_unreachable);
+        tcase_add_test(tc, test_retry_shard);
         tcase_add_test(tc, test_check_sees_change);
         suite_add_tcase(s, tc);
         return s;
