@@ -8,6 +8,18 @@
  * the run) and the first error (the pool stops itself) end the handing out
  * of chunks before each worker's next one; progress is counted per chunk
  * here.
+ *
+ * A cancelled job whose chunks in flight wait on a stalled source (a page
+ * fault or pread that only the source can end) is given up on after
+ * STF_JOB_CANCEL_GRACE_MS: it reads as ended (cancelled) from then on, to
+ * stf_job_progress, stf_job_ended and stf_job_wait, while its threads are
+ * left to come back when the source answers. "Ended" (what a user sees)
+ * and "finished" (the job's thread past its last use of the job: workers
+ * back, backend end() and on_end run) are two flags; everything that frees
+ * what the workers use - the backend's state (stf_job_release), the plan,
+ * the job itself (stf_job_free) - waits for "finished", never for "ended".
+ * The owner's reference to the job is the only one: it frees the job once
+ * finished, and that is when the last worker has returned.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -16,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 #include "pool.h"
@@ -198,12 +211,38 @@ struct stf_job {
         bool released;
         size_t chunks_done;
         struct stf_pool pool; /* the workers; stf_job_cancel stops it */
-        bool ended;           /* job_run is past its last use of the job */
-        pthread_cond_t done;  /* signalled when ended turns true */
+        bool ended;           /* for its callers: finished, or given up on after a cancel */
+        bool finished;        /* job_run is past its last use of the job */
+        bool pool_done;       /* every worker is back: no more giving up */
+        bool abandoned;       /* given up on: it stays cancelled, whatever comes back */
+        uint64_t cancel_ns;   /* first stf_job_cancel; 0: none */
+        pthread_cond_t done;  /* signalled when ended or finished turns true, and on cancel */
         pthread_t thread;
         bool joinable;
         uint64_t bytes_total; /* tensor bytes, without alignment padding */
 };
+
+#define GRACE_NS ((uint64_t)STF_JOB_CANCEL_GRACE_MS * 1000000u)
+
+/*
+ * Under lock: give up on a job cancelled GRACE_NS ago whose workers are
+ * not all back (stuck on the source). It reads as cancelled from now on.
+ */
+static void settle(struct stf_job *job)
+{
+        uint64_t now;
+
+        if (job->ended || job->pool_done || !job->cancel_ns)
+                return;
+        now = stf_now_ns();
+        if (now - job->cancel_ns < GRACE_NS)
+                return;
+        job->abandoned = true;
+        job->ended = true;
+        job->state_now = STF_JOB_CANCELLED;
+        job->t_end_ns = now;
+        pthread_cond_broadcast(&job->done);
+}
 
 static void set_error(struct stf_job *job, int err, const char *msg)
 {
@@ -230,7 +269,8 @@ static int chunk_task(void *ctx, unsigned worker, size_t i)
                 return ret;
         }
         pthread_mutex_lock(&job->lock);
-        job->bytes_done += c->width * c->height;
+        if (!job->abandoned) /* its progress was final when it was given up on */
+                job->bytes_done += c->width * c->height;
         job->chunks_done++;
         pthread_mutex_unlock(&job->lock);
         return 0;
@@ -259,6 +299,8 @@ static int pool_worker_begin(void *ctx, unsigned worker)
         struct stf_job *job = ctx;
         char msg[STF_JOB_MESSAGE_MAX] = "";
         int ret = 0;
+
+        prctl(PR_SET_NAME, STF_JOB_THREAD_NAME); /* for ps, top and the tests */
 
         if (job->backend->worker_begin)
                 ret = job->backend->worker_begin(job->state, &job->info, worker, msg, sizeof(msg));
@@ -298,7 +340,12 @@ static void *job_run(void *arg)
                 set_error(job, ret, msg);
         else
                 stf_pool_run(&job->pool); /* errors are in job->error already */
-        ret = outcome(job);
+        pthread_mutex_lock(&job->lock);
+        job->pool_done = true;
+        ret = job->abandoned ? -ECANCELED : 0;
+        pthread_mutex_unlock(&job->lock);
+        /* a job given up on stays cancelled, whatever its workers did */
+        ret = ret ? ret : outcome(job);
         if (be->end) {
                 msg[0] = '\0';
                 int err = be->end(job->state, &job->info, ret, msg, sizeof(msg));
@@ -319,14 +366,28 @@ static void *job_run(void *arg)
         if (job->on_end)
                 job->on_end(job->on_end_arg, job, ret);
         pthread_mutex_lock(&job->lock);
-        job->t_end_ns = stf_now_ns();
-        job->state_now = ret == 0                           ? STF_JOB_DONE
-                         : ret == -ECANCELED && !job->error ? STF_JOB_CANCELLED
-                                                            : STF_JOB_FAILED;
+        if (!job->ended) {
+                job->t_end_ns = stf_now_ns();
+                job->state_now = ret == 0                           ? STF_JOB_DONE
+                                 : ret == -ECANCELED && !job->error ? STF_JOB_CANCELLED
+                                                                    : STF_JOB_FAILED;
+        }
         job->ended = true;
+        job->finished = true;
         pthread_cond_broadcast(&job->done);
         pthread_mutex_unlock(&job->lock);
         return NULL;
+}
+
+/* A condition variable on CLOCK_MONOTONIC, the clock of stf_now_ns. */
+static void init_cond(pthread_cond_t *c)
+{
+        pthread_condattr_t ca;
+
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(c, &ca);
+        pthread_condattr_destroy(&ca);
 }
 
 int stf_job_start(const struct stf_model *m, struct stf_plan *plan, const struct stf_backend *be,
@@ -347,7 +408,7 @@ int stf_job_start(const struct stf_model *m, struct stf_plan *plan, const struct
                 return -ENOMEM;
         }
         pthread_mutex_init(&job->lock, NULL);
-        pthread_cond_init(&job->done, NULL);
+        init_cond(&job->done);
         /*
          * Progress counts tensor bytes; plan->total also counts the padding
          * that aligns each tensor in the destination, which no chunk moves,
@@ -374,7 +435,7 @@ int stf_job_start(const struct stf_model *m, struct stf_plan *plan, const struct
         job->t_start_ns = stf_now_ns();
         if (pthread_create(&job->thread, NULL, job_run, job)) {
                 job->released = true; /* begin() never ran */
-                job->ended = true;
+                job->ended = job->finished = true;
                 stf_job_free(job);
                 return -EAGAIN;
         }
@@ -383,16 +444,40 @@ int stf_job_start(const struct stf_model *m, struct stf_plan *plan, const struct
         return 0;
 }
 
-/* The pool's stop is sticky: it holds whether the run has started or not. */
+/*
+ * The pool's stop is sticky: it holds whether the run has started or not.
+ * Waiters are woken to start counting the grace.
+ */
 void stf_job_cancel(struct stf_job *job)
 {
         stf_pool_stop(&job->pool);
+        pthread_mutex_lock(&job->lock);
+        if (!job->cancel_ns)
+                job->cancel_ns = stf_now_ns();
+        pthread_cond_broadcast(&job->done);
+        pthread_mutex_unlock(&job->lock);
 }
 
 void stf_job_wait(struct stf_job *job)
 {
         pthread_mutex_lock(&job->lock);
-        while (!job->ended)
+        for (settle(job); !job->ended; settle(job)) {
+                uint64_t at = job->cancel_ns + GRACE_NS;
+                struct timespec ts = {(time_t)(at / 1000000000u), (long)(at % 1000000000u)};
+
+                if (job->cancel_ns && !job->pool_done)
+                        pthread_cond_timedwait(&job->done, &job->lock, &ts);
+                else
+                        pthread_cond_wait(&job->done, &job->lock);
+        }
+        pthread_mutex_unlock(&job->lock);
+}
+
+/* Wait until the job's thread is past its last use of the job. */
+static void wait_finished(struct stf_job *job)
+{
+        pthread_mutex_lock(&job->lock);
+        while (!job->finished)
                 pthread_cond_wait(&job->done, &job->lock);
         pthread_mutex_unlock(&job->lock);
 }
@@ -402,14 +487,26 @@ bool stf_job_ended(struct stf_job *job)
         bool ended;
 
         pthread_mutex_lock(&job->lock);
+        settle(job);
         ended = job->ended;
         pthread_mutex_unlock(&job->lock);
         return ended;
 }
 
+bool stf_job_finished(struct stf_job *job)
+{
+        bool finished;
+
+        pthread_mutex_lock(&job->lock);
+        finished = job->finished;
+        pthread_mutex_unlock(&job->lock);
+        return finished;
+}
+
 void stf_job_progress(struct stf_job *job, struct stf_job_progress *p)
 {
         pthread_mutex_lock(&job->lock);
+        settle(job);
         p->id = job->id;
         p->state = job->state_now;
         p->error = job->state_now == STF_JOB_FAILED ? job->error : 0;
@@ -448,7 +545,7 @@ void stf_job_release(struct stf_job *job)
 {
         bool release;
 
-        stf_job_wait(job);
+        wait_finished(job);
         pthread_mutex_lock(&job->lock);
         release = !job->released;
         job->released = true;

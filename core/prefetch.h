@@ -16,6 +16,15 @@
  *
  * Progress (bytes done) is updated after every chunk and can be read at
  * any time; cancellation is checked between chunks.
+ *
+ * A cancelled job ends when its chunks in flight are done; one whose chunks
+ * wait on a stalled source (a read no one but the source can end) is given
+ * up on STF_JOB_CANCEL_GRACE_MS after the cancel: from then on it reads as
+ * ended and cancelled (stf_job_progress, stf_job_ended, stf_job_wait),
+ * while its threads are still there. They come back when the source
+ * answers, and only then is the job finished (stf_job_finished): its
+ * backend's end() and the job's on_end run (with -ECANCELED), and
+ * stf_job_release and stf_job_free, which wait for that, may free it.
  */
 
 #include <stdbool.h>
@@ -28,6 +37,9 @@
 #define STF_CHUNK_DEFAULT (4u << 20)
 #define STF_THREADS_DEFAULT 4
 #define STF_THREADS_MAX 64
+#define STF_JOB_CANCEL_GRACE_MS 1000
+/* The name of every thread of a job (the job's own and its workers'). */
+#define STF_JOB_THREAD_NAME "stfs-prefetch"
 
 struct stf_slice {
         int32_t dim; /* -1: no slicing */
@@ -121,6 +133,8 @@ struct stf_backend {
  * Called once on the job's thread after the backend's end() and before
  * the job's final state can be read: what it records is in place when a
  * caller sees the job finished. @status as for end(), or end()'s error.
+ * A job given up on after a cancel reads as cancelled before; its on_end
+ * comes when its threads come back, with -ECANCELED.
  */
 typedef void (*stf_job_end_fn)(void *arg, struct stf_job *job, int status);
 
@@ -159,13 +173,18 @@ int stf_job_start(const struct stf_model *m, struct stf_plan *plan, const struct
 /* Ask the job to stop after the chunks in flight. Thread-safe. */
 void stf_job_cancel(struct stf_job *job);
 
-/* Wait for the job's end (and its on_end). Thread-safe; any number of
- * threads may wait at once. */
+/* Wait for the job's end (and its on_end), or for it to be given up on
+ * after a cancel (see above). Thread-safe; any number of threads may wait
+ * at once. */
 void stf_job_wait(struct stf_job *job);
 
-/* Has the job ended (its on_end run, its final state readable)? Thread-safe.
- * Once true, stf_job_free returns without waiting for any work. */
+/* Has the job ended (its final state readable: finished, or given up on
+ * after a cancel)? Thread-safe. */
 bool stf_job_ended(struct stf_job *job);
+
+/* Has the job finished: every thread of it back, its on_end run? Once
+ * true, stf_job_free returns without waiting for any work. Thread-safe. */
+bool stf_job_finished(struct stf_job *job);
 
 /* Fill @p from the job. Thread-safe. */
 void stf_job_progress(struct stf_job *job, struct stf_job_progress *p);
@@ -181,11 +200,12 @@ const struct stf_job_info *stf_job_info(const struct stf_job *job);
  * serialize it against stf_job_release themselves. */
 void *stf_job_backend_state(struct stf_job *job);
 
-/* Wait for the job, then let the backend free what it still holds
- * (release()). Safe to call twice. */
+/* Wait until the job has finished, then let the backend free what it
+ * still holds (release()). Safe to call twice. */
 void stf_job_release(struct stf_job *job);
 
-/* Release, then free a job (cancelling and waiting first); accepts NULL. */
+/* Release, then free a job (cancelling and waiting until it has finished:
+ * a job stuck on a stalled source is waited for); accepts NULL. */
 void stf_job_free(struct stf_job *job);
 
 uint64_t stf_now_ns(void);

@@ -299,7 +299,7 @@ static void to_record(struct stf_residency *r, struct entry *e)
 {
         char *sel;
 
-        if (!e->job || e->waiters || !stf_job_ended(e->job) || held(r, e->job))
+        if (!e->job || e->waiters || !stf_job_finished(e->job) || held(r, e->job))
                 return;
         sel = strdup(stf_job_selection(e->job));
         if (!sel)
@@ -349,8 +349,11 @@ static int room(struct stf_residency *r, unsigned threads, uint64_t pinned, char
         for (size_t i = 0; i < r->nents; i++) {
                 struct stf_job *job = r->ents[i]->job;
 
-                if (job && !stf_job_ended(job)) {
+                /* a job given up on after a cancel is not live, but its
+                 * threads and its staging are there until they come back */
+                if (job && !stf_job_ended(job))
                         live++;
+                if (job && !stf_job_finished(job)) {
                         workers += stf_job_info(job)->threads;
                         pinning += r->ents[i]->pinned;
                 }
@@ -632,7 +635,7 @@ bool stf_residency_cancel_all(struct stf_residency *r)
                 if (!job)
                         continue;
                 stf_job_cancel(job);
-                running = running || !stf_job_ended(job);
+                running = running || !stf_job_finished(job);
         }
         pthread_mutex_unlock(&r->lock);
         return running;

@@ -9,7 +9,13 @@
  * Jobs get ids 1, 2, 3... in the order they start. Bounds: at most
  * STF_JOBS_LIVE_MAX jobs run at once, with STF_JOBS_WORKERS_MAX worker
  * threads in all; a request past either is refused with -EBUSY (nothing
- * started, the reason in @msg). A job that has ended is reaped at the next
+ * started, the reason in @msg). A cancelled job whose threads wait on a
+ * stalled source reads as cancelled STF_JOB_CANCEL_GRACE_MS after the
+ * cancel (core/prefetch) and no longer counts as running, nor against
+ * STF_JOBS_LIVE_MAX; but its threads are real threads and still count
+ * against STF_JOBS_WORKERS_MAX (and a CUDA job's staging against
+ * STF_PINNED_MAX) until they come back, when the job is reaped as any
+ * other. A job that has finished is reaped at the next
  * prefetch or status document: its thread is joined, its memory freed and
  * only a record of its end kept (state, bytes, error message, selection),
  * unless a caller waits for it or it holds device memory (it is reaped
@@ -124,7 +130,8 @@ int stf_residency_cancel(struct stf_residency *r, uint64_t id);
 /* Wait until job @id has ended: 0, or -ENOENT. */
 int stf_residency_wait(struct stf_residency *r, uint64_t id);
 
-/* Ask every job to stop; is any still running? */
+/* Ask every job to stop; has any a thread still running (also one given
+ * up on after a cancel)? */
 bool stf_residency_cancel_all(struct stf_residency *r);
 
 /* Is tensor @t resident whole on the host / on CUDA device @device? */

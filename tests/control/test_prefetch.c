@@ -1327,6 +1327,92 @@ START_TEST(engine_free_running_job)
 }
 END_TEST
 
+/* A backend whose chunks wait until released, as on a stalled source. */
+struct stuck {
+        int release, in_chunk, ends, end_status, on_ends, on_end_status;
+};
+
+static int stuck_chunk(void *ctx, const struct stf_job_info *job, unsigned w,
+                       const struct stf_chunk *c, char *msg, size_t cap)
+{
+        struct stuck *s = ctx;
+
+        __atomic_add_fetch(&s->in_chunk, 1, __ATOMIC_SEQ_CST);
+        while (!__atomic_load_n(&s->release, __ATOMIC_SEQ_CST))
+                usleep(1000);
+        return 0;
+}
+
+static int stuck_end(void *ctx, const struct stf_job_info *job, int status, char *msg, size_t cap)
+{
+        struct stuck *s = ctx;
+
+        s->end_status = status;
+        __atomic_add_fetch(&s->ends, 1, __ATOMIC_SEQ_CST);
+        return 0;
+}
+
+static void stuck_on_end(void *arg, struct stf_job *job, int status)
+{
+        struct stuck *s = arg;
+
+        s->on_end_status = status;
+        __atomic_add_fetch(&s->on_ends, 1, __ATOMIC_SEQ_CST);
+}
+
+static const struct stf_backend stuck_backend = {.chunk = stuck_chunk, .end = stuck_end};
+
+/*
+ * Cancel a job whose two workers wait in a chunk: it reads as cancelled
+ * STF_JOB_CANCEL_GRACE_MS after the cancel (stf_job_wait returns), without
+ * its end() or on_end; once the chunks come back it finishes, cancelled
+ * still, its end() and on_end told -ECANCELED, and it can be freed.
+ */
+START_TEST(engine_cancel_gives_up_on_stuck_chunks)
+{
+        static const char *const names[] = {"big.weight"};
+        struct stf_plan *p = plan_of(names, 1, NULL, 1);
+        struct stuck s = {0};
+        struct stf_job_params params = {.id = 3,
+                                        .target = STF_TARGET_HOST,
+                                        .threads = 2,
+                                        .on_end = stuck_on_end,
+                                        .on_end_arg = &s};
+        struct stfs_status_req st;
+        struct stf_job *job;
+        uint64_t t0, waited;
+
+        ck_assert_int_eq(stf_job_start(M, p, &stuck_backend, &s, &params, &job), 0);
+        while (__atomic_load_n(&s.in_chunk, __ATOMIC_SEQ_CST) < 2)
+                usleep(1000);
+        t0 = stf_now_ns();
+        stf_job_cancel(job);
+        ck_assert(!stf_job_ended(job));
+        stf_job_wait(job);
+        waited = (stf_now_ns() - t0) / 1000000u;
+        ck_assert_uint_ge(waited, STF_JOB_CANCEL_GRACE_MS);
+        ck_assert_uint_lt(waited, STF_JOB_CANCEL_GRACE_MS + 2000);
+        stf_job_status(job, &st);
+        ck_assert_uint_eq(st.state, STFS_JOB_CANCELLED);
+        ck_assert(stf_job_ended(job));
+        ck_assert(!stf_job_finished(job));
+        ck_assert_int_eq(__atomic_load_n(&s.ends, __ATOMIC_SEQ_CST), 0);
+        ck_assert_int_eq(__atomic_load_n(&s.on_ends, __ATOMIC_SEQ_CST), 0);
+        __atomic_store_n(&s.release, 1, __ATOMIC_SEQ_CST);
+        for (int i = 0; i < 5000 && !stf_job_finished(job); i++)
+                usleep(1000);
+        ck_assert(stf_job_finished(job));
+        ck_assert_int_eq(s.ends, 1);
+        ck_assert_int_eq(s.end_status, -ECANCELED);
+        ck_assert_int_eq(s.on_ends, 1);
+        ck_assert_int_eq(s.on_end_status, -ECANCELED);
+        stf_job_status(job, &st);
+        ck_assert_uint_eq(st.state, STFS_JOB_CANCELLED);
+        ck_assert_uint_eq(st.bytes_done, 0); /* as when it was given up on */
+        stf_job_free(job);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ main */
 
 static Suite *suite(void)
@@ -1378,6 +1464,7 @@ static Suite *suite(void)
         tcase_add_test(tc, engine_cancel_after_done);
         tcase_add_loop_test(tc, engine_backend_errors, 0, 2);
         tcase_add_test(tc, engine_free_running_job);
+        tcase_add_test(tc, engine_cancel_gives_up_on_stuck_chunks);
         suite_add_tcase(s, tc);
         return s;
 }

@@ -21,6 +21,9 @@ or sshfs is missing. Either way stfs sees a source on FUSE, so its default
 - A stall shorter than read_timeout fails nothing.
 - SIGTERM during a stall unmounts within a bound; the readers get an error,
   not a hang; the daemon exits 0.
+- cancel of a prefetch stuck on the stalled source ends it within a second
+  or so; a new job is accepted; the stuck threads come back after the stall
+  and are reaped.
 - The same path forced on a local source (-o async_reads=on) serves every
   byte, and the options are checked.
 
@@ -40,7 +43,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faultlib  # noqa: E402
 import sshfslib  # noqa: E402
-from faultlib import (RUNNING, FaultCase, errname, fusermount, mounted, read_model,  # noqa: E402
+from faultlib import (CANCELLED, DONE, RUNNING, FaultCase, errname, fusermount, mounted, read_model,  # noqa: E402
                       run_gen, status_doc)
 
 READERS = 16          # concurrent readers, against ...
@@ -48,6 +51,20 @@ WORKERS = 4           # ... this many FUSE worker threads (-o max_threads)
 ANSWER_WITHIN = 3.0   # seconds a metadata request may take during a stall
 TIMEOUT = 2           # -o read_timeout of the upper mount, seconds
 UNMOUNT_WITHIN = 6.0  # after SIGTERM during a stall
+CANCEL_GRACE = 1.0    # STF_JOB_CANCEL_GRACE_MS: a cancelled job stuck on the source ends then
+JOB_THREAD = "stfs-prefetch"  # STF_JOB_THREAD_NAME
+
+
+def job_threads(pid):
+    """How many threads of process @pid are prefetch job threads."""
+    n = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                n += f.read().strip() == JOB_THREAD
+        except OSError:
+            pass    # the thread ended meanwhile
+    return n
 
 
 def timed(fn, *args, within):
@@ -258,6 +275,46 @@ class Scenarios:
         rc = self.wait_exit(upper, "SIGTERM")
         upper.done = True
         self.assertEqual(rc, 0, upper.stderr())
+
+
+    def test_cancel_stuck_prefetch(self):
+        """A host prefetch whose chunks wait on a stalled source, cancelled:
+        its status says cancelled within the grace, a new job (of a tensor
+        the source gave before the stall) is accepted and done; after the
+        stall its threads come back and are reaped, and the daemon exits 0.
+        Before, the job stayed running until the source answered."""
+        upper = self.mount(self.source(), "read_timeout=60")
+        ready = self.big[-1]
+        self.assertBytes(self.read_errno(upper.p(ready.path))[0], ready.data, ready.name)
+        c = self.control(upper)
+        self.stall()
+        job = c.prefetch("", threads=2)
+        time.sleep(1.0)
+        self.assertEqual(c.status(job)["state"], RUNNING, "the job waits on the source")
+        self.assertEqual(job_threads(upper.proc.pid), 2)
+        t0 = time.monotonic()
+        c.cancel(job)
+        while c.status(job)["state"] == RUNNING:
+            self.assertLess(time.monotonic() - t0, CANCEL_GRACE + 2.0,
+                            "a cancelled job stuck on the source still runs")
+            time.sleep(0.02)
+        took = time.monotonic() - t0
+        self.assertEqual(c.status(job)["state"], CANCELLED)
+        self.assertGreaterEqual(took, CANCEL_GRACE - 0.1)
+        st = self.wait_job(c, c.prefetch(ready.name, threads=1), timeout=ANSWER_WITHIN)
+        self.assertEqual(st["state"], DONE, "a new job during the stall: %r" % st)
+        self.assertEqual(job_threads(upper.proc.pid), 2, "the stuck threads")
+        self.resume()
+        deadline = time.monotonic() + 20
+        while job_threads(upper.proc.pid):
+            self.assertLess(time.monotonic(), deadline, "stuck threads never came back")
+            status_doc(upper.path)      # reaps what has finished
+            time.sleep(0.05)
+        self.assertEqual(c.status(job)["state"], CANCELLED, "stays cancelled")
+        print("cancel of a stuck job: cancelled after %.2f s" % took)
+        c.close()
+        self.unmount(upper)
+        self.assertNotIn("still wait", upper.stderr())
 
 
 class StallTest(Scenarios, FaultCase):
