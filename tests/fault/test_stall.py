@@ -21,6 +21,7 @@ or sshfs is missing. Either way stfs sees a source on FUSE, so its default
 - A stall shorter than read_timeout fails nothing.
 - SIGTERM during a stall unmounts within a bound; the readers get an error,
   not a hang; the daemon exits 0.
+- SIGTERM while the periodic shard check waits on the stalled source.
 - cancel of a prefetch stuck on the stalled source ends it within a second
   or so; a new job is accepted; the stuck threads come back after the stall
   and are reaped.
@@ -276,6 +277,27 @@ class Scenarios:
         upper.done = True
         self.assertEqual(rc, 0, upper.stderr())
 
+
+    def test_sigterm_with_check_stuck(self):
+        """The periodic shard check (-o check_interval) waits on the stalled
+        source: SIGTERM still unmounts within the bound, and the daemon exits
+        0 once the source answers (stf_watch_free gives a stuck check 2 s,
+        then leaves it). The lower stfs holds the check's statx; sshfs
+        answers it from its attribute cache (dcache_timeout), so there only
+        the reads wait."""
+        upper = self.mount(self.source(), "check_interval=0.1")
+        self.stall()
+        time.sleep(0.5)     # a check asks the stalled source by now
+        t0 = time.monotonic()
+        upper.proc.send_signal(signal.SIGTERM)
+        while mounted(upper.path) and time.monotonic() - t0 < UNMOUNT_WITHIN:
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        self.assertFalse(mounted(upper.path), "still mounted %.0f s after SIGTERM" % took)
+        self.resume()
+        rc = self.wait_exit(upper, "SIGTERM")
+        upper.done = True
+        self.assertEqual(rc, 0, upper.stderr())
 
     def test_cancel_stuck_prefetch(self):
         """A host prefetch whose chunks wait on a stalled source, cancelled:
