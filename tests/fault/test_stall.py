@@ -280,9 +280,9 @@ class Scenarios:
 
     def test_sigterm_with_check_stuck(self):
         """The periodic shard check (-o check_interval) waits on the stalled
-        source: SIGTERM still unmounts within the bound, and the daemon exits
-        0 once the source answers (stf_watch_free gives a stuck check 2 s,
-        then leaves it). The lower stfs holds the check's statx; sshfs
+        source: SIGTERM still unmounts, and the daemon exits 0, within the
+        bound, the source still stalled (stf_watch_free gives a stuck check
+        2 s, then leaves it). The lower stfs holds the check's statx; sshfs
         answers it from its attribute cache (dcache_timeout), so there only
         the reads wait."""
         upper = self.mount(self.source(), "check_interval=0.1")
@@ -294,10 +294,17 @@ class Scenarios:
             time.sleep(0.05)
         took = time.monotonic() - t0
         self.assertFalse(mounted(upper.path), "still mounted %.0f s after SIGTERM" % took)
+        # and gone, the source still stalled
+        try:
+            rc = upper.proc.wait(max(0.1, t0 + UNMOUNT_WITHIN - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            rc = "still running"
+        took = time.monotonic() - t0
         self.resume()
-        rc = self.wait_exit(upper, "SIGTERM")
+        self.wait_exit(upper, "SIGTERM")
         upper.done = True
-        self.assertEqual(rc, 0, upper.stderr())
+        self.assertEqual(rc, 0, "%.1f s after SIGTERM; stderr:\n%s" % (took, upper.stderr()))
+        print("exit %.1f s after SIGTERM, the source stalled" % took)
 
     def test_cancel_stuck_prefetch(self):
         """A host prefetch whose chunks wait on a stalled source, cancelled:
