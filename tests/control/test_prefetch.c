@@ -1391,7 +1391,7 @@ START_TEST(engine_cancel_gives_up_on_stuck_chunks)
         stf_job_wait(job);
         waited = (stf_now_ns() - t0) / 1000000u;
         ck_assert_uint_ge(waited, STF_JOB_CANCEL_GRACE_MS);
-        ck_assert_uint_lt(waited, STF_JOB_CANCEL_GRACE_MS + 2000);
+        ck_assert_uint_lt(waited, STF_JOB_CANCEL_GRACE_MS + 5000);
         stf_job_status(job, &st);
         ck_assert_uint_eq(st.state, STFS_JOB_CANCELLED);
         ck_assert(stf_job_ended(job));

@@ -294,6 +294,14 @@ class Scenarios:
             time.sleep(0.05)
         took = time.monotonic() - t0
         self.assertFalse(mounted(upper.path), "still mounted %.0f s after SIGTERM" % took)
+        if "ASAN_OPTIONS" in os.environ:
+            # LeakSanitizer stops every thread at exit (ptrace), and a thread
+            # in a FUSE request cannot stop: under ASan the exit waits for
+            # the source; the plain build checks the bound
+            self.resume()
+            self.assertEqual(self.wait_exit(upper, "SIGTERM"), 0, upper.stderr())
+            upper.done = True
+            return
         # and gone, the source still stalled
         try:
             rc = upper.proc.wait(max(0.1, t0 + UNMOUNT_WITHIN - time.monotonic()))
