@@ -134,6 +134,17 @@ class Scenarios:
     the shard on the stallable filesystem, fresh for each test; stall();
     resume() (also registered as a cleanup by stall)."""
 
+    def sigterm_unmounts(self, upper):
+        """SIGTERM the daemon of @upper; it must unmount within
+        UNMOUNT_WITHIN. Returns when the signal was sent (monotonic)."""
+        t0 = time.monotonic()
+        upper.proc.send_signal(signal.SIGTERM)
+        while mounted(upper.path) and time.monotonic() - t0 < UNMOUNT_WITHIN:
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        self.assertFalse(mounted(upper.path), "still mounted %.0f s after SIGTERM" % took)
+        return t0
+
     def start_readers(self, upper, tensors):
         readers = [Reader(upper.p(t.path)) for t in tensors]
         for r in readers:
@@ -203,12 +214,7 @@ class Scenarios:
         readers = self.start_readers(upper, self.big[:8])
         time.sleep(1.0)
         self.assertTrue(all(r.is_alive() for r in readers), "reads waited for the source")
-        t0 = time.monotonic()
-        upper.proc.send_signal(signal.SIGTERM)
-        while mounted(upper.path) and time.monotonic() - t0 < UNMOUNT_WITHIN:
-            time.sleep(0.05)
-        took = time.monotonic() - t0
-        self.assertFalse(mounted(upper.path), "still mounted %.0f s after SIGTERM" % took)
+        t0 = self.sigterm_unmounts(upper)
         for r in readers:
             r.join(max(0.1, t0 + UNMOUNT_WITHIN - time.monotonic()))
         self.assertEqual([r.path for r in readers if r.is_alive()], [],
@@ -266,12 +272,7 @@ class Scenarios:
         self.assertIsNone(err, "cancel during a stall: %s after %.1f s" % (err, took))
         _, err, took = timed(status_doc, upper.path, within=ANSWER_WITHIN)
         self.assertIsNone(err, ".stfs/status during a stall: %s after %.1f s" % (err, took))
-        t0 = time.monotonic()
-        upper.proc.send_signal(signal.SIGTERM)
-        while mounted(upper.path) and time.monotonic() - t0 < UNMOUNT_WITHIN:
-            time.sleep(0.05)
-        took = time.monotonic() - t0
-        self.assertFalse(mounted(upper.path), "still mounted %.0f s after SIGTERM" % took)
+        t0 = self.sigterm_unmounts(upper)
         self.resume()
         rc = self.wait_exit(upper, "SIGTERM")
         upper.done = True
@@ -288,12 +289,7 @@ class Scenarios:
         upper = self.mount(self.source(), "check_interval=0.1")
         self.stall()
         time.sleep(0.5)     # a check asks the stalled source by now
-        t0 = time.monotonic()
-        upper.proc.send_signal(signal.SIGTERM)
-        while mounted(upper.path) and time.monotonic() - t0 < UNMOUNT_WITHIN:
-            time.sleep(0.05)
-        took = time.monotonic() - t0
-        self.assertFalse(mounted(upper.path), "still mounted %.0f s after SIGTERM" % took)
+        t0 = self.sigterm_unmounts(upper)
         if "ASAN_OPTIONS" in os.environ:
             # LeakSanitizer stops every thread at exit (ptrace), and a thread
             # in a FUSE request cannot stop: under ASan the exit waits for
