@@ -314,26 +314,29 @@ static int read_shard(struct cuda_job *cj, const struct stf_job_info *job, uint3
 }
 
 /*
- * Before a direct copy of @len bytes at @p of shard @shard: refuse a shard
- * found truncated or changed, and bring a remote shard's pages in (mended
- * once), so that a dead mapping shows here, naming the shard, and not in
- * the copy.
+ * Before a chunk of @len bytes at byte @off of shard @shard: refuse a shard
+ * found truncated or changed (the ring would read the new bytes, a direct
+ * copy the old ones), and for a direct copy bring a remote shard's pages
+ * in (mended once), so that a dead mapping shows here, naming the shard,
+ * and not in the copy.
  */
-static int direct_ready(struct cuda_job *cj, const struct stf_job_info *job, uint32_t shard,
-                        const uint8_t *p, size_t len, char *msg, size_t cap)
+static int chunk_ready(struct cuda_job *cj, const struct stf_job_info *job, uint32_t shard,
+                       uint64_t off, size_t len, bool direct, char *msg, size_t cap)
 {
         const struct stf_shard *sh = &job->model->shards[shard];
-        const char *lost = stf_watch_lost(cj->watch, shard, (uint64_t)(p + len - sh->map));
+        const char *lost = stf_watch_lost(cj->watch, shard, off + len);
         int ret;
 
         if (lost) {
                 snprintf(msg, cap, "cuda:%d: %s was %s while mounted", job->device, sh->name, lost);
                 return -EIO;
         }
-        ret = stf_watch_fetch_mended(cj->watch, shard, p, len);
+        if (!direct)
+                return 0;
+        ret = stf_watch_fetch_mended(cj->watch, shard, sh->map + off, len);
         if (ret)
                 snprintf(msg, cap, "cuda:%d: reading %s at byte %" PRIu64 " failed: %s",
-                         job->device, sh->name, (uint64_t)(p - sh->map), strerror(-ret));
+                         job->device, sh->name, off, strerror(-ret));
         return ret;
 }
 
@@ -384,14 +387,15 @@ static int cuda_chunk(void *state, const struct stf_job_info *job, unsigned wi,
         struct worker *w = &cj->w[wi];
         const struct stf_shard *sh = &job->model->shards[c->shard];
         uint64_t span = (c->height - 1) * c->src_pitch + c->width;
+        bool direct = cj->direct && cj->direct[c->shard].p;
         unsigned s = w->slot;
         CUresult r;
         int ret;
 
-        if (cj->direct && cj->direct[c->shard].p) {
-                ret = direct_ready(cj, job, c->shard, sh->map + c->src, span, msg, cap);
-                if (ret)
-                        return ret;
+        ret = chunk_ready(cj, job, c->shard, c->src, span, direct, msg, cap);
+        if (ret)
+                return ret;
+        if (direct) {
                 r = queue_copy(cj, w, c, sh->map + c->src);
                 return r == CUDA_SUCCESS ? 0 : fail(r, "async copy", job, msg, cap);
         }

@@ -31,6 +31,7 @@
 #include "select.h"
 #include "stwrite.h"
 #include "tree.h"
+#include "watch.h"
 
 static CUresult (*p_init)(unsigned);
 static CUresult (*p_count)(int *);
@@ -296,6 +297,42 @@ static void check_auto(struct stf_model *m, struct stf_tree *t)
         check_job(m, t, &whole, &cold);
 }
 
+/*
+ * A shard its watch has lost (written to while mounted) fails a job on the
+ * ring and on direct staging, the message naming the shard, and the job
+ * leaves nothing in the driver.
+ */
+static void check_lost(struct stf_model *m, struct stf_tree *t)
+{
+        struct stf_slice whole = {-1, 0, 0};
+        struct stf_job_progress p;
+        struct stf_watch *w = NULL;
+        struct stf_job *job;
+        char want[256];
+
+        if (stf_watch_new(m, NULL, NULL, NULL, &w)) {
+                CHECK(0, "stf_watch_new");
+                return;
+        }
+        stf_watch_written(w, 0);
+        snprintf(want, sizeof(want), "cuda:0: %s was written while mounted", m->shards[0].name);
+        for (uint32_t s = STF_STAGING_RING; s <= STF_STAGING_DIRECT; s++) {
+                struct run rn = {0, 4096, {s, w}, -1};
+
+                if (run_job(m, t, &whole, &rn, &job)) {
+                        CHECK(0, "staging %u: the job did not start", s);
+                        continue;
+                }
+                stf_job_progress(job, &p);
+                CHECK(p.state == STF_JOB_FAILED && !strcmp(p.message, want),
+                      "staging %u on a lost shard: state %u, \"%s\"", s, p.state, p.message);
+                stf_job_release(job);
+                stf_job_free(job);
+                check_released("a job on a lost shard");
+        }
+        stf_watch_free(w);
+}
+
 static void check_slices(struct stf_model *m, struct stf_tree *t, struct run *rn)
 {
         for (int dim = -1; dim <= 1; dim++)
@@ -335,6 +372,7 @@ int main(void)
                                 check_slices(m, t,
                                              &(struct run){dev, chunks[c], {s, NULL}, (int)s});
         check_auto(m, t);
+        check_lost(m, t);
         printf("%s\n", fails ? "FAILED" : "cuda prefetch: every byte of every slice matches");
         stf_tree_free(t);
         stf_model_close(m);
