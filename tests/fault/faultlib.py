@@ -47,6 +47,8 @@ TOP = os.path.dirname(os.path.dirname(HERE))
 STFS = os.environ.get("STFS_EXE", os.path.join(TOP, "build", "fs", "stfs"))
 GEN = os.environ.get("STFS_GEN", os.path.join(TOP, "tools", "gen_model.py"))
 STFSCTL = os.path.join(TOP, "build", "tools", "stfsctl")    # --stfsctl
+FAKECUDA = None     # --fakecuda: the directory of tests/gpu's fake libcuda.so.1
+IPC_READ = None     # --ipc-read: tests/gpu/ipc_read
 
 MOUNT_TIMEOUT = 30.0
 EXIT_TIMEOUT = 15.0
@@ -79,6 +81,25 @@ def close_quietly(fd):
         os.close(fd)
     except OSError:
         pass    # ENOTCONN: the daemon is gone
+
+
+def fakecuda_env(stats):
+    """The environment (for stfstest.environ) of a daemon that loads the
+    fake driver, its counters in the file @stats."""
+    return dict(LD_LIBRARY_PATH=FAKECUDA, FAKECUDA_STATS=stats)
+
+
+def fake_live(stats):
+    """What the fake driver holds now (device and pinned allocations,
+    registrations, streams, events), from its counters file @stats; {}
+    before its first call."""
+    try:
+        with open(stats) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {k: doc.get(k, 0) for k in ("device_allocs", "pinned_allocs", "registered",
+                                       "streams", "events")}
 
 
 class Control:
@@ -480,15 +501,19 @@ class FaultCase(unittest.TestCase):
 
 
 def main():
-    global STFS, GEN, STFSCTL
+    global STFS, GEN, STFSCTL, FAKECUDA, IPC_READ
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--stfs")
     ap.add_argument("--gen")
     ap.add_argument("--stfsctl")
+    ap.add_argument("--fakecuda")
+    ap.add_argument("--ipc-read")
     args, rest = ap.parse_known_args()
     STFS = os.path.abspath(args.stfs or STFS)
     GEN = os.path.abspath(args.gen or GEN)
     STFSCTL = os.path.abspath(args.stfsctl or STFSCTL)
+    FAKECUDA = os.path.abspath(args.fakecuda) if args.fakecuda else None
+    IPC_READ = os.path.abspath(args.ipc_read) if args.ipc_read else None
 
     why = stfstest.fuse_skip_reason()
     if why:

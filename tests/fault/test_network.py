@@ -33,8 +33,6 @@ import faultlib  # noqa: E402
 import sshfslib  # noqa: E402
 from faultlib import DONE, read_model, run_gen  # noqa: E402
 
-FAKECUDA = None   # the directory of tests/gpu's fake libcuda.so.1
-IPC_READ = None   # tests/gpu/ipc_read
 CUDA = 1          # STFS_TARGET_CUDA
 RING, DIRECT = 0, 1  # STFS_STAGING_*
 
@@ -275,21 +273,21 @@ class CudaReconnectTest(NetworkCase):
     holds the server's bytes."""
 
     def setUp(self):
-        if FAKECUDA is None:
+        if faultlib.FAKECUDA is None:
             self.skipTest("the CUDA target is not built")
         self.stats = os.path.join(self.tmp, "fakecuda-%s.json" % self._testMethodName)
 
     def mount_fake(self):
-        with faultlib.stfstest.environ(LD_LIBRARY_PATH=FAKECUDA, FAKECUDA_STATS=self.stats):
+        with faultlib.stfstest.environ(**faultlib.fakecuda_env(self.stats)):
             return self.mount(self.src)
 
     def device_bytes(self, m, t):
         """Tensor @t as another process reads it on the fake device."""
         kv = dict(x.split("=", 1) for x in
                   os.getxattr(m.p(t.path), "user.stfs.cuda").decode().split())
-        r = subprocess.run([IPC_READ, kv["device"], kv["handle"], kv["offset"], kv["size"]],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           env=dict(os.environ, LD_LIBRARY_PATH=FAKECUDA), timeout=60)
+        r = subprocess.run([faultlib.IPC_READ, kv["device"], kv["handle"], kv["offset"],
+                            kv["size"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=dict(os.environ, LD_LIBRARY_PATH=faultlib.FAKECUDA), timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr.decode())
         return r.stdout
 
@@ -309,6 +307,8 @@ class CudaReconnectTest(NetworkCase):
             self.assertIn("reopened the file", ln)
         c.close()
         self.unmount(m)
+        self.assertFalse(any(faultlib.fake_live(self.stats).values()),
+                         "the fake driver still holds %r" % faultlib.fake_live(self.stats))
 
     def test_kill_then_cuda_ring(self):
         self.kill_then_cuda(RING)
@@ -418,18 +418,5 @@ class ChangeTest(NetworkCase):
         self.unmount(m)
 
 
-def main():
-    global FAKECUDA, IPC_READ
-    import argparse
-    ap = argparse.ArgumentParser(add_help=False)
-    ap.add_argument("--fakecuda")
-    ap.add_argument("--ipc-read")
-    args, rest = ap.parse_known_args()
-    if args.fakecuda and args.ipc_read:
-        FAKECUDA, IPC_READ = os.path.abspath(args.fakecuda), os.path.abspath(args.ipc_read)
-    sys.argv[1:] = rest
-    return sshfslib.main()
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(sshfslib.main())

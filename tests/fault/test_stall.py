@@ -310,6 +310,21 @@ class Scenarios:
         self.assertEqual(rc, 0, "%.1f s after SIGTERM; stderr:\n%s" % (took, upper.stderr()))
         print("exit %.1f s after SIGTERM, the source stalled" % took)
 
+    def cancel_stuck(self, c, job):
+        """Cancel @job, which waits on the stalled source: it must read as
+        cancelled after the grace, and not much later. Returns the seconds
+        it took."""
+        t0 = time.monotonic()
+        c.cancel(job)
+        while c.status(job)["state"] == RUNNING:
+            self.assertLess(time.monotonic() - t0, CANCEL_GRACE + 2.0,
+                            "a cancelled job stuck on the source still runs")
+            time.sleep(0.02)
+        took = time.monotonic() - t0
+        self.assertEqual(c.status(job)["state"], CANCELLED)
+        self.assertGreaterEqual(took, CANCEL_GRACE - 0.1)
+        return took
+
     def test_cancel_stuck_prefetch(self):
         """A host prefetch whose chunks wait on a stalled source, cancelled:
         its status says cancelled within the grace, a new job (of a tensor
@@ -325,15 +340,7 @@ class Scenarios:
         time.sleep(1.0)
         self.assertEqual(c.status(job)["state"], RUNNING, "the job waits on the source")
         self.assertEqual(job_threads(upper.proc.pid), 2)
-        t0 = time.monotonic()
-        c.cancel(job)
-        while c.status(job)["state"] == RUNNING:
-            self.assertLess(time.monotonic() - t0, CANCEL_GRACE + 2.0,
-                            "a cancelled job stuck on the source still runs")
-            time.sleep(0.02)
-        took = time.monotonic() - t0
-        self.assertEqual(c.status(job)["state"], CANCELLED)
-        self.assertGreaterEqual(took, CANCEL_GRACE - 0.1)
+        took = self.cancel_stuck(c, job)
         st = self.wait_job(c, c.prefetch(ready.name, threads=1), timeout=ANSWER_WITHIN)
         self.assertEqual(st["state"], DONE, "a new job during the stall: %r" % st)
         self.assertEqual(job_threads(upper.proc.pid), 2, "the stuck threads")
@@ -348,6 +355,34 @@ class Scenarios:
         c.close()
         self.unmount(upper)
         self.assertNotIn("still wait", upper.stderr())
+
+
+    def test_cancel_stuck_cuda_prefetch(self):
+        """The same for a CUDA prefetch (the fake driver; the ring's pread
+        waits on the source): cancelled within the grace; after the stall
+        its threads come back and it gives back its device memory and
+        staging."""
+        if faultlib.FAKECUDA is None:
+            self.skipTest("the CUDA target is not built")
+        stats = os.path.join(self.tmp, "fakecuda-stall.json")
+        with faultlib.stfstest.environ(**faultlib.fakecuda_env(stats)):
+            upper = self.mount(self.source(), "read_timeout=60")
+        c = self.control(upper)
+        self.stall()
+        job = c.prefetch("", threads=2, target=1)
+        time.sleep(1.0)
+        self.assertEqual(c.status(job)["state"], RUNNING, "the job waits on the source")
+        self.assertTrue(faultlib.fake_live(stats).get("device_allocs"))
+        self.cancel_stuck(c, job)
+        self.resume()
+        deadline = time.monotonic() + 20
+        while job_threads(upper.proc.pid) or any(faultlib.fake_live(stats).values()):
+            self.assertLess(time.monotonic(), deadline, "threads %d, the fake driver holds %r"
+                            % (job_threads(upper.proc.pid), faultlib.fake_live(stats)))
+            status_doc(upper.path)      # reaps what has finished
+            time.sleep(0.05)
+        c.close()
+        self.unmount(upper)
 
 
 class StallTest(Scenarios, FaultCase):
