@@ -33,6 +33,7 @@ static struct stf_tree *T;
 
 struct fake {
         uint64_t bytes, chunks; /* atomic */
+        uint64_t entered;       /* chunks begun, atomic */
         bool hold;              /* chunks wait while set */
         pthread_mutex_t lock;
         pthread_cond_t cond;
@@ -47,6 +48,7 @@ static int fk_chunk(void *state, const struct stf_job_info *job, unsigned w,
 {
         struct fake *f = state;
 
+        __atomic_add_fetch(&f->entered, 1, __ATOMIC_SEQ_CST);
         pthread_mutex_lock(&f->lock);
         while (f->hold)
                 pthread_cond_wait(&f->cond, &f->lock);
@@ -522,6 +524,55 @@ START_TEST(live_jobs_are_bounded)
 }
 END_TEST
 
+/*
+ * Cancelled jobs whose chunks wait (the gate, as a stalled source): once
+ * given up on they read as cancelled and leave the live-job bound, so a
+ * new job starts; their threads still count against the worker bound
+ * until they come back, then the room is there again.
+ */
+START_TEST(stuck_cancelled_jobs_keep_their_threads)
+{
+        struct stf_residency *r = new_residency();
+        struct stf_job_progress p;
+        uint64_t ids[STF_JOBS_LIVE_MAX], id = 0;
+        char msg[256];
+
+        F.hold = true;
+        for (int i = 0; i < STF_JOBS_LIVE_MAX; i++)
+                ck_assert_int_eq(try_prefetch(r, "a", 1, &ids[i], msg, sizeof(msg)), 0);
+        ck_assert_int_eq(try_prefetch(r, "a", 1, &id, msg, sizeof(msg)), -EBUSY);
+        while (__atomic_load_n(&F.entered, __ATOMIC_SEQ_CST) < STF_JOBS_LIVE_MAX)
+                usleep(1000); /* every job waits in its chunk */
+        for (int i = 0; i < STF_JOBS_LIVE_MAX; i++)
+                ck_assert_int_eq(stf_residency_cancel(r, ids[i]), 0);
+        for (int i = 0; i < STF_JOBS_LIVE_MAX; i++) {
+                ck_assert_int_eq(stf_residency_wait(r, ids[i]), 0); /* the grace */
+                ck_assert_int_eq(stf_residency_progress(r, ids[i], &p), 0);
+                ck_assert_uint_eq(p.state, STF_JOB_CANCELLED);
+        }
+        /* 64 stuck threads: one more job, then two of 64 threads fit, a third not */
+        ck_assert_int_eq(try_prefetch(r, "b", 1, &id, msg, sizeof(msg)), 0);
+        ck_assert_int_eq(try_prefetch(r, "c", 64, &id, msg, sizeof(msg)), 0);
+        ck_assert_int_eq(try_prefetch(r, "c", 64, &id, msg, sizeof(msg)), 0);
+        ck_assert_int_eq(try_prefetch(r, "c", 64, &id, msg, sizeof(msg)), -EBUSY);
+        ck_assert_ptr_nonnull(strstr(msg, "worker threads"));
+        ck_assert(stf_residency_cancel_all(r));
+        release_gate();
+        while (stf_residency_cancel_all(r))
+                usleep(1000);
+        /* every thread back: the room is there again, and they stay cancelled */
+        ck_assert_int_eq(try_prefetch(r, "c", 64, &id, msg, sizeof(msg)), 0);
+        ck_assert_int_eq(try_prefetch(r, "c", 64, &id, msg, sizeof(msg)), 0);
+        ck_assert_int_eq(try_prefetch(r, "c", 64, &id, msg, sizeof(msg)), 0);
+        ck_assert_int_eq(stf_residency_progress(r, ids[0], &p), 0);
+        ck_assert_uint_eq(p.state, STF_JOB_CANCELLED);
+        ck_assert_uint_eq(stf_residency_wait(r, id), 0);
+        ck_assert_int_eq(stf_residency_progress(r, id, &p), 0);
+        ck_assert_uint_eq(p.state, STF_JOB_DONE);
+        stf_residency_free(r);
+}
+END_TEST
+
 START_TEST(finished_jobs_are_forgotten_oldest_first)
 {
         struct stf_residency *r = new_residency();
@@ -591,6 +642,7 @@ static Suite *suite(void)
         tcase_add_test(tc, status_document);
         tcase_add_test(tc, refusal_reasons);
         tcase_add_test(tc, live_jobs_are_bounded);
+        tcase_add_test(tc, stuck_cancelled_jobs_keep_their_threads);
         tcase_add_test(tc, finished_jobs_are_forgotten_oldest_first);
         tcase_add_test(tc, pinned_staging_is_bounded);
         suite_add_tcase(s, tc);
