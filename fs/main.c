@@ -8,6 +8,7 @@
  * detach (unless -f) and serve.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <malloc.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -241,24 +243,52 @@ static void start_free(struct start *st)
         fuse_opt_free_args(&st->args);
 }
 
+/* Where fusectl is mounted (the kernel's documented place), its magic. */
+#define FUSECTL_DIR "/sys/fs/fuse/connections"
+#define FUSECTL_SUPER_MAGIC 0x65735543
+
 /*
  * Abort FUSE connection @conn through fusectl, where it is mounted: every
- * request of the mount that is not being copied ends at once
- * (ECONNABORTED), whatever threads of ours still hold the device.
+ * request of the mount still in flight ends at once (ECONNABORTED), whatever
+ * threads of ours still hold the device. Call it after the unmount: an
+ * aborted device polls POLLERR, and libfuse's unmount then leaves the dead
+ * mount in place. ENOENT then: the connection ended with the unmount. One
+ * line is logged either way (the tests look for it).
  */
 static void abort_connection(unsigned conn)
 {
+        struct statfs sfs;
         char path[96];
-        FILE *f;
+        int fd, err;
 
-        if (!conn)
+        if (statfs(FUSECTL_DIR, &sfs) || sfs.f_type != FUSECTL_SUPER_MAGIC) {
+                stfs_log(LOG_WARNING, "fusectl is not mounted at " FUSECTL_DIR
+                                      ": the close of the device at exit ends the connection");
                 return;
-        snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", conn);
-        f = fopen(path, "w");
-        if (!f)
+        }
+        if (!conn) {
+                stfs_log(LOG_WARNING, "the connection's id is unknown (not in mountinfo): the "
+                                      "close of the device at exit ends it");
                 return;
-        fputs("1\n", f);
-        fclose(f);
+        }
+        snprintf(path, sizeof(path), FUSECTL_DIR "/%u/abort", conn);
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT) {
+                stfs_log(LOG_NOTICE, "connection %u ended with the unmount", conn);
+                return;
+        }
+        if (fd < 0 || write(fd, "1", 1) != 1) {
+                err = errno;
+                if (fd >= 0)
+                        close(fd);
+                stfs_log(LOG_WARNING,
+                         "cannot abort the connection through %s (%s): the close of the device "
+                         "at exit ends it",
+                         path, strerror(err));
+                return;
+        }
+        close(fd);
+        stfs_log(LOG_NOTICE, "connection %u aborted through %s", conn, path);
 }
 
 /*
@@ -554,16 +584,16 @@ static void start_reads(struct stfs *fs, const struct start *st)
 
 /*
  * Threads still wait on a stalled source at exit: they use the model and
- * the mount's objects, so nothing is freed. Cut the connection (every
- * reader of the mount gets an answer), unmount, and leave; the process is
- * gone once the source answers or its waits are killed.
+ * the mount's objects, so nothing is freed. Unmount (a lazy one), cut the
+ * connection (every reader of the mount gets an answer), and leave; the
+ * process is gone once the source answers or its waits are killed.
  */
 static void leave_stuck(struct fuse_session *se, const struct start *st, unsigned stuck, int ret)
 {
         stfs_log(LOG_WARNING,
                  "%u threads still wait on the source at exit: unmounting without them", stuck);
-        abort_connection(st->conn);
         fuse_session_unmount(se);
+        abort_connection(st->conn);
         fuse_remove_signal_handlers(se);
         _exit(ret);
 }
@@ -595,7 +625,7 @@ int main(int argc, char **argv)
         stfs_pt_attach(fs.pt, se); /* before the kernel's INIT is read */
         if (mount_dev(st.mountpoint, &maj, &min)) {
                 raise_readahead(maj, min, st.o.readahead_kb);
-                st.conn = min;
+                st.conn = maj << 20 | min; /* the kernel's dev_t: fusectl's name */
         }
         if (!st.cmd.foreground)
                 stfs_log_to_syslog();

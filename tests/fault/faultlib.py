@@ -155,14 +155,25 @@ def mount_dev(path):
     return None
 
 
+def connection_id(path):
+    """The id of the FUSE connection of the mount at @path, its name under
+    /sys/fs/fuse/connections (the kernel's dev_t: MAJOR << 20 | MINOR), or
+    None."""
+    dev = mount_dev(path)
+    if dev is None:
+        return None
+    major, minor = (int(n) for n in dev.split(":"))
+    return major << 20 | minor
+
+
 def abort_connection(path):
     """Abort the FUSE connection of the mount at @path through fusectl
     (/sys/fs/fuse/connections, where mounted and writable): the way out
     when a daemon is stuck waiting on its own mount. True if done."""
-    dev = mount_dev(path)
-    if dev is None:
+    conn = connection_id(path)
+    if conn is None:
         return False
-    ctl = "/sys/fs/fuse/connections/%s/abort" % dev.split(":")[1]
+    ctl = "/sys/fs/fuse/connections/%d/abort" % conn
     try:
         with open(ctl, "w") as f:
             f.write("1")

@@ -20,7 +20,9 @@ or sshfs is missing. Either way stfs sees a source on FUSE, so its default
   after -o read_timeout; after SIGCONT every byte is right.
 - A stall shorter than read_timeout fails nothing.
 - SIGTERM during a stall unmounts within a bound; the readers get an error,
-  not a hang; the daemon exits 0.
+  not a hang; the daemon exits 0. Twice: without fusectl (the close of the
+  device at exit ends the connection) and with fusectl mounted at
+  /sys/fs/fuse/connections (the daemon aborts the connection through it).
 - SIGTERM while the periodic shard check waits on the stalled source.
 - cancel of a prefetch stuck on the stalled source ends it within a second
   or so; a new job is accepted; the stuck threads come back after the stall
@@ -28,10 +30,17 @@ or sshfs is missing. Either way stfs sees a source on FUSE, so its default
 - The same path forced on a local source (-o async_reads=on) serves every
   byte, and the options are checked.
 
+The suite runs in a mount namespace of its own (private_mounts), so that a
+test can mount or unmount fusectl without changing the machine's or that of
+a suite running beside it: the SIGTERM tests pin it (where the namespace
+cannot be had, the one without fusectl runs as the machine is, and the one
+with it skips).
+
 Exits 77 (SKIP) without /dev/fuse or fusermount3; the sshfs cases skip without
 sshd or sshfs.
 """
 
+import ctypes
 import errno
 import os
 import signal
@@ -54,6 +63,42 @@ TIMEOUT = 2           # -o read_timeout of the upper mount, seconds
 UNMOUNT_WITHIN = 6.0  # after SIGTERM during a stall
 CANCEL_GRACE = 1.0    # STF_JOB_CANCEL_GRACE_MS: a cancelled job stuck on the source ends then
 JOB_THREAD = "stfs-prefetch"  # STF_JOB_THREAD_NAME
+FUSECTL = "/sys/fs/fuse/connections"    # FUSECTL_DIR of fs/main.c
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS = 0x00020000
+MS_REC, MS_PRIVATE = 0x4000, 0x40000
+NO_PRIVATE_MOUNTS = "not tried"     # why the suite has no mount namespace of its own
+
+
+def libc_call(what, ret):
+    """None when the libc call @what returned 0, else "@what: strerror"."""
+    return None if ret == 0 else "%s: %s" % (what, os.strerror(ctypes.get_errno()))
+
+
+def private_mounts():
+    """Move this process into a mount namespace of its own whose mounts
+    propagate nowhere. Before any thread starts: unshare moves the calling
+    thread only (threads and children started later follow it). None, or
+    why not."""
+    return (libc_call("unshare(CLONE_NEWNS)", LIBC.unshare(CLONE_NEWNS)) or
+            libc_call("making / private", LIBC.mount(b"none", b"/", None, MS_REC | MS_PRIVATE,
+                                                      None)))
+
+
+def fusectl_mounted():
+    with open("/proc/self/mountinfo") as f:
+        return any(ln.split()[4] == FUSECTL and ln.split(" - ")[1].split()[0] == "fusectl"
+                   for ln in f)
+
+
+def mount_fusectl():
+    return libc_call("mount -t fusectl", LIBC.mount(b"fusectl", FUSECTL.encode(), b"fusectl",
+                                                    0, None))
+
+
+def umount_fusectl():
+    return libc_call("umount " + FUSECTL, LIBC.umount2(FUSECTL.encode(), 0))
 
 
 def job_threads(pid):
@@ -204,14 +249,33 @@ class Scenarios:
         self.assertTrue(got == want, "a read failed or differs after a 1 s stall")
         self.unmount(upper)
 
-    def test_sigterm_during_stall(self):
-        """SIGTERM with readers waiting on a stalled source: unmounted within
-        a bound (it waited for the source before), every reader answered
-        (EIO for a read in flight, then ECONNABORTED / ENOTCONN once the
-        connection is cut), exit status 0."""
-        upper = self.mount(self.source(), "read_timeout=60")
+    def pin_fusectl(self, want):
+        """fusectl mounted at FUSECTL (@want true) or not for this test, in
+        the suite's mount namespace, and put back as it was at cleanup (after
+        the daemons' cleanups). None, or why it could not be done (then it is
+        as the machine has it)."""
+        if fusectl_mounted() == want:
+            return None
+        if NO_PRIVATE_MOUNTS:
+            return "no mount namespace of our own (%s)" % NO_PRIVATE_MOUNTS
+        why = mount_fusectl() if want else umount_fusectl()
+        if why is None:
+            self.addCleanup(umount_fusectl if want else mount_fusectl)
+        return why
+
+    def sigterm_during_stall(self, fusectl):
+        """SIGTERM with more readers than FUSE workers waiting on a stalled
+        source: unmounted within a bound (it waited for the source before),
+        every reader answered while the source is still stalled (EIO for a
+        read in flight, then ECONNABORTED / ENOTCONN once the connection is
+        cut), exit status 0, nothing left after the stall. @fusectl: whether
+        fusectl is mounted; the daemon must have aborted the connection
+        through it (one line logged), else said it could not."""
+        upper = self.mount(self.source(), "max_threads=%d" % WORKERS, "read_timeout=60")
+        conn = faultlib.connection_id(upper.path)
+        abort = "%s/%d/abort" % (FUSECTL, conn)
         self.stall()
-        readers = self.start_readers(upper, self.big[:8])
+        readers = self.start_readers(upper, self.big[:READERS])
         time.sleep(1.0)
         self.assertTrue(all(r.is_alive() for r in readers), "reads waited for the source")
         t0 = self.sigterm_unmounts(upper)
@@ -219,12 +283,36 @@ class Scenarios:
             r.join(max(0.1, t0 + UNMOUNT_WITHIN - time.monotonic()))
         self.assertEqual([r.path for r in readers if r.is_alive()], [],
                          "readers still waiting after the unmount")
-        self.assertLessEqual({r.err for r in readers}, {"EIO", "ECONNABORTED", "ENOTCONN"})
+        errs = {r.err for r in readers}
+        log = upper.stderr()
+        if fusectl:
+            self.assertIn("connection %d aborted through %s\n" % (conn, abort), log)
+            self.assertLessEqual(errs, {"ECONNABORTED", "ENOTCONN"}, log)
+        else:
+            self.assertIn("fusectl is not mounted at %s: " % FUSECTL, log)
+            self.assertLessEqual(errs, {"EIO", "ECONNABORTED", "ENOTCONN"}, log)
         self.resume()
         rc = self.wait_exit(upper, "SIGTERM")
         upper.done = True
-        self.assertEqual(rc, 0, upper.stderr())
+        self.assertEqual(rc, 0, log)
+        if fusectl:     # the connection is gone too
+            self.assertFalse(os.path.exists(os.path.dirname(abort)), abort)
+        print("readers got %s; fusectl %s" % (sorted(errs), "mounted" if fusectl else "not mounted"))
 
+    def test_sigterm_during_stall(self):
+        """Without fusectl (pinned so where the suite has a mount namespace of
+        its own): the close of the device at exit ends the connection."""
+        self.pin_fusectl(False)
+        self.sigterm_during_stall(fusectl_mounted())
+
+    def test_sigterm_aborts_through_fusectl(self):
+        """With fusectl mounted: the daemon aborts its connection through
+        FUSECTL/N/abort (never run in a test before: fusectl is not mounted
+        on the test machines)."""
+        why = self.pin_fusectl(True)
+        if why:
+            self.skipTest("fusectl cannot be mounted at %s: %s" % (FUSECTL, why))
+        self.sigterm_during_stall(True)
 
     def test_fusermount_u_during_stall(self):
         """fusermount3 -u with readers waiting on a stalled source answers
@@ -479,4 +567,5 @@ class LocalTest(FaultCase):
 
 
 if __name__ == "__main__":
+    NO_PRIVATE_MOUNTS = private_mounts()
     sys.exit(faultlib.main())
