@@ -252,8 +252,9 @@ static void start_free(struct start *st)
  * request of the mount still in flight ends at once (ECONNABORTED), whatever
  * threads of ours still hold the device. Call it after the unmount: an
  * aborted device polls POLLERR, and libfuse's unmount then leaves the dead
- * mount in place. ENOENT then: the connection ended with the unmount. One
- * line is logged either way (the tests look for it).
+ * mount in place. ENOENT then: the connection ended with the unmount
+ * (nothing held the mount). One line is logged either way (the tests look
+ * for it).
  */
 static void abort_connection(unsigned conn)
 {
@@ -590,10 +591,22 @@ static void start_reads(struct stfs *fs, const struct start *st)
  */
 static void leave_stuck(struct fuse_session *se, const struct start *st, unsigned stuck, int ret)
 {
+        int dev;
+
         stfs_log(LOG_WARNING,
                  "%u threads still wait on the source at exit: unmounting without them", stuck);
+        /*
+         * Unmount before the abort: an aborted device polls POLLERR and
+         * libfuse's unmount then leaves the dead mount in place. Hold the
+         * device meanwhile, so that libfuse's close of it does not end the
+         * connection (a race with the abort); without fusectl our close
+         * does, once the abort was tried.
+         */
+        dev = fcntl(fuse_session_fd(se), F_DUPFD_CLOEXEC, 0);
         fuse_session_unmount(se);
         abort_connection(st->conn);
+        if (dev >= 0)
+                close(dev);
         fuse_remove_signal_handlers(se);
         _exit(ret);
 }
