@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "bytes.h"
+#include "fstype.h"
 #include "pool.h"
 #include "shard.h"
 
@@ -259,6 +260,8 @@ int stf_shard_reopen(struct stf_shard *s)
                 munmap(map, s->size);
                 goto out_close;
         }
+        if (s->large) /* the new mapping lacks the advice */
+                madvise((void *)s->map, s->size, MADV_HUGEPAGE);
         if (dup3(fd, s->fd, O_CLOEXEC) < 0)
                 ret = -errno;
 out_close:
@@ -334,4 +337,11 @@ out_arrays:
         free(o.held);
         free(o.rets);
         return ret;
+}
+
+bool stf_shard_advise_large(struct stf_shard *s)
+{
+        s->large = s->map && stf_fstype_fd(s->fd, NULL) == 0 &&
+                   madvise((void *)s->map, s->size, MADV_HUGEPAGE) == 0;
+        return s->large;
 }

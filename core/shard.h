@@ -27,6 +27,7 @@ struct stf_shard {
         const uint8_t *map;     /* read-only shared mapping of the whole file */
         struct stf_header *hdr; /* its parsed header */
         uint64_t head_sum;      /* checksum of bytes [0, hdr->data_start) at open */
+        bool large;             /* stf_shard_advise_large took */
 };
 
 /*
@@ -116,5 +117,15 @@ int stf_shard_reopen(struct stf_shard *s);
 
 /* Unmap, close and free; accepts a shard that was only initialised. */
 void stf_shard_close(struct stf_shard *s);
+
+/*
+ * Have faults of @s's mapping read large folios (MADV_HUGEPAGE: the
+ * kernel's fault readahead then reads 2 MiB folios where the filesystem
+ * has them, and maps them whole; kept across stf_shard_reopen). Only for a
+ * local file: a network filesystem's page cache holds small pages, and
+ * each fault would read 4 MiB around it. Returns (and sets s->large)
+ * whether the advice took.
+ */
+bool stf_shard_advise_large(struct stf_shard *s);
 
 #endif

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,9 +77,29 @@ static void fill_entry(struct stfs *fs, struct fuse_entry_param *e)
         e->entry_timeout = fs->timeout;
 }
 
+/*
+ * -o cache=single: the source is read in large folios (measured on a cold
+ * read through the mount: the daemon's CPU a GiB less than half, row 1a
+ * at the source's speed), which its drops then free whole. Not in double
+ * mode: there every folio stays, and on the machine measured (a VM) the
+ * daemon's CPU a GiB rose instead (README, Memory).
+ */
+static void advise_large(struct stfs *fs)
+{
+        bool all = fs->model->nshards > 0;
+
+        if (stf_cache_get_mode(fs->cache) != STF_CACHE_SINGLE)
+                return;
+        for (uint32_t i = 0; i < fs->model->nshards; i++)
+                all &= stf_shard_advise_large((struct stf_shard *)&fs->model->shards[i]);
+        fs->large_folios = all;
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
         struct stfs *fs = userdata;
+
+        advise_large(fs);
 
         /* 1 MiB requests; libfuse derives max_pages from max_write. */
         conn->max_write = 1u << 20;
@@ -225,12 +246,30 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 #define READ_IOVS 256
 
 /*
+ * Whether a piece [@a, @e) of a mapping continues the last large piece
+ * asked for: it starts within STFS_PREFAULT_NEAR of where that one ended
+ * (the workers answer a sequential reader's readahead a little out of
+ * order). Then the fault's readahead of 2 MiB folios is what the reader
+ * needs next; a random read gets the pages it asks for only.
+ */
+static bool continues(struct stfs *fs, uintptr_t a, uintptr_t e)
+{
+        uintptr_t prev = atomic_exchange_explicit(&fs->last_piece, e, memory_order_relaxed);
+
+        return a <= prev + STFS_PREFAULT_NEAR && prev <= a + STFS_PREFAULT_NEAR;
+}
+
+/*
  * Ask for the pages a reply is about to copy from the mappings. Without
  * it the kernel's copy faults them in one by one with mmap read-around
  * sized by the source disk's readahead (MiBs per 4 KiB read, measured);
- * with it a cold random read costs what a pread of the source does.
+ * with it a cold random read costs what a pread of the source does. But
+ * the pages it reads are 4 KiB ones: where every shard is mapped for
+ * large folios, a piece of STFS_PREFAULT_LARGE or more that continues a
+ * sequential read is left to the fault, which reads 2 MiB folios ahead
+ * (core/shard.c, advise_large).
  */
-void stfs_read_prefault(const struct iovec *iov, size_t n)
+void stfs_read_prefault(struct stfs *fs, const struct iovec *iov, size_t n)
 {
         const uintptr_t page = 4096;
 
@@ -238,6 +277,8 @@ void stfs_read_prefault(const struct iovec *iov, size_t n)
                 uintptr_t a = (uintptr_t)iov[i].iov_base & ~(page - 1);
                 uintptr_t e = (uintptr_t)iov[i].iov_base + iov[i].iov_len;
 
+                if (fs->large_folios && e - a >= STFS_PREFAULT_LARGE && continues(fs, a, e))
+                        continue;
                 madvise((void *)a, e - a, MADV_WILLNEED);
         }
 }
@@ -351,7 +392,7 @@ static void read_view(fuse_req_t req, struct stfs *fs, const struct stf_view *v,
         /* Pointers into the mappings and headers: the kernel copies once. */
         n = stf_view_iov(v, (uint64_t)off, want, iov, READ_IOVS, &got);
         if (got == want) {
-                stfs_read_prefault(iov, n);
+                stfs_read_prefault(fs, iov, n);
                 ret = stfs_read_fetch(fs, v, (uint64_t)off, want, since);
                 if (ret) {
                         fuse_reply_err(req, -ret);

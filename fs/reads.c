@@ -124,7 +124,7 @@ static int job_work(void *ctx, unsigned worker, struct stf_dpool_item *it)
         j->niov = stf_view_iov(j->v, j->off, j->want, r->iov[worker], READS_IOVS, &got);
         if (got != j->want)
                 return read_copy(r, worker, j);
-        stfs_read_prefault(r->iov[worker], j->niov);
+        stfs_read_prefault(r->fs, r->iov[worker], j->niov);
         ret = stfs_read_fetch(r->fs, j->v, j->off, j->want, j->since);
         if (!ret)
                 j->iov = r->iov[worker];

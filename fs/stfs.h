@@ -13,6 +13,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <fuse_lowlevel.h>
@@ -36,8 +37,10 @@ struct stfs {
         gid_t gid;
         double timeout; /* entry/attr timeout, seconds */
         bool debug;
-        bool no_opendir;       /* kernel needs no OPENDIR (set in init) */
-        unsigned readahead_kb; /* 0: kernel default */
+        bool no_opendir;              /* kernel needs no OPENDIR (set in init) */
+        bool large_folios;            /* every shard mapped for large folios (set in init) */
+        _Atomic uintptr_t last_piece; /* end of the last large piece read (ops.c) */
+        unsigned readahead_kb;        /* 0: kernel default */
 
         struct stfs_docs *docs;   /* open live documents of /.stfs (docs.c) */
         struct stfs_pt *pt;       /* passthrough of whole files (passthrough.c) */
