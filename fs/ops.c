@@ -246,17 +246,25 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 #define READ_IOVS 256
 
 /*
- * Whether a piece [@a, @e) of a mapping continues the last large piece
- * asked for: it starts within STFS_PREFAULT_NEAR of where that one ended
- * (the workers answer a sequential reader's readahead a little out of
- * order). Then the fault's readahead of 2 MiB folios is what the reader
- * needs next; a random read gets the pages it asks for only.
+ * Whether a piece [@a, @e) of a mapping is part of a sequential read: it
+ * starts within STFS_PREFAULT_NEAR of where the last large piece ended
+ * (the workers answer a reader's readahead a little out of order), and so
+ * did the STFS_PREFAULT_RUN pieces before it (a random read of 1 MiB
+ * brings a READ or two of the mount's readahead right after it). Then the
+ * fault's readahead of 2 MiB folios is what the reader needs next; a
+ * random read gets the pages it asks for only. A guess from shared state:
+ * readers racing on it only make it ask for pages more often.
  */
-static bool continues(struct stfs *fs, uintptr_t a, uintptr_t e)
+static bool sequential(struct stfs *fs, uintptr_t a, uintptr_t e)
 {
         uintptr_t prev = atomic_exchange_explicit(&fs->last_piece, e, memory_order_relaxed);
 
-        return a <= prev + STFS_PREFAULT_NEAR && prev <= a + STFS_PREFAULT_NEAR;
+        if (a > prev + STFS_PREFAULT_NEAR || prev > a + STFS_PREFAULT_NEAR) {
+                atomic_store_explicit(&fs->piece_run, 0, memory_order_relaxed);
+                return false;
+        }
+        return atomic_fetch_add_explicit(&fs->piece_run, 1, memory_order_relaxed) >=
+               STFS_PREFAULT_RUN;
 }
 
 /*
@@ -265,9 +273,9 @@ static bool continues(struct stfs *fs, uintptr_t a, uintptr_t e)
  * sized by the source disk's readahead (MiBs per 4 KiB read, measured);
  * with it a cold random read costs what a pread of the source does. But
  * the pages it reads are 4 KiB ones: where every shard is mapped for
- * large folios, a piece of STFS_PREFAULT_LARGE or more that continues a
- * sequential read is left to the fault, which reads 2 MiB folios ahead
- * (core/shard.c, advise_large).
+ * large folios, a piece of STFS_PREFAULT_LARGE or more of a sequential
+ * read is left to the fault, which reads 2 MiB folios ahead
+ * (stf_shard_advise_large).
  */
 void stfs_read_prefault(struct stfs *fs, const struct iovec *iov, size_t n)
 {
@@ -277,7 +285,7 @@ void stfs_read_prefault(struct stfs *fs, const struct iovec *iov, size_t n)
                 uintptr_t a = (uintptr_t)iov[i].iov_base & ~(page - 1);
                 uintptr_t e = (uintptr_t)iov[i].iov_base + iov[i].iov_len;
 
-                if (fs->large_folios && e - a >= STFS_PREFAULT_LARGE && continues(fs, a, e))
+                if (fs->large_folios && e - a >= STFS_PREFAULT_LARGE && sequential(fs, a, e))
                         continue;
                 madvise((void *)a, e - a, MADV_WILLNEED);
         }

@@ -39,11 +39,13 @@ int stfs_read_span(struct stfs *fs, const struct stf_view *v, size_t size, off_t
  * in one by one, a cold random read costing MiBs of read-around. Where
  * every shard is mapped for large folios (fs->large_folios), a piece of
  * STFS_PREFAULT_LARGE or more that starts within STFS_PREFAULT_NEAR of
- * where the last such piece ended is left to the fault: it reads 2 MiB
- * folios ahead, cheaper to read, map and drop.
+ * where the last such piece ended, as did the STFS_PREFAULT_RUN before it,
+ * is left to the fault: it reads 2 MiB folios ahead, cheaper to read, map
+ * and drop.
  */
 #define STFS_PREFAULT_LARGE (256u << 10)
 #define STFS_PREFAULT_NEAR (8u << 20)
+#define STFS_PREFAULT_RUN 4
 void stfs_read_prefault(struct stfs *fs, const struct iovec *iov, size_t n);
 
 /*
