@@ -50,8 +50,9 @@ def load():
 def measured(m, fn, *a):
     """(wall s, daemon CPU s, reader CPU s) of fn(*a) against mount @m.
 
-    The daemon's CPU is read after .stfs/status: a read of it waits for the
-    drops still queued, so their CPU counts (not their time)."""
+    The daemon's CPU is read after a read of .stfs/status: a daemon that
+    drops pages off the reply path would have to be done with them by then
+    for their CPU to count (not their time)."""
     c0, r0 = cpu_of(m.pid), os.times()
     dt, _ = C.timed(fn, *a)
     r1 = os.times()
