@@ -211,12 +211,13 @@ struct stf_job {
         bool released;
         size_t chunks_done;
         struct stf_pool pool; /* the workers; stf_job_cancel stops it */
-        bool ended;           /* for its callers: finished, or given up on after a cancel */
-        bool finished;        /* job_run is past its last use of the job */
-        bool pool_done;       /* every worker is back: no more giving up */
-        bool abandoned;       /* given up on: it stays cancelled, whatever comes back */
-        uint64_t cancel_ns;   /* first stf_job_cancel; 0: none */
-        pthread_cond_t done;  /* signalled when ended or finished turns true, and on cancel */
+        /* for its callers: finished, or given up on after a cancel (ended
+         * while not finished: it stays cancelled, whatever comes back) */
+        bool ended;
+        bool finished;       /* job_run is past its last use of the job */
+        bool pool_done;      /* every worker is back: no more giving up */
+        uint64_t cancel_ns;  /* first stf_job_cancel; 0: none */
+        pthread_cond_t done; /* signalled when ended or finished turns true, and on cancel */
         pthread_t thread;
         bool joinable;
         uint64_t bytes_total; /* tensor bytes, without alignment padding */
@@ -237,7 +238,6 @@ static void settle(struct stf_job *job)
         now = stf_now_ns();
         if (now - job->cancel_ns < GRACE_NS)
                 return;
-        job->abandoned = true;
         job->ended = true;
         job->state_now = STF_JOB_CANCELLED;
         job->t_end_ns = now;
@@ -269,7 +269,7 @@ static int chunk_task(void *ctx, unsigned worker, size_t i)
                 return ret;
         }
         pthread_mutex_lock(&job->lock);
-        if (!job->abandoned) /* its progress was final when it was given up on */
+        if (!job->ended) /* given up on: its progress was final then */
                 job->bytes_done += c->width * c->height;
         job->chunks_done++;
         pthread_mutex_unlock(&job->lock);
@@ -342,7 +342,7 @@ static void *job_run(void *arg)
                 stf_pool_run(&job->pool); /* errors are in job->error already */
         pthread_mutex_lock(&job->lock);
         job->pool_done = true;
-        ret = job->abandoned ? -ECANCELED : 0;
+        ret = job->ended ? -ECANCELED : 0; /* ended before finished: given up on */
         pthread_mutex_unlock(&job->lock);
         /* a job given up on stays cancelled, whatever its workers did */
         ret = ret ? ret : outcome(job);
