@@ -90,6 +90,25 @@ def run_tests(rest, missing=None, files=()):
     return 0 if prog.result.wasSuccessful() else 1
 
 
+def cuda_xattr(path):
+    """The user.stfs.cuda xattr of tensor file @path (where a CUDA prefetch
+    put it) as a dict: device, handle, offset, size, ..."""
+    raw = os.getxattr(path, "user.stfs.cuda").decode()
+    return dict(x.split("=", 1) for x in raw.split())
+
+
+def ipc_read(exe, libdir, kv):
+    """The bytes of one tensor on the device, read by another process
+    (@exe: tests/gpu/ipc_read, loading libcuda from @libdir, the fake
+    driver's directory) through its IPC handle @kv (cuda_xattr)."""
+    r = subprocess.run([exe, kv["device"], kv["handle"], kv["offset"], kv["size"]],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=dict(os.environ, LD_LIBRARY_PATH=libdir), timeout=60)
+    if r.returncode:
+        raise AssertionError("ipc_read: %s" % r.stderr.decode())
+    return r.stdout
+
+
 @contextlib.contextmanager
 def environ(**add):
     """Set the variables @add in os.environ for the block (a daemon started

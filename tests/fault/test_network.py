@@ -283,13 +283,8 @@ class CudaReconnectTest(NetworkCase):
 
     def device_bytes(self, m, t):
         """Tensor @t as another process reads it on the fake device."""
-        kv = dict(x.split("=", 1) for x in
-                  os.getxattr(m.p(t.path), "user.stfs.cuda").decode().split())
-        r = subprocess.run([faultlib.IPC_READ, kv["device"], kv["handle"], kv["offset"],
-                            kv["size"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           env=dict(os.environ, LD_LIBRARY_PATH=faultlib.FAKECUDA), timeout=60)
-        self.assertEqual(r.returncode, 0, r.stderr.decode())
-        return r.stdout
+        return faultlib.stfstest.ipc_read(faultlib.IPC_READ, faultlib.FAKECUDA,
+                                          faultlib.stfstest.cuda_xattr(m.p(t.path)))
 
     def kill_then_cuda(self, staging):
         m = self.mount_fake()

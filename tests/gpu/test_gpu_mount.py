@@ -62,19 +62,12 @@ class FakeMount(tc.Mount):
             return {}
 
     def xattr(self, name):
-        raw = os.getxattr(self.tensor(name), "user.stfs.cuda").decode()
-        kv = dict(x.split("=", 1) for x in raw.split())
-        return kv
+        return stfstest.cuda_xattr(self.tensor(name))
 
 
 def ipc_read(kv):
     """The bytes of one tensor, read by another process through its IPC handle."""
-    r = subprocess.run([IPC_READ, kv["device"], kv["handle"], kv["offset"], kv["size"]],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(
-                           os.environ, LD_LIBRARY_PATH=FAKECUDA))
-    if r.returncode:
-        raise AssertionError("ipc_read: %s" % r.stderr.decode())
-    return r.stdout
+    return stfstest.ipc_read(IPC_READ, FAKECUDA, kv)
 
 
 class GpuMountTest(unittest.TestCase):
