@@ -66,11 +66,6 @@ const char *stf_cache_mode_name(enum stf_cache_mode mode)
         return mode == STF_CACHE_DOUBLE ? "double" : "single";
 }
 
-enum stf_cache_mode stf_cache_get_mode(const struct stf_cache *c)
-{
-        return c ? c->mode : STF_CACHE_SINGLE;
-}
-
 void stf_cache_drop_pages(void *ctx, uint32_t shard, uint64_t begin, uint64_t end)
 {
         const struct stf_shard *s = &((const struct stf_model *)ctx)->shards[shard];

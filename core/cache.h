@@ -86,9 +86,6 @@ int stf_cache_new(const struct stf_model *m, enum stf_cache_mode mode, stf_cache
 /* Accepts NULL. */
 void stf_cache_free(struct stf_cache *c);
 
-/* The mode of @c (single for NULL: the default). */
-enum stf_cache_mode stf_cache_get_mode(const struct stf_cache *c);
-
 /* Bytes [@begin, @end) of shard @shard are in the mount's page cache. */
 void stf_cache_served(struct stf_cache *c, uint32_t shard, uint64_t begin, uint64_t end);
 

@@ -77,29 +77,9 @@ static void fill_entry(struct stfs *fs, struct fuse_entry_param *e)
         e->entry_timeout = fs->timeout;
 }
 
-/*
- * -o cache=single: the source is read in large folios (measured on a cold
- * read through the mount: the daemon's CPU a GiB less than half, row 1a
- * at the source's speed), which its drops then free whole. Not in double
- * mode: there every folio stays, and on the machine measured (a VM) the
- * daemon's CPU a GiB rose instead (README, Memory).
- */
-static void advise_large(struct stfs *fs)
-{
-        bool all = fs->model->nshards > 0;
-
-        if (stf_cache_get_mode(fs->cache) != STF_CACHE_SINGLE)
-                return;
-        for (uint32_t i = 0; i < fs->model->nshards; i++)
-                all &= stf_shard_advise_large((struct stf_shard *)&fs->model->shards[i]);
-        fs->large_folios = all;
-}
-
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
         struct stfs *fs = userdata;
-
-        advise_large(fs);
 
         /* 1 MiB requests; libfuse derives max_pages from max_write. */
         conn->max_write = 1u << 20;

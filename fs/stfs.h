@@ -38,7 +38,7 @@ struct stfs {
         double timeout; /* entry/attr timeout, seconds */
         bool debug;
         bool no_opendir;              /* kernel needs no OPENDIR (set in init) */
-        bool large_folios;            /* every shard mapped for large folios (set in init) */
+        bool large_folios;            /* every shard mapped for large folios (set at load) */
         _Atomic uintptr_t last_piece; /* end of the last large piece read (ops.c) */
         _Atomic unsigned piece_run;   /* large pieces in a row near the last (ops.c) */
         unsigned readahead_kb;        /* 0: kernel default */
