@@ -33,16 +33,6 @@ import common as C
 import row1_seq as R1
 import row4_numpy as R4
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_of(pid):
-    """utime + stime of process @pid, in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / TICK
-
-
 def load():
     return os.getloadavg()[0]
 
@@ -53,12 +43,12 @@ def measured(m, fn, *a):
     The daemon's CPU is read after a read of .stfs/status: a daemon that
     drops pages off the reply path would have to be done with them by then
     for their CPU to count (not their time)."""
-    c0, r0 = cpu_of(m.pid), os.times()
+    c0, r0 = C.proc_cpu(m.pid), os.times()
     dt, _ = C.timed(fn, *a)
     r1 = os.times()
     with open(os.path.join(m.mp, ".stfs", "status")) as f:
         f.read()
-    c1 = cpu_of(m.pid)
+    c1 = C.proc_cpu(m.pid)
     return dt, c1 - c0, (r1.user + r1.system) - (r0.user + r0.system)
 
 
